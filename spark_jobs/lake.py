@@ -1,0 +1,565 @@
+"""The table layer: every codemill job reads and writes its tables through `Lake`.
+
+Tables live under a lake root (`/data/lake`, `s3://bucket/lake`, ...) at `<root>/<name>` and are standard Delta
+tables that Spark with delta-spark, `deltalake`, DuckDB and Polars read.
+
+Two backends, one behaviour (tests/spark_jobs/test_lake.py runs the same tests on whichever is available):
+
+- **native**: the session has the Delta extension (`spark-submit --packages io.delta:delta-spark_2.13:<v>` plus
+  `spark.sql.extensions` / `spark.sql.catalog.spark_catalog`): plain `format("delta")` and delta-spark's `DeltaTable`.
+- **embedded**: no Delta jars (a laptop, CI). Spark writes Parquet into a fresh folder inside the table
+  (`<table>/part-<uuid>/...`); then `deltalake` (delta-rs) commits one transaction that adds those files, with
+  per-file statistics read from the Parquet footers, and for an overwrite removes the old ones. Until that commit
+  nothing new is visible; a job that raises or is killed leaves only unreferenced files, which `vacuum` deletes.
+  Reads go through the snapshot's file list, with partition columns restored from the folder names.
+
+Every commit carries lineage in its commit metadata (`userMetadata`, JSON): the job name, its config hash, the
+versions of the tables it read, and an optional write id that makes a repeated write a no-op.
+
+    lake = Lake.open(spark, "lake")
+    df = lake.read("files")
+    lake.overwrite("filtered", out, lineage=Lineage("filter", cfg_hash, lake.versions(["files"])))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import unquote, urlparse
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+Backend = Literal["auto", "native", "embedded"]
+DATA_DIR_PREFIX = "part-"
+
+
+class LakeError(RuntimeError):
+    """A table operation that cannot be done; the message names the table."""
+
+
+class TableNotFound(LakeError):
+    pass
+
+
+class SchemaMismatch(LakeError):
+    pass
+
+
+@dataclasses.dataclass(frozen=True)
+class Lineage:
+    """What produced a commit: recorded in the commit's metadata and readable through `Lake.history`."""
+
+    job: str
+    config_hash: str = ""
+    inputs: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    # Same write_id twice on a table = the second write is skipped (idempotent appends and re-runs).
+    write_id: str | None = None
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> str:
+        payload = {"job": self.job, "config_hash": self.config_hash, "inputs": dict(self.inputs)}
+        if self.write_id:
+            payload["write_id"] = self.write_id
+        if self.extra:
+            payload["extra"] = dict(self.extra)
+        return json.dumps(payload, sort_keys=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class TableInfo:
+    name: str
+    version: int
+    rows: int
+    files: int
+    bytes: int
+    partition_by: tuple[str, ...]
+
+
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def _local_path(uri: str) -> str:
+    return unquote(urlparse(uri).path) if uri.startswith("file://") else uri
+
+
+def _storage_options() -> dict[str, str] | None:
+    """Object-store credentials for delta-rs come from the environment (AWS_*, AZURE_*, GOOGLE_*)."""
+    return None
+
+
+class Lake:
+    """Tables under one root; see the module docstring."""
+
+    def __init__(self, spark: SparkSession, root: str, *, backend: Backend = "auto"):
+        from spark_jobs.session import has_delta
+
+        self.spark = spark
+        root = str(root)
+        self.root = os.path.abspath(_local_path(root)) if _is_local(root) else root.rstrip("/")
+        native_ok = has_delta(spark)
+        if backend == "native" and not native_ok:
+            raise LakeError(
+                "lake.backend=native but the Spark session has no Delta extension: start it with "
+                "--packages io.delta:delta-spark_2.13:<version> and the two Delta session settings (README)"
+            )
+        self.backend = "native" if backend == "native" or (backend == "auto" and native_ok) else "embedded"
+        if _is_local(self.root):
+            os.makedirs(self.root, exist_ok=True)
+
+    @classmethod
+    def open(cls, spark: SparkSession, root: str, *, backend: Backend = "auto") -> Lake:
+        return cls(spark, root, backend=backend)
+
+    # ------------------------------------------------------------------ paths and metadata
+    def path(self, name: str) -> str:
+        if not name or "/" in name or name.startswith("."):
+            raise LakeError(f"invalid table name {name!r}: use a plain name such as 'files'")
+        return f"{self.root}/{name}"
+
+    def _delta(self, name: str, version: int | None = None):
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(self.path(name), version=version, storage_options=_storage_options())
+        except TableNotFoundError:
+            raise TableNotFound(f"table {name!r} does not exist under {self.root}") from None
+        except Exception as exc:  # delta-rs raises DeltaError for a missing version
+            if version is not None and "version" in str(exc).lower():
+                raise LakeError(f"table {name!r} has no version {version}: {exc}") from None
+            raise
+
+    def exists(self, name: str) -> bool:
+        from deltalake import DeltaTable
+
+        return DeltaTable.is_deltatable(self.path(name), storage_options=_storage_options())
+
+    def version(self, name: str) -> int:
+        return self._delta(name).version()
+
+    def versions(self, names: Sequence[str]) -> dict[str, int]:
+        """Current versions of the named tables, for a commit's lineage (missing tables are left out)."""
+        return {n: self.version(n) for n in names if self.exists(n)}
+
+    def schema(self, name: str):
+        """The table's Spark schema (partition columns included)."""
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        arrow_schema = self._delta(name).schema().to_arrow()
+        return from_arrow_schema(_arrow_schema(arrow_schema))
+
+    def partition_columns(self, name: str) -> list[str]:
+        return list(self._delta(name).metadata().partition_columns)
+
+    def history(self, name: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """Commits newest first: version, timestamp, operation and the lineage recorded by codemill."""
+        rows = []
+        for entry in self._delta(name).history(limit):
+            meta = entry.get("userMetadata")
+            lineage = json.loads(meta) if isinstance(meta, str) and meta.startswith("{") else {}
+            rows.append({
+                "version": entry.get("version"),
+                "timestamp": entry.get("timestamp"),
+                "operation": entry.get("operation"),
+                "lineage": lineage,
+            })
+        return rows
+
+    def tables(self) -> list[TableInfo]:
+        """Every Delta table directly under the root, with version, rows and size."""
+        names: list[str] = []
+        if _is_local(self.root):
+            names = sorted(d for d in os.listdir(self.root) if os.path.isdir(os.path.join(self.root, d, "_delta_log")))
+        else:
+            import pyarrow.fs as pafs
+
+            fs, base = pafs.FileSystem.from_uri(self.root)
+            for info in fs.get_file_info(pafs.FileSelector(base)):
+                if info.type == pafs.FileType.Directory:
+                    log = fs.get_file_info(f"{info.path}/_delta_log")
+                    if log.type == pafs.FileType.Directory:
+                        names.append(info.base_name)
+        return [self.info(n) for n in sorted(names)]
+
+    def info(self, name: str) -> TableInfo:
+        dt = self._delta(name)
+        import pyarrow as pa
+
+        tbl = pa.table(dt.get_add_actions(flatten=True))
+        rows = int(sum(v or 0 for v in tbl.column("num_records").to_pylist())) if tbl.num_rows else 0
+        size = int(sum(tbl.column("size_bytes").to_pylist())) if tbl.num_rows else 0
+        return TableInfo(name, dt.version(), rows, tbl.num_rows, size, tuple(dt.metadata().partition_columns))
+
+    def _already_written(self, name: str, lineage: Lineage | None) -> bool:
+        if lineage is None or not lineage.write_id or not self.exists(name):
+            return False
+        return any(h["lineage"].get("write_id") == lineage.write_id for h in self.history(name))
+
+    # ------------------------------------------------------------------ reads
+    def read(self, name: str, version: int | None = None) -> DataFrame:
+        """The table at its latest (or the given) version, as a Spark DataFrame."""
+        if self.backend == "native":
+            if not self.exists(name):
+                raise TableNotFound(f"table {name!r} does not exist under {self.root}")
+            reader = self.spark.read.format("delta")
+            if version is not None:
+                reader = reader.option("versionAsOf", version)
+            return reader.load(self.path(name))
+        dt = self._delta(name, version)
+        schema = self.schema_of(dt)
+        parts = list(dt.metadata().partition_columns)
+        if not parts:
+            files = dt.file_uris()
+            if not files:
+                return self.spark.createDataFrame([], schema)
+            return self.spark.read.schema(schema).parquet(*[_spark_path(f) for f in files])
+        # Partition values live in the Delta log, not in the files: read each partition's files and restore its
+        # values as literals. (Spark's own partition discovery refuses files spread over several commit folders.)
+        import pyarrow as pa
+        from pyspark.sql import functions as F
+        from pyspark.sql.types import StructType
+
+        data_schema = StructType([f for f in schema.fields if f.name not in parts])
+        adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+        groups: dict[tuple, list[str]] = {}
+        for add in adds:
+            key = tuple(add.get(f"partition.{p}") for p in parts)
+            groups.setdefault(key, []).append(_spark_path(f"{self.path(name)}/{add['path']}"))
+        if not groups:
+            return self.spark.createDataFrame([], schema)
+        frames = []
+        for key, files in sorted(groups.items(), key=lambda kv: str(kv[0])):
+            frame = self.spark.read.schema(data_schema).parquet(*files)
+            for col, value in zip(parts, key):
+                frame = frame.withColumn(col, F.lit(value).cast(schema[col].dataType))
+            frames.append(frame.select(*schema.fieldNames()))
+        out = frames[0]
+        for frame in frames[1:]:
+            out = out.unionByName(frame)
+        return out
+
+    @staticmethod
+    def schema_of(dt) -> Any:
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        return from_arrow_schema(_arrow_schema(dt.schema().to_arrow()))
+
+    # ------------------------------------------------------------------ writes
+    def overwrite(self, name: str, df: DataFrame, *, lineage: Lineage | None = None,
+                  partition_by: Sequence[str] = (), allow_schema_change: bool = False) -> int:
+        """Atomically replaces the table's contents (creating it if needed); returns the new version."""
+        if self._already_written(name, lineage):
+            return self.version(name)
+        if self.exists(name) and not allow_schema_change:
+            self._check_schema(name, df)
+        if self.backend == "native":
+            writer = df.write.format("delta").mode("overwrite")
+            if allow_schema_change:
+                writer = writer.option("overwriteSchema", "true")
+            return self._native_save(name, writer, lineage, partition_by)
+        return self._embedded_write(name, df, mode="overwrite", lineage=lineage, partition_by=partition_by)
+
+    def append(self, name: str, df: DataFrame, *, lineage: Lineage | None = None,
+               partition_by: Sequence[str] = ()) -> int:
+        """Adds rows; with `lineage.write_id` set, a second append with the same id is skipped."""
+        if self._already_written(name, lineage):
+            return self.version(name)
+        if self.exists(name):
+            self._check_schema(name, df)
+        if self.backend == "native":
+            return self._native_save(name, df.write.format("delta").mode("append"), lineage, partition_by)
+        return self._embedded_write(name, df, mode="append", lineage=lineage, partition_by=partition_by)
+
+    def replace(self, name: str, df: DataFrame, *, where: str | Mapping[str, Any],
+                lineage: Lineage | None = None) -> int:
+        """Replaces the rows matching `where` with `df` in one commit.
+
+        `where` is a SQL predicate (`"lang = 'python'"`) or a mapping of partition column to value, which on the
+        embedded backend replaces just those partitions' files.
+        """
+        if not self.exists(name):
+            raise TableNotFound(f"table {name!r} does not exist under {self.root}; create it with overwrite first")
+        if self._already_written(name, lineage):
+            return self.version(name)
+        self._check_schema(name, df)
+        predicate = _predicate_sql(where)
+        if self.backend == "native":
+            writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+            return self._native_save(name, writer, lineage, ())
+        parts = self.partition_columns(name)
+        if isinstance(where, Mapping) and where and set(where) <= set(parts):
+            filters = [(k, "=", _partition_str(v)) for k, v in where.items()]
+            return self._embedded_write(name, df, mode="overwrite", lineage=lineage, partition_by=parts,
+                                        partition_filters=filters)
+        from pyspark.sql import functions as F
+
+        kept = self.read(name).where(~F.coalesce(F.expr(predicate), F.lit(False)))
+        bad = df.where(~F.coalesce(F.expr(predicate), F.lit(False))).limit(1).count()
+        if bad:
+            raise LakeError(f"replace into {name!r}: some new rows do not match the predicate {predicate!r}")
+        return self._embedded_write(name, kept.unionByName(df), mode="overwrite", lineage=lineage,
+                                    partition_by=parts)
+
+    def merge(self, name: str, df: DataFrame, *, keys: Sequence[str], lineage: Lineage | None = None,
+              partition_by: Sequence[str] = ()) -> int:
+        """Upsert by key: rows of `df` update the table's rows with the same key and insert the others.
+
+        `df` must hold at most one row per key (checked). Creates the table when missing.
+        """
+        from pyspark.sql import functions as F
+
+        if not keys:
+            raise LakeError(f"merge into {name!r}: keys must name at least one column")
+        dup = df.groupBy(*keys).count().where(F.col("count") > 1).limit(1).collect()
+        if dup:
+            raise LakeError(f"merge into {name!r}: source has several rows for key {dup[0].asDict()}")
+        if not self.exists(name):
+            return self.overwrite(name, df, lineage=lineage, partition_by=partition_by)
+        if self._already_written(name, lineage):
+            return self.version(name)
+        self._check_schema(name, df)
+        if self.backend == "native":
+            from delta.tables import DeltaTable
+
+            cond = " AND ".join(f"t.`{k}` <=> s.`{k}`" for k in keys)
+            with _user_metadata(self.spark, lineage):
+                (DeltaTable.forPath(self.spark, self.path(name)).alias("t").merge(df.alias("s"), cond)
+                 .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+            return self.version(name)
+        current = self.read(name)
+        kept = current.join(df.select(*keys), on=list(keys), how="left_anti")
+        return self._embedded_write(name, kept.unionByName(df.select(*current.columns)), mode="overwrite",
+                                    lineage=lineage, partition_by=self.partition_columns(name))
+
+    def vacuum(self, name: str) -> list[str]:
+        """Deletes files that no commit of the current snapshot references (orphans of failed writes, old
+        versions' files). Older versions stop being readable afterwards. Returns the deleted paths."""
+        if self.backend == "native":
+            from delta.tables import DeltaTable
+
+            self.spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+            DeltaTable.forPath(self.spark, self.path(name)).vacuum(0)
+            return []
+        return list(self._delta(name).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False,
+                                             full=True))
+
+    # ------------------------------------------------------------------ internals
+    def _check_schema(self, name: str, df: DataFrame) -> None:
+        current = {f.name: f.dataType for f in self.schema(name).fields}
+        incoming = {f.name: f.dataType for f in df.schema.fields}
+        problems = []
+        for col in sorted(set(current) | set(incoming)):
+            if col not in incoming:
+                problems.append(f"missing column {col!r} ({current[col].simpleString()})")
+            elif col not in current:
+                problems.append(f"unexpected column {col!r} ({incoming[col].simpleString()})")
+            elif _strip_nullability(current[col]) != _strip_nullability(incoming[col]):
+                problems.append(f"column {col!r} is {incoming[col].simpleString()}, "
+                                f"table has {current[col].simpleString()}")
+        if problems:
+            raise SchemaMismatch(f"schema of the data written to table {name!r} ({self.path(name)}) does not "
+                                 f"match the table: " + "; ".join(problems))
+
+    def _native_save(self, name: str, writer, lineage: Lineage | None, partition_by: Sequence[str]) -> int:
+        if lineage is not None:
+            writer = writer.option("userMetadata", lineage.to_json())
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.save(self.path(name))
+        return self.version(name)
+
+    def _embedded_write(self, name: str, df: DataFrame, *, mode: str, lineage: Lineage | None,
+                        partition_by: Sequence[str], partition_filters: list | None = None) -> int:
+        from deltalake import CommitProperties
+        from deltalake.transaction import create_table_with_add_actions
+
+        table_path = self.path(name)
+        exists = self.exists(name)
+        if exists:
+            existing_parts = self.partition_columns(name)
+            if partition_by and list(partition_by) != existing_parts:
+                raise LakeError(f"table {name!r} is partitioned by {existing_parts}, not {list(partition_by)}")
+            partition_by = existing_parts
+        df = df.select(*df.columns)  # detach from any caller-side caching of column order
+        folder = f"{DATA_DIR_PREFIX}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
+        writer = df.write.mode("errorifexists")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.parquet(f"{table_path}/{folder}")
+        adds = _add_actions(table_path, folder, list(partition_by))
+        arrow_schema = _spark_to_arrow_schema(df.schema)
+        import deltalake
+
+        schema = deltalake.Schema.from_arrow(arrow_schema)
+        props = CommitProperties(custom_metadata={"userMetadata": lineage.to_json()} if lineage else None)
+        if not exists:
+            create_table_with_add_actions(table_path, schema, adds, mode="overwrite",
+                                          partition_by=list(partition_by) or None, name=name,
+                                          commit_properties=props, storage_options=_storage_options())
+        else:
+            dt = self._delta(name)
+            dt.create_write_transaction(adds, mode=mode, schema=schema, partition_by=list(partition_by) or None,
+                                        partition_filters=partition_filters, commit_properties=props)
+        return self.version(name)
+
+
+# ---------------------------------------------------------------------- helpers
+class _user_metadata:
+    """Sets delta-spark's commit user metadata for operations without a writer option (merge)."""
+
+    KEY = "spark.databricks.delta.commitInfo.userMetadata"
+
+    def __init__(self, spark, lineage: Lineage | None):
+        self.spark, self.lineage = spark, lineage
+
+    def __enter__(self):
+        if self.lineage is not None:
+            self.spark.conf.set(self.KEY, self.lineage.to_json())
+
+    def __exit__(self, *exc):
+        if self.lineage is not None:
+            self.spark.conf.unset(self.KEY)
+
+
+def _predicate_sql(where: str | Mapping[str, Any]) -> str:
+    if isinstance(where, str):
+        return where
+    if not where:
+        raise LakeError("replace needs a non-empty predicate")
+    parts = []
+    for k, v in where.items():
+        if v is None:
+            parts.append(f"`{k}` IS NULL")
+        elif isinstance(v, str):
+            parts.append(f"`{k}` = '{v.replace(chr(39), chr(39) * 2)}'")
+        else:
+            parts.append(f"`{k}` = {v!r}")
+    return " AND ".join(parts)
+
+
+def _partition_str(v: Any) -> str | None:
+    return None if v is None else str(v)
+
+
+def _spark_path(uri: str) -> str:
+    return _local_path(uri) if uri.startswith("file://") else uri
+
+
+def _strip_nullability(dt):
+    """Spark data type with nullability flags dropped (Parquet round trips make every column nullable)."""
+    from pyspark.sql.types import ArrayType, MapType, StructField, StructType
+
+    if isinstance(dt, StructType):
+        return StructType([StructField(f.name, _strip_nullability(f.dataType), True) for f in dt.fields])
+    if isinstance(dt, ArrayType):
+        return ArrayType(_strip_nullability(dt.elementType), True)
+    if isinstance(dt, MapType):
+        return MapType(_strip_nullability(dt.keyType), _strip_nullability(dt.valueType), True)
+    return dt
+
+
+def _arrow_schema(schema):
+    """delta-rs returns large/view Arrow types; Spark's converter wants the plain ones."""
+    import pyarrow as pa
+
+    schema = pa.schema(schema)  # delta-rs hands out arro3 objects; pyarrow takes them via the C data interface
+
+    def fix(t):
+        if pa.types.is_large_string(t) or pa.types.is_string_view(t):
+            return pa.string()
+        if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+            return pa.binary()
+        if pa.types.is_large_list(t) or pa.types.is_list_view(t) or pa.types.is_large_list_view(t):
+            return pa.list_(fix(t.value_type))
+        if pa.types.is_list(t):
+            return pa.list_(fix(t.value_type))
+        if pa.types.is_struct(t):
+            return pa.struct([pa.field(f.name, fix(f.type), True) for f in t])
+        if pa.types.is_map(t):
+            return pa.map_(fix(t.key_type), fix(t.item_type))
+        if pa.types.is_timestamp(t) and t.tz is not None:
+            return pa.timestamp("us", tz="UTC")
+        return t
+
+    return pa.schema([pa.field(f.name, fix(f.type), True) for f in schema])
+
+
+def _spark_to_arrow_schema(schema):
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    import pyarrow as pa
+
+    arrow = to_arrow_schema(schema)
+    # Delta has no unsigned or nanosecond types; Spark produces neither, but nullability must be lenient.
+    return pa.schema([pa.field(f.name, f.type, True) for f in arrow])
+
+
+def _add_actions(table_path: str, folder: str, partition_by: list[str]) -> list:
+    """AddActions for every Parquet file Spark wrote under `<table>/<folder>`, with footer statistics."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+    from deltalake.transaction import AddAction
+
+    if _is_local(table_path):
+        fs, base = pafs.LocalFileSystem(), _local_path(table_path)
+    else:
+        fs, base = pafs.FileSystem.from_uri(table_path)
+    infos = fs.get_file_info(pafs.FileSelector(f"{base}/{folder}", recursive=True))
+    adds = []
+    now_ms = int(time.time() * 1000)
+    for info in infos:
+        if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
+            continue
+        rel = info.path[len(base):].lstrip("/")
+        values: dict[str, str | None] = {}
+        for seg in rel.split("/")[1:-1]:
+            if "=" in seg:
+                k, v = seg.split("=", 1)
+                v = unquote(v)
+                values[k] = None if v == "__HIVE_DEFAULT_PARTITION__" else v
+        missing = [p for p in partition_by if p not in values]
+        assert not missing, f"partition folders missing for {missing} in {rel}"
+        with fs.open_input_file(info.path) as fh:
+            meta = pq.read_metadata(fh)
+        adds.append(AddAction(rel, info.size, values, int(info.mtime_ns // 1_000_000) if info.mtime_ns else now_ms,
+                              True, json.dumps(_stats(meta))))
+    return adds
+
+
+def _stats(meta) -> dict[str, Any]:
+    """Delta file statistics (numRecords, min/max, nullCount) from a Parquet footer's row-group statistics."""
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    schema = meta.schema
+    for col in range(meta.num_columns):
+        path = schema.column(col).path
+        if "." in path:  # nested columns: Delta stats use nested objects; skip rather than mis-state
+            continue
+        lo = hi = None
+        n_null = 0
+        complete = True
+        for rg in range(meta.num_row_groups):
+            st = meta.row_group(rg).column(col).statistics
+            if st is None:
+                complete = False
+                break
+            n_null += st.null_count or 0
+            if st.has_min_max:
+                lo = st.min if lo is None else min(lo, st.min)
+                hi = st.max if hi is None else max(hi, st.max)
+        if not complete:
+            continue
+        nulls[path] = n_null
+        if lo is not None and isinstance(lo, int | float | str) and not isinstance(lo, bool):
+            if isinstance(lo, str) and (len(lo) > 32 or len(hi) > 32):
+                continue  # truncated string stats are not exact bounds
+            mins[path], maxs[path] = lo, hi
+    return {"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
