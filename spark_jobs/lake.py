@@ -28,7 +28,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlparse
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 Backend = Literal["auto", "native", "embedded"]
 DATA_DIR_PREFIX = "part-"
+# Column that tells which file a row came from while a merge or replace decides which files to rewrite.
+FILE_COL = "__codemill_file"
 
 
 class LakeError(RuntimeError):
@@ -212,34 +214,49 @@ class Lake:
             if version is not None:
                 reader = reader.option("versionAsOf", version)
             return reader.load(self.path(name))
-        dt = self._delta(name, version)
-        schema = self.schema_of(dt)
-        parts = list(dt.metadata().partition_columns)
-        if not parts:
-            files = dt.file_uris()
-            if not files:
-                return self.spark.createDataFrame([], schema)
-            return self.spark.read.schema(schema).parquet(*[_spark_path(f) for f in files])
-        # Partition values live in the Delta log, not in the files: read each partition's files and restore its
-        # values as literals. (Spark's own partition discovery refuses files spread over several commit folders.)
+        return self._scan(name, self._delta(name, version))
+
+    def _scan(self, name: str, dt, adds: list[dict] | None = None, *, with_file: bool = False) -> DataFrame:
+        """Reads the snapshot's files (or the given subset of its add actions) with partition columns restored.
+
+        `with_file` adds a `FILE_COL` column holding each row's file as the add action names it, so that a
+        rewrite can tell which files hold the rows it touches.
+        """
         import pyarrow as pa
         from pyspark.sql import functions as F
-        from pyspark.sql.types import StructType
+        from pyspark.sql.types import StringType, StructField, StructType
 
+        schema = self.schema_of(dt)
+        parts = list(dt.metadata().partition_columns)
+        if adds is None:
+            adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+        out_schema = StructType(schema.fields + ([StructField(FILE_COL, StringType())] if with_file else []))
+        if not adds:
+            return self.spark.createDataFrame([], out_schema)
         data_schema = StructType([f for f in schema.fields if f.name not in parts])
-        adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
-        groups: dict[tuple, list[str]] = {}
+        table_path = self.path(name)
+        # Partition values live in the Delta log, not in the files: read each partition's files and restore its
+        # values as literals, so a filter on a partition column prunes whole branches at planning time. (Spark's
+        # own partition discovery refuses files spread over several commit folders.)
+        groups: dict[tuple, list[dict]] = {}
         for add in adds:
-            key = tuple(add.get(f"partition.{p}") for p in parts)
-            groups.setdefault(key, []).append(_spark_path(f"{self.path(name)}/{add['path']}"))
-        if not groups:
-            return self.spark.createDataFrame([], schema)
+            groups.setdefault(tuple(add.get(f"partition.{p}") for p in parts), []).append(add)
         frames = []
-        for key, files in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        for key, group in sorted(groups.items(), key=lambda kv: str(kv[0])):
+            files = [_spark_path(f"{table_path}/{unquote(a['path'])}") for a in group]
             frame = self.spark.read.schema(data_schema).parquet(*files)
             for col, value in zip(parts, key):
                 frame = frame.withColumn(col, F.lit(value).cast(schema[col].dataType))
-            frames.append(frame.select(*schema.fieldNames()))
+            if with_file:
+                # Within one partition, file names are unique (Spark names files by job id and task number).
+                by_base = {_basename(a["path"]): a["path"] for a in group}
+                if len(by_base) != len(group):
+                    raise LakeError(f"table {name!r} holds two files of the same name in one partition; "
+                                    "cannot rewrite it file by file")
+                file_map = F.create_map(*[F.lit(x) for kv in by_base.items() for x in kv])
+                base = F.url_decode(F.element_at(F.split(F.input_file_name(), "/"), -1))
+                frame = frame.withColumn(FILE_COL, file_map[base])
+            frames.append(frame.select(*out_schema.fieldNames()))
         out = frames[0]
         for frame in frames[1:]:
             out = out.unionByName(frame)
@@ -264,7 +281,8 @@ class Lake:
             if allow_schema_change:
                 writer = writer.option("overwriteSchema", "true")
             return self._native_save(name, writer, lineage, partition_by)
-        return self._embedded_write(name, df, mode="overwrite", lineage=lineage, partition_by=partition_by)
+        return self._embedded_write(name, df, mode="overwrite", lineage=lineage, partition_by=partition_by,
+                                    new_schema=allow_schema_change)
 
     def append(self, name: str, df: DataFrame, *, lineage: Lineage | None = None,
                partition_by: Sequence[str] = ()) -> int:
@@ -281,9 +299,12 @@ class Lake:
                 lineage: Lineage | None = None) -> int:
         """Replaces the rows matching `where` with `df` in one commit.
 
-        `where` is a SQL predicate (`"lang = 'python'"`) or a mapping of partition column to value, which on the
-        embedded backend replaces just those partitions' files.
+        `where` is a SQL predicate (`"lang = 'python'"`) or a mapping of column to value. Every row of `df` must
+        match it (checked). On the embedded backend a mapping over partition columns drops those partitions'
+        files; otherwise only the files holding matching rows are rewritten (their other rows kept).
         """
+        from pyspark.sql import functions as F
+
         if not self.exists(name):
             raise TableNotFound(f"table {name!r} does not exist under {self.root}; create it with overwrite first")
         if self._already_written(name, lineage):
@@ -293,30 +314,33 @@ class Lake:
         if self.backend == "native":
             writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
             return self._native_save(name, writer, lineage, ())
-        parts = self.partition_columns(name)
+        matches = F.coalesce(F.expr(predicate), F.lit(False))
+        if df.where(~matches).limit(1).count():
+            raise LakeError(f"replace into {name!r}: some new rows do not match the predicate {predicate!r}")
+        dt = self._delta(name)
+        parts = list(dt.metadata().partition_columns)
         if isinstance(where, Mapping) and where and set(where) <= set(parts):
             filters = [(k, "=", _partition_str(v)) for k, v in where.items()]
             return self._embedded_write(name, df, mode="overwrite", lineage=lineage, partition_by=parts,
-                                        partition_filters=filters)
-        from pyspark.sql import functions as F
-
-        kept = self.read(name).where(~F.coalesce(F.expr(predicate), F.lit(False)))
-        bad = df.where(~F.coalesce(F.expr(predicate), F.lit(False))).limit(1).count()
-        if bad:
-            raise LakeError(f"replace into {name!r}: some new rows do not match the predicate {predicate!r}")
-        return self._embedded_write(name, kept.unionByName(df), mode="overwrite", lineage=lineage,
-                                    partition_by=parts)
+                                        partition_filters=filters, snapshot=dt)
+        return self._rewrite(name, dt, df, lineage=lineage, touched=lambda scan: scan.where(matches),
+                             kept=lambda scan: scan.where(~matches))
 
     def merge(self, name: str, df: DataFrame, *, keys: Sequence[str], lineage: Lineage | None = None,
               partition_by: Sequence[str] = ()) -> int:
         """Upsert by key: rows of `df` update the table's rows with the same key and insert the others.
 
-        `df` must hold at most one row per key (checked). Creates the table when missing.
+        Keys compare null-safely (a null key matches a null key), as the native `<=>` condition does. `df` must
+        hold at most one row per key (checked). Creates the table when missing. On the embedded backend only the
+        files holding a matched key are rewritten.
         """
         from pyspark.sql import functions as F
 
         if not keys:
             raise LakeError(f"merge into {name!r}: keys must name at least one column")
+        missing = [k for k in keys if k not in df.columns]
+        if missing:
+            raise LakeError(f"merge into {name!r}: key columns {missing} are not in the data")
         dup = df.groupBy(*keys).count().where(F.col("count") > 1).limit(1).collect()
         if dup:
             raise LakeError(f"merge into {name!r}: source has several rows for key {dup[0].asDict()}")
@@ -333,22 +357,55 @@ class Lake:
                 (DeltaTable.forPath(self.spark, self.path(name)).alias("t").merge(df.alias("s"), cond)
                  .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
             return self.version(name)
-        current = self.read(name)
-        kept = current.join(df.select(*keys), on=list(keys), how="left_anti")
-        return self._embedded_write(name, kept.unionByName(df.select(*current.columns)), mode="overwrite",
-                                    lineage=lineage, partition_by=self.partition_columns(name))
+        src = df.select(*[F.col(k).alias(f"__key{i}") for i, k in enumerate(keys)])
 
-    def vacuum(self, name: str) -> list[str]:
-        """Deletes files that no commit of the current snapshot references (orphans of failed writes, old
-        versions' files). Older versions stop being readable afterwards. Returns the deleted paths."""
+        def on(scan):
+            cond = scan[keys[0]].eqNullSafe(src["__key0"])
+            for i, k in enumerate(keys[1:], start=1):
+                cond = cond & scan[k].eqNullSafe(src[f"__key{i}"])
+            return cond
+
+        return self._rewrite(name, self._delta(name), df, lineage=lineage,
+                             touched=lambda scan: scan.join(src, on(scan), "left_semi"),
+                             kept=lambda scan: scan.join(src, on(scan), "left_anti"))
+
+    def vacuum(self, name: str, *, retention_hours: int = 0) -> list[str]:
+        """Deletes files that no commit of the current snapshot references: orphans of failed or killed writes and
+        the files of older versions, which stop being readable afterwards. Returns the deleted paths.
+
+        A write still in progress in another process has not committed its files yet, so they count as orphans:
+        vacuum when no job writes to the table, or keep `retention_hours` above the longest write.
+        """
         if self.backend == "native":
             from delta.tables import DeltaTable
 
             self.spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
-            DeltaTable.forPath(self.spark, self.path(name)).vacuum(0)
+            DeltaTable.forPath(self.spark, self.path(name)).vacuum(float(retention_hours))
             return []
-        return list(self._delta(name).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False,
-                                             full=True))
+        dt = self._delta(name)
+        deleted = list(dt.vacuum(retention_hours=retention_hours, enforce_retention_duration=False, dry_run=False,
+                                 full=True))
+        return deleted + self._remove_orphan_folders(name, dt, retention_hours)
+
+    def _remove_orphan_folders(self, name: str, dt, retention_hours: int) -> list[str]:
+        """Removes commit folders that no live file is in: what delta-rs's vacuum leaves of a failed or replaced
+        write (Spark's `_temporary` staging files, `_SUCCESS`, empty partition folders)."""
+        import pyarrow as pa
+        import pyarrow.fs as pafs
+
+        live = {unquote(p).split("/", 1)[0] for p in pa.table(dt.get_add_actions(flatten=True)).column("path")
+                .to_pylist()}
+        table_path = self.path(name)
+        fs, base = (pafs.LocalFileSystem(), table_path) if _is_local(table_path) else pafs.FileSystem.from_uri(
+            table_path)
+        cutoff_ns = (time.time() - retention_hours * 3600) * 1e9
+        removed = []
+        for info in fs.get_file_info(pafs.FileSelector(base)):
+            if (info.type == pafs.FileType.Directory and info.base_name.startswith(DATA_DIR_PREFIX)
+                    and info.base_name not in live and (info.mtime_ns or 0) <= cutoff_ns):
+                fs.delete_dir(info.path)
+                removed.append(info.base_name + "/")
+        return removed
 
     # ------------------------------------------------------------------ internals
     def _check_schema(self, name: str, df: DataFrame) -> None:
@@ -375,38 +432,70 @@ class Lake:
         writer.save(self.path(name))
         return self.version(name)
 
-    def _embedded_write(self, name: str, df: DataFrame, *, mode: str, lineage: Lineage | None,
-                        partition_by: Sequence[str], partition_filters: list | None = None) -> int:
-        from deltalake import CommitProperties
-        from deltalake.transaction import create_table_with_add_actions
-
+    def _write_folder(self, name: str, df: DataFrame, partition_by: Sequence[str]) -> list:
+        """Spark writes `df` as Parquet into a fresh commit folder of the table; returns its AddActions."""
         table_path = self.path(name)
-        exists = self.exists(name)
-        if exists:
-            existing_parts = self.partition_columns(name)
-            if partition_by and list(partition_by) != existing_parts:
-                raise LakeError(f"table {name!r} is partitioned by {existing_parts}, not {list(partition_by)}")
-            partition_by = existing_parts
-        df = df.select(*df.columns)  # detach from any caller-side caching of column order
         folder = f"{DATA_DIR_PREFIX}{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
         writer = df.write.mode("errorifexists")
         if partition_by:
             writer = writer.partitionBy(*partition_by)
         writer.parquet(f"{table_path}/{folder}")
-        adds = _add_actions(table_path, folder, list(partition_by))
-        arrow_schema = _spark_to_arrow_schema(df.schema)
-        import deltalake
+        return _add_actions(table_path, folder, list(partition_by))
 
-        schema = deltalake.Schema.from_arrow(arrow_schema)
+    def _embedded_write(self, name: str, df: DataFrame, *, mode: str, lineage: Lineage | None,
+                        partition_by: Sequence[str], partition_filters: list | None = None, snapshot=None,
+                        new_schema: bool = False) -> int:
+        from deltalake import CommitProperties
+        from deltalake.transaction import create_table_with_add_actions
+
+        # The snapshot the caller based its decision on: delta-rs checks conflicts against commits made since.
+        dt = snapshot if snapshot is not None else (self._delta(name) if self.exists(name) else None)
+        if dt is not None:
+            existing_parts = list(dt.metadata().partition_columns)
+            if new_schema and mode == "overwrite":
+                existing_parts = list(partition_by) or existing_parts
+            elif partition_by and list(partition_by) != existing_parts:
+                raise LakeError(f"table {name!r} is partitioned by {existing_parts}, not {list(partition_by)}")
+            partition_by = existing_parts
+            if not new_schema:
+                df = df.select(*self.schema_of(dt).fieldNames())  # the table's column order, checked equal
+        adds = self._write_folder(name, df, partition_by)
+        schema = _delta_schema(df.schema)
         props = CommitProperties(custom_metadata={"userMetadata": lineage.to_json()} if lineage else None)
-        if not exists:
-            create_table_with_add_actions(table_path, schema, adds, mode="overwrite",
+        if dt is None or (new_schema and mode == "overwrite"):
+            # A new table, or an overwrite that may change the schema: one commit replaces metadata and files.
+            create_table_with_add_actions(self.path(name), schema, adds, mode="overwrite",
                                           partition_by=list(partition_by) or None, name=name,
                                           commit_properties=props, storage_options=_storage_options())
         else:
-            dt = self._delta(name)
             dt.create_write_transaction(adds, mode=mode, schema=schema, partition_by=list(partition_by) or None,
                                         partition_filters=partition_filters, commit_properties=props)
+        return self.version(name)
+
+    def _rewrite(self, name: str, dt, df: DataFrame, *, lineage: Lineage | None,
+                 touched: Callable[[DataFrame], DataFrame], kept: Callable[[DataFrame], DataFrame]) -> int:
+        """Copy-on-write of the files that `touched` finds rows in: their rows that `kept` keeps plus `df` go to a
+        new folder, and one commit adds it and removes those files. Untouched files stay as they are."""
+        import pyarrow as pa
+        from deltalake import CommitProperties
+        from deltalake.transaction import RemoveAction
+
+        adds_all = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+        parts = list(dt.metadata().partition_columns)
+        hit = {r[0] for r in touched(self._scan(name, dt, adds_all, with_file=True)).select(FILE_COL)
+               .distinct().collect()}
+        old = [a for a in adds_all if a["path"] in hit]
+        new = df.select(*self.schema_of(dt).fieldNames())
+        if old:
+            new = kept(self._scan(name, dt, old)).unionByName(new)
+        adds = self._write_folder(name, new, parts)
+        now_ms = int(time.time() * 1000)
+        removes = [RemoveAction(a["path"], True, now_ms, a["size_bytes"],
+                                {p: a.get(f"partition.{p}") for p in parts} or None) for a in old]
+        props = CommitProperties(custom_metadata={"userMetadata": lineage.to_json()} if lineage else None)
+        # mode="append" with explicit removes: delta-rs derives no removes of its own for it.
+        dt.create_write_transaction(adds + removes, mode="append", schema=_delta_schema(new.schema),
+                                    partition_by=parts or None, commit_properties=props)
         return self.version(name)
 
 
@@ -446,6 +535,16 @@ def _predicate_sql(where: str | Mapping[str, Any]) -> str:
 
 def _partition_str(v: Any) -> str | None:
     return None if v is None else str(v)
+
+
+def _basename(path: str) -> str:
+    return unquote(path).rsplit("/", 1)[-1]
+
+
+def _delta_schema(spark_schema):
+    import deltalake
+
+    return deltalake.Schema.from_arrow(_spark_to_arrow_schema(spark_schema))
 
 
 def _spark_path(uri: str) -> str:
@@ -492,11 +591,11 @@ def _arrow_schema(schema):
 
 
 def _spark_to_arrow_schema(schema):
+    import pyarrow as pa
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    import pyarrow as pa
-
-    arrow = to_arrow_schema(schema)
+    # Spark timestamps are instants; Delta's `timestamp` is microseconds adjusted to UTC.
+    arrow = to_arrow_schema(schema, timezone="UTC")
     # Delta has no unsigned or nanosecond types; Spark produces neither, but nullability must be lenient.
     return pa.schema([pa.field(f.name, f.type, True) for f in arrow])
 

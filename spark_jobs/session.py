@@ -6,7 +6,10 @@
   work offline: loopback address, this interpreter for Python workers, Arrow on, TIMESTAMP_MICROS Parquet.
 
 `has_delta(spark)` tells whether the Delta Lake extension is on the classpath and enabled; the table layer
-(`spark_jobs.lake`) picks its backend from it.
+(`spark_jobs.lake`) picks its backend from it. `delta_conf()` gives the three settings that turn it on; print the
+package coordinate matching the installed pyspark and delta-spark with
+
+    python -m spark_jobs.session --delta-package
 """
 
 from __future__ import annotations
@@ -58,6 +61,14 @@ def under_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
+def session_conf(conf: dict[str, str] | None = None) -> dict[str, str]:
+    """The settings `get_spark` applies: under spark-submit only codemill's required ones (the cluster's master,
+    memory and packages stay as spark-submit set them), else the embedded ones; `conf` wins over both."""
+    settings = dict(REQUIRED_CONF) if under_spark_submit() else embedded_conf()
+    settings.update(conf or {})
+    return settings
+
+
 def get_spark(app_name: str = "codemill", *, conf: dict[str, str] | None = None) -> SparkSession:
     """Returns the active session, the spark-submit session, or a new embedded `local[*]` session."""
     from pyspark.sql import SparkSession
@@ -67,13 +78,31 @@ def get_spark(app_name: str = "codemill", *, conf: dict[str, str] | None = None)
         return active
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)
-    settings = dict(REQUIRED_CONF) if under_spark_submit() else embedded_conf()
-    settings.update(conf or {})
+    settings = session_conf(conf)
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("CODEMILL_SPARK_LOG_LEVEL", "WARN"))
     return spark
+
+
+def delta_package() -> str:
+    """Maven coordinate of the delta-spark jar matching the installed pyspark and delta-spark Python packages,
+    named as delta-spark's own `configure_spark_with_delta_pip` does (`io.delta:delta-spark_4.2_2.13:4.4.1`)."""
+    from importlib.metadata import version
+
+    spark_minor = ".".join(version("pyspark").split(".")[:2])
+    return f"io.delta:delta-spark_{spark_minor}_2.13:{version('delta-spark')}"
+
+
+def delta_conf(package: str | None = None) -> dict[str, str]:
+    """Settings for a session with native Delta: the jar (fetched from Maven Central by Spark) and the extension.
+    Pass them to `get_spark(conf=...)` or put them in spark-submit's `--conf`/`--properties-file`."""
+    return {
+        "spark.jars.packages": package or delta_package(),
+        "spark.sql.extensions": DELTA_EXTENSION,
+        "spark.sql.catalog.spark_catalog": DELTA_CATALOG,
+    }
 
 
 def has_delta(spark: SparkSession) -> bool:
@@ -87,3 +116,22 @@ def has_delta(spark: SparkSession) -> bool:
     except Exception:  # py4j raises a generic Py4JJavaError when the class is missing
         return False
     return True
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m spark_jobs.session", description="Spark session helpers")
+    parser.add_argument("--delta-package", action="store_true", help="print the delta-spark Maven coordinate")
+    parser.add_argument("--delta-conf", action="store_true", help="print spark-submit --conf flags for native Delta")
+    args = parser.parse_args(argv)
+    if args.delta_package:
+        print(delta_package())
+    if args.delta_conf:
+        print(" ".join(f"--conf {k}={v}" for k, v in delta_conf().items()))
+    if not (args.delta_package or args.delta_conf):
+        parser.print_help()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Sandbox throughput: every benchmark's canonical solutions, executed with and without the sandbox.
+
+    .venv/bin/python bench/eval.py                       # all benchmarks, 2 workers
+    .venv/bin/python bench/eval.py --benchmarks humaneval mbpp --workers 4
+
+Both arms run the same samples through the same pool, fork and test harness (trainer/evaluation/sandbox.py);
+the baseline (`isolate=False`) skips the per-sample temporary directory, rlimits, network namespace and guards,
+so the ratio is the sandbox's own cost. A third figure runs the assert-style samples (HumanEval, MBPP) as plain
+`python -c` subprocesses, the common naive harness. Expected outputs of the differential benchmarks are computed
+before timing. Also checks the acceptance criterion: canonical pass@1 must be 1.0 everywhere.
+Ends with one line `RESULT {json}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main() -> None:
+    from trainer.evaluation.run import canonical_samples, execute_samples, ground_truth, job_for, load_tasks, score
+    from trainer.evaluation.sandbox import SandboxConfig, SandboxPool, run_unsandboxed
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--benchmarks", nargs="+", default=["humaneval", "humaneval_plus", "mbpp", "mbpp_plus",
+                                                         "evoeval"])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--timeout_s", type=float, default=20.0)
+    args = ap.parse_args()
+
+    cfg = SandboxConfig(timeout_s=args.timeout_s, memory_mb=2048, workers=args.workers)
+    tasks = load_tasks(args.benchmarks)
+    samples = canonical_samples(tasks)
+    cache = tempfile.mkdtemp(prefix="codemill-bench-eval-")
+    with SandboxPool(cfg) as pool:
+        t0 = time.perf_counter()
+        gts = ground_truth(tasks, pool, cache_dir=cache)
+        gt_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        results = execute_samples(samples, pool, cache_dir=cache)
+        sandboxed_s = time.perf_counter() - t0
+    jobs = [job_for(s, gts.get((s.task.benchmark, s.task.task_id)), cfg) for s in samples]
+    with SandboxPool(cfg, isolate=False) as pool:
+        t0 = time.perf_counter()
+        plain = pool.run(jobs)
+        unsandboxed_s = time.perf_counter() - t0
+    assert_jobs = [j for j in jobs if j.inputs is None and j.inputs_source is None]
+    t0 = time.perf_counter()
+    sub_ok = run_unsandboxed([j.program for j in assert_jobs], workers=args.workers, timeout_s=args.timeout_s)
+    subprocess_s = time.perf_counter() - t0
+
+    metrics = score(samples, results)
+    print(f"{len(samples)} canonical samples over {len(tasks)} tasks, {args.workers} workers "
+          f"(ground truth for differential tasks: {gt_s:.1f}s)")
+    for key in sorted(k for k in metrics if "/pass@1" in k):
+        print(f"  {key:28s} {metrics[key]:.4f}   (tasks {int(metrics.get(key.split('/')[0] + '/n_tasks', 0))})")
+    failed = [(s.task.task_id, r.status, r.detail) for s, r in zip(samples, results) if not r.passed]
+    for f in failed[:20]:
+        print("  FAILED", *f)
+    sps = len(samples) / sandboxed_s
+    ups = len(samples) / unsandboxed_s
+    subps = len(assert_jobs) / subprocess_s
+    print(f"sandboxed:   {sandboxed_s:7.1f}s  {sps:7.1f} samples/s  (passed {sum(r.passed for r in results)})")
+    print(f"unsandboxed: {unsandboxed_s:7.1f}s  {ups:7.1f} samples/s  (passed {sum(r.passed for r in plain)})")
+    print(f"python -c subprocess (assert-style only, {len(assert_jobs)} samples): {subprocess_s:.1f}s "
+          f"{subps:.1f} samples/s (passed {sum(sub_ok)})")
+    print(f"sandboxed / unsandboxed throughput: {sps / ups:.3f}")
+    print("RESULT " + json.dumps({
+        "samples_per_s_sandboxed": round(sps, 2), "samples_per_s_unsandboxed": round(ups, 2),
+        "ratio": round(sps / ups, 3), "samples": len(samples), "canonical_failures": len(failed),
+        "samples_per_s_python_subprocess": round(subps, 2),
+    }))
+
+
+if __name__ == "__main__":
+    main()

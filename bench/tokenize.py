@@ -1,0 +1,154 @@
+"""Tokenization throughput: the Spark job against plain `tokenizers` in one process, and shard read speed.
+
+    .venv/bin/python bench/tokenize.py [--mb 24] [--seq_len 2048] [--vocab_size 8000] [--trainer_tokens_per_s 50000]
+
+Documents are real Python source (this interpreter's stdlib, cut to `--max_chars`), `--mb` megabytes in all,
+written as a `documents` table. In the same run it measures:
+
+- baseline: `Tokenizer.encode_batch_fast` over the same texts in this process, with tokenizers' own thread pool
+  over the same cores Spark gets (`local[N]`), batches of 2000 documents like Spark's Arrow batches;
+- the Spark job: `spark_jobs.tokenize_shards` building phase 1 end to end (read, tokenize, shuffle, pack, write
+  litdata chunks, merge the index, commit the `shards` table) on `local[N]`; and its encode stage alone
+  (`tokenize_documents` + a sum), which is what is compared per core with the baseline;
+- shard reads: `litdata.StreamingDataLoader` over the written train split (batch 8, no workers), in tokens/s,
+  against `--trainer_tokens_per_s` (default 50k: ~1.3B-parameter model on one H100 at 40% MFU,
+  6 * 1.3e9 FLOP/token against ~4e14 FLOP/s).
+
+Ends with `RESULT {"tokens_per_s", "baseline_tokens_per_s", "ratio", ...}` where tokens_per_s is the full Spark
+job and ratio = tokens_per_s / baseline_tokens_per_s (same cores on both sides, so also the per-core ratio).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Run as a script, this file's folder is sys.path[0] and the file would shadow the stdlib `tokenize` module
+# (imported by linecache, inspect, ...): swap that entry for the repository root before anything else.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE]
+sys.path.insert(0, os.path.dirname(_HERE))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sysconfig  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
+os.environ.setdefault("CODEMILL_SPARK_DRIVER_MEMORY", "2g")
+os.environ.setdefault("CODEMILL_SPARK_LOG_LEVEL", "ERROR")
+
+
+def load_texts(mb: float, max_chars: int) -> list[str]:
+    texts, total = [], 0
+    for f in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        text = f.read_text(encoding="utf-8", errors="replace")[:max_chars]
+        if not text.strip():
+            continue
+        texts.append(text)
+        total += len(text.encode())
+        if total >= mb * 1e6:
+            break
+    return texts
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mb", type=float, default=24.0)
+    parser.add_argument("--max_chars", type=int, default=30000)
+    parser.add_argument("--seq_len", type=int, default=2048)
+    parser.add_argument("--vocab_size", type=int, default=8000)
+    parser.add_argument("--trainer_tokens_per_s", type=float, default=50000.0)
+    parser.add_argument("--workdir", default=None)
+    args = parser.parse_args(argv)
+
+    from pyspark.sql import functions as F
+
+    from spark_jobs import tokenizer as T
+    from spark_jobs.lake import Lake
+    from spark_jobs.session import get_spark
+    from spark_jobs.tokenize_shards import main as job_main
+    from spark_jobs.tokenize_shards import tokenize_documents
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="codemill-bench-tok-"))
+    texts = load_texts(args.mb, args.max_chars)
+    n_bytes = sum(len(t.encode()) for t in texts)
+    spark = get_spark("bench-tokenize")
+    cores = int(spark.sparkContext.defaultParallelism)
+    lake = Lake(spark, str(work / "lake"))
+    rows = [(f"d{i:06d}", "python", f"r{i}", t, 1, len(t), len(t) // 3, [f"d{i}"]) for i, t in enumerate(texts)]
+    lake.overwrite("documents", spark.createDataFrame(
+        rows, "document_id string, lang string, repo string, text string, n_files long, n_chars long, "
+              "est_tokens long, doc_ids array<string>").repartition(cores))
+    tok = T.prepare(out_dir=str(work / "shards" / "tokenizer"), load_from=None, texts=texts[:2000],
+                    vocab_size=args.vocab_size)
+    print(f"documents: {len(texts)}  bytes: {n_bytes / 1e6:.1f} MB  spark cores: {cores}  vocab: "
+          f"{tok.get_vocab_size()}")
+
+    # Baseline: plain tokenizers, one process, its own thread pool (RAYON over all cores).
+    os.environ.pop("TOKENIZERS_PARALLELISM", None)
+    base = T.load(str(work / "shards" / "tokenizer"))
+    base.encode_special_tokens = True
+    t0 = time.perf_counter()
+    base_tokens = 0
+    for i in range(0, len(texts), 2000):
+        base_tokens += sum(len(e.ids) + 1 for e in base.encode_batch_fast(texts[i:i + 2000],
+                                                                          add_special_tokens=False))
+    base_s = time.perf_counter() - t0
+    baseline_tps = base_tokens / base_s
+
+    # Spark encode stage alone (tokenizer shipped as a broadcast, loaded once per worker).
+    docs = lake.read("documents").select(F.col("document_id").alias("doc_key"), F.lit("documents").alias("source"),
+                                         "lang", "text", F.lit("train").alias("split"))
+    bc = spark.sparkContext.broadcast(tok.to_str())
+    t0 = time.perf_counter()
+    enc_tokens = docs.transform(tokenize_documents, tokenizer_json=bc, tokenizer_key="bench",
+                                eos_id=T.special_ids(tok)["eos"]).agg(F.sum("n_tokens")).first()[0]
+    enc_s = time.perf_counter() - t0
+    assert enc_tokens == base_tokens, (enc_tokens, base_tokens)
+
+    # The whole job, phase 1 (the tokenizer folder already exists, so it is reused, not retrained).
+    t0 = time.perf_counter()
+    manifest = job_main(["--lake", str(work / "lake"), "--shards_root", str(work / "shards"),
+                         "--build", "[phase1]", "--seq_len", str(args.seq_len), "--num_shards", str(cores),
+                         "--val_fraction", "0.01", "--chunk_bytes", "16MB"])["phase1"]
+    job_s = time.perf_counter() - t0
+    assert manifest["tokens"] == base_tokens, (manifest["tokens"], base_tokens)
+    job_tps = base_tokens / job_s
+
+    # Reading the shards back the way the trainer does.
+    from litdata import StreamingDataLoader, StreamingDataset
+
+    loader = StreamingDataLoader(StreamingDataset(str(work / "shards" / "phase1" / "train"), shuffle=True),
+                                 batch_size=8, num_workers=0)
+    t0 = time.perf_counter()
+    read_tokens = 0
+    for batch in loader:
+        read_tokens += int(batch["input_ids"].numel())
+    read_s = time.perf_counter() - t0
+    read_tps = read_tokens / read_s
+
+    print(f"baseline encode_batch_fast ({cores} threads): {baseline_tps:,.0f} tokens/s  ({base_s:.1f} s)")
+    print(f"spark encode stage (local[{cores}]):        {enc_tokens / enc_s:,.0f} tokens/s  "
+          f"({enc_s:.1f} s)  = {enc_tokens / enc_s / baseline_tps:.2f}x baseline")
+    print(f"spark job, phase 1 end to end:             {job_tps:,.0f} tokens/s  ({job_s:.1f} s)  "
+          f"= {job_tps / baseline_tps:.2f}x baseline")
+    print(f"shard reads (StreamingDataLoader, batch 8): {read_tps:,.0f} tokens/s  "
+          f"= {read_tps / args.trainer_tokens_per_s:.1f}x a trainer consuming {args.trainer_tokens_per_s:,.0f}")
+    result = {
+        "tokens_per_s": round(job_tps), "baseline_tokens_per_s": round(baseline_tps),
+        "ratio": round(job_tps / baseline_tps, 3),
+        "encode_stage_tokens_per_s": round(enc_tokens / enc_s),
+        "encode_stage_ratio": round(enc_tokens / enc_s / baseline_tps, 3),
+        "cores": cores, "tokens": base_tokens, "mb": round(n_bytes / 1e6, 1),
+        "read_tokens_per_s": round(read_tps), "read_vs_trainer": round(read_tps / args.trainer_tokens_per_s, 2),
+    }
+    spark.stop()
+    print("RESULT " + json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

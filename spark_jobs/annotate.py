@@ -1,0 +1,168 @@
+"""Scores every phase-1 file with the trained quality annotator (paper §2.3) into the `scores` table.
+
+    python -m spark_jobs.annotate --config conf/spark/annotate.yaml --lake lake --score.annotator artifacts/annotator
+    spark-submit spark_jobs/annotate.py --config conf/spark/annotate.yaml        # cluster; GPUs: see docs/annotator.md
+
+A file's score is the mean of the annotator's logits on its top, middle and bottom windows (`window` tokens each,
+512 by default; a file no longer than one window is one window). Scoring runs in `mapInArrow`: each Python worker
+loads the model once and scores each Arrow batch with windows batched by length. A task that holds a Spark GPU
+resource (`spark.task.resource.gpu.amount`) runs on that GPU in `gpu_precision`; otherwise on the CPU in
+`precision` with `threads` intra-op threads (docs/annotator.md has the measured speed and agreement of each).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from spark_jobs.annotate_dataset import DatasetConfig
+from spark_jobs.select_hq import SelectConfig
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+SCORES_COLUMNS = ["doc_id", "lang", "score", "window_scores", "n_tokens", "annotator_id"]
+
+
+@dataclass
+class ScoreConfig:
+    input_table: str = "clean"
+    output_table: str = "scores"
+    # Exported annotator folder written by `python -m trainer.annotator fit` (annotator.json inside).
+    annotator: str = "artifacts/annotator"
+    # Window length in tokens, special tokens included (paper: 512); capped at the encoder's positions.
+    window: int = 512
+    # CPU: fp32 | bf16 | int8 (dynamic quantisation); GPU tasks use gpu_precision.
+    precision: str = "fp32"
+    gpu_precision: str = "bf16"
+    # Intra-op threads per Python worker; 0 = executor cores / concurrent tasks (no oversubscription).
+    threads: int = 0
+    max_batch: int = 64
+    max_tokens: int = 16384
+    # Input partitions (0 = keep): more than the task slots keeps every core busy to the end.
+    partitions: int = 0
+
+    def validate(self) -> list[str]:
+        from spark_jobs.windows import PRECISIONS
+
+        problems = []
+        if self.window < 8:
+            problems.append(f"window: must be at least 8 tokens, got {self.window}")
+        if self.precision not in PRECISIONS:
+            problems.append(f"precision: one of {PRECISIONS}, got {self.precision!r}")
+        if self.gpu_precision not in ("fp32", "bf16"):
+            problems.append(f"gpu_precision: fp32 or bf16, got {self.gpu_precision!r}")
+        if self.threads < 0 or self.max_batch < 1 or self.max_tokens < self.window:
+            problems.append("threads/max_batch/max_tokens: threads >= 0, max_batch >= 1, max_tokens >= window")
+        return problems
+
+    def annotator_problems(self) -> list[str]:
+        """Checked by the scoring job only: the other jobs of the stage run before an annotator exists."""
+        from spark_jobs.windows import META_FILE
+
+        if os.path.isfile(os.path.join(self.annotator, META_FILE)):
+            return []
+        return [f"score.annotator: no {META_FILE} under {self.annotator!r}; train and export one with "
+                "`python -m trainer.annotator fit --config conf/annotator/minilm.yaml`"]
+
+
+@dataclass
+class AnnotateStageConfig:
+    """One YAML (conf/spark/annotate.yaml) for the stage's three jobs; each reads its own section."""
+
+    lake: str = "lake"
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+
+
+def _task_device() -> str:
+    """The GPU Spark assigned to this task (resource scheduling), else the CPU."""
+    from pyspark import TaskContext
+
+    ctx = TaskContext.get()
+    resources = ctx.resources() if ctx is not None else {}
+    if "gpu" in resources and resources["gpu"].addresses:
+        return f"cuda:{resources['gpu'].addresses[0]}"
+    return "cpu"
+
+
+def score_files(df: DataFrame, *, annotator: str, window: int = 512, precision: str = "fp32",
+                gpu_precision: str = "bf16", threads: int = 1, max_batch: int = 64,
+                max_tokens: int = 16384) -> DataFrame:
+    """(doc_id, lang, content, ...) -> scores columns: doc_id, lang, score, window_scores, n_tokens, annotator_id."""
+    import pyarrow as pa
+    from pyspark.sql.types import ArrayType, DoubleType, LongType, StringType, StructField, StructType
+
+    schema = StructType([
+        StructField("doc_id", StringType()),
+        StructField("lang", StringType()),
+        StructField("score", DoubleType()),
+        StructField("window_scores", ArrayType(DoubleType())),
+        StructField("n_tokens", LongType()),
+        StructField("annotator_id", StringType()),
+    ])
+
+    def score_batches(batches):
+        from spark_jobs.windows import Annotator
+
+        device = _task_device()
+        model = Annotator.cached(annotator, device=device, precision=gpu_precision if device != "cpu" else precision,
+                                 threads=threads if device == "cpu" else None, max_batch=max_batch,
+                                 max_tokens=max_tokens, window=window)
+        for batch in batches:
+            texts = [t or "" for t in batch.column("content").to_pylist()]
+            res = model.score_texts(texts)
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("doc_id"), batch.column("lang"), pa.array(res.score, pa.float64()),
+                 pa.array(res.window_scores, pa.list_(pa.float64())), pa.array(res.n_tokens, pa.int64()),
+                 pa.array([model.annotator_id] * len(texts), pa.string())],
+                names=SCORES_COLUMNS,
+            )
+
+    src = df.select(df["doc_id"].cast("string").alias("doc_id"), df["lang"].cast("string").alias("lang"),
+                    "content")
+    return src.mapInArrow(score_batches, schema).select(*SCORES_COLUMNS)
+
+
+def default_threads(spark) -> int:
+    """Cores of this machine shared by the tasks that run at once on it (local mode) or 1 per executor core."""
+    cores = os.cpu_count() or 1
+    master = spark.sparkContext.master
+    if master.startswith("local"):
+        return max(1, cores // max(1, spark.sparkContext.defaultParallelism))
+    task_cpus = int(spark.conf.get("spark.task.cpus", "1"))
+    return max(1, task_cpus)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from spark_jobs.config import ConfigError, config_hash, parse_config
+    from spark_jobs.lake import Lake, Lineage
+    from spark_jobs.session import get_spark
+
+    stage = parse_config(AnnotateStageConfig, argv, prog="spark_jobs.annotate")
+    cfg = stage.score
+    if cfg.annotator_problems():
+        raise ConfigError(cfg.annotator_problems())
+    spark = get_spark("codemill-annotate")
+    lake = Lake.open(spark, stage.lake)
+    files = lake.read(cfg.input_table)
+    if cfg.partitions:
+        files = files.repartition(cfg.partitions)
+    scores = files.transform(
+        score_files, annotator=cfg.annotator, window=cfg.window, precision=cfg.precision,
+        gpu_precision=cfg.gpu_precision, threads=cfg.threads or default_threads(spark), max_batch=cfg.max_batch,
+        max_tokens=cfg.max_tokens,
+    )
+    version = lake.overwrite(cfg.output_table, scores, allow_schema_change=True,
+                             lineage=Lineage("annotate", config_hash(cfg), lake.versions([cfg.input_table])))
+    stats = lake.read(cfg.output_table).groupBy("lang").agg({"score": "avg", "n_tokens": "sum", "*": "count"})
+    print(f"{cfg.output_table} v{version}:")
+    stats.orderBy("lang").show(100, truncate=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

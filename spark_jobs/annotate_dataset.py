@@ -1,0 +1,380 @@
+"""Builds the quality annotator's training set (`annotator_train`) and its alignment set (`alignment_set`).
+
+    python -m spark_jobs.annotate_dataset --config conf/spark/annotate.yaml --lake lake
+
+Paper §2.3: positives are high-quality code files and instruction data (instruction + response rendered as one
+code document); negatives a uniform random sample of phase-1 files (`clean`, else `files`). The two classes are
+deduplicated (within each and against each other: a text in both stays a positive only), decontaminated against
+the benchmarks, balanced and split train/val by a hash of the text.
+
+The alignment set (paper Fig. 2) is for evaluation only: benchmark solutions (HumanEval, MBPP, BigCodeBench, ...)
+labelled 1 with their benchmark's name, against phase-1 files that are not in the training set, labelled 0 with
+benchmark `corpus`. An annotator's ROC-AUC per benchmark is that benchmark's positives against all `corpus` rows.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+TRAIN_COLUMNS = ["text", "label", "source", "split"]
+ALIGNMENT_COLUMNS = ["text", "label", "benchmark"]
+NEGATIVE_BENCHMARK = "corpus"
+INSTRUCTION_KEYS = ("instruction", "prompt", "problem", "question", "query")
+RESPONSE_KEYS = ("output", "response", "solution", "answer", "completion")
+
+
+@dataclass
+class PositiveSource:
+    """One source of positives. kind: `code` (Parquet/JSONL files with a `content` or `text` column),
+    `instruct` (JSON/JSONL records: instruction/prompt/problem + output/response/solution, or chat `messages`),
+    `ossinstruct` (StarCoder2-Instruct's self-OSS-Instruct few-shot text file)."""
+
+    path: str
+    kind: str = "instruct"
+    name: str = ""
+    max_rows: int = 0
+
+
+def _default_positives() -> list[PositiveSource]:
+    return [
+        PositiveSource("data/instruct/evol_instruct_code/*.json.gz", "instruct", "evol_instruct_code"),
+        PositiveSource("data/instruct/starcoder2_instruct/self-ossinstruct-fewshot.txt", "ossinstruct",
+                       "starcoder2_instruct"),
+    ]
+
+
+@dataclass
+class DatasetConfig:
+    # Negatives: uniform sample of phase-1 files; the first of these tables that exists is used.
+    negative_tables: list[str] = field(default_factory=lambda: ["clean", "files"])
+    positives: list[PositiveSource] = field(default_factory=_default_positives)
+    output_table: str = "annotator_train"
+    alignment_table: str = "alignment_set"
+    benchmarks_dir: str = "data/benchmarks"
+    # Benchmark folders under benchmarks_dir whose solutions form the alignment set's positives.
+    alignment_benchmarks: list[str] = field(default_factory=lambda: [
+        "humaneval", "mbpp", "bigcodebench", "humaneval_x", "mbxp", "evoeval", "ds1000"])
+    alignment_max_per_benchmark: int = 400
+    alignment_negatives: int = 1000
+    decontaminate: bool = True
+    val_fraction: float = 0.1
+    min_chars: int = 32
+    max_chars: int = 100_000
+    seed: int = 0
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not self.positives:
+            problems.append("positives: at least one source is needed")
+        for i, src in enumerate(self.positives):
+            if src.kind not in ("code", "instruct", "ossinstruct"):
+                problems.append(f"positives.{i}.kind: code, instruct or ossinstruct, got {src.kind!r}")
+            if "://" not in src.path and not glob.glob(src.path):
+                problems.append(f"positives.{i}.path: no file matches {src.path!r}")
+        if not 0.0 < self.val_fraction < 0.5:
+            problems.append(f"val_fraction: between 0 and 0.5, got {self.val_fraction}")
+        if not os.path.isdir(self.benchmarks_dir):
+            problems.append(f"benchmarks_dir: {self.benchmarks_dir!r} is not a folder")
+        else:
+            for b in self.alignment_benchmarks:
+                if not glob.glob(os.path.join(self.benchmarks_dir, b, "*.json*")):
+                    problems.append(f"alignment_benchmarks: no benchmark files under {self.benchmarks_dir}/{b}")
+        if self.min_chars < 1 or self.max_chars <= self.min_chars:
+            problems.append("min_chars/max_chars: need 1 <= min_chars < max_chars")
+        return problems
+
+
+# ---------------------------------------------------------------------- reading sources (driver side, small)
+def render_instruction(instruction: str, response: str) -> str:
+    """Instruction + response as one code document: the instruction as a comment block, then the response with
+    Markdown code fences removed, so the annotator sees code rather than chat markup."""
+    comment = "\n".join(f"# {line}".rstrip() for line in instruction.strip().splitlines())
+    body = re.sub(r"(?m)^```[^\n]*\n?", "", response.strip()).rstrip()
+    return f"{comment}\n\n{body}\n"
+
+
+def _records(path: str) -> list[dict]:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        if ".jsonl" in os.path.basename(path):
+            return [json.loads(line) for line in fh if line.strip()]
+        data = json.load(fh)
+    return data if isinstance(data, list) else [data]
+
+
+def _pick(rec: dict, keys: tuple[str, ...]) -> str | None:
+    for k in keys:
+        v = rec.get(k)
+        if isinstance(v, str) and v.strip():
+            return v
+    return None
+
+
+def instruction_pairs(records: list[dict]) -> list[tuple[str, str]]:
+    """(instruction, response) from the common formats: Alpaca-like keys (with an optional `input`) or chat
+    `messages`/`conversations` (first user turn, first assistant turn). Records in no known format are skipped."""
+    pairs = []
+    for rec in records:
+        msgs = rec.get("messages") or rec.get("conversations")
+        if isinstance(msgs, list):
+            def turn(roles, msgs=msgs):
+                return next((m.get("content") or m.get("value") for m in msgs
+                             if (m.get("role") or m.get("from")) in roles), None)
+
+            ins, out = turn(("user", "human")), turn(("assistant", "gpt"))
+        else:
+            ins, out = _pick(rec, INSTRUCTION_KEYS), _pick(rec, RESPONSE_KEYS)
+            extra = rec.get("input")
+            if ins and isinstance(extra, str) and extra.strip():
+                ins = f"{ins}\n{extra}"
+        if ins and out:
+            pairs.append((ins, out))
+    return pairs
+
+
+def ossinstruct_pairs(text: str) -> list[tuple[str, str]]:
+    """(instruction, response) of each `### Example` in StarCoder2-Instruct's few-shot file: its [Instruction]
+    section and everything from its [Response] on (or, when absent, its [Solution] section)."""
+    pairs = []
+    for example in re.split(r"(?m)^### Example \d+\s*$", text)[1:]:
+        sections = dict(re.findall(r"(?ms)^\[(\w[\w ]*)\]\s*\n(.*?)(?=^\[\w[\w ]*\]\s*$|\Z)", example))
+        ins = sections.get("Instruction", "").strip()
+        # [Response] holds sub-sections ([Reasoning], [Implementation], ...): take all of it up to the end.
+        response = re.search(r"(?ms)^\[Response\]\s*\n(.*)", example)
+        out = (response.group(1) if response else sections.get("Solution", "")).strip()
+        if ins and out:
+            pairs.append((ins, out))
+    return pairs
+
+
+def read_positives(spark: SparkSession, sources: list[PositiveSource]) -> DataFrame:
+    """text, source of every configured positive source."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    schema = StructType([StructField("text", StringType()), StructField("source", StringType())])
+    frames = []
+    for src in sources:
+        files = sorted(glob.glob(src.path)) or [src.path]
+        name = src.name or os.path.basename(files[0]).split(".")[0]
+        if src.kind == "code":
+            reader = spark.read.parquet if files[0].endswith(".parquet") else spark.read.json
+            df = reader(*files)
+            col = "content" if "content" in df.columns else "text"
+            df = df.select(F.col(col).alias("text"), F.lit(f"code:{name}").alias("source"))
+        else:
+            pairs: list[tuple[str, str]] = []
+            for path in files:
+                if src.kind == "ossinstruct":
+                    with open(path, encoding="utf-8") as fh:
+                        pairs += ossinstruct_pairs(fh.read())
+                else:
+                    pairs += instruction_pairs(_records(path))
+            rows = [(render_instruction(i, o), f"instruct:{name}") for i, o in pairs]
+            df = spark.createDataFrame(rows, schema)
+        if src.max_rows:
+            df = df.limit(src.max_rows)
+        frames.append(df)
+    out = frames[0]
+    for df in frames[1:]:
+        out = out.unionByName(df)
+    return out
+
+
+def benchmark_solutions(benchmarks_dir: str, benchmarks: list[str]) -> list[tuple[str, str, str]]:
+    """(text, benchmark, task_id) of every benchmark solution: prompt + canonical solution, or the `code` /
+    `reference_code` field. Tasks without a solution (e.g. Multi-HumanEval's `None`) are skipped."""
+    rows = []
+    for bench in benchmarks:
+        for path in sorted(glob.glob(os.path.join(benchmarks_dir, bench, "*.json*"))):
+            for rec in _records(path):
+                sol = rec.get("canonical_solution")
+                if isinstance(sol, str) and sol.strip() and sol.strip() != "None":
+                    text = (rec.get("prompt") or rec.get("complete_prompt") or "") + sol
+                else:
+                    text = rec.get("code") or rec.get("reference_code") or ""
+                if isinstance(text, str) and text.strip():
+                    rows.append((text, bench, f"{os.path.basename(path)}:{rec.get('task_id', len(rows))}"))
+    return rows
+
+
+# ---------------------------------------------------------------------- transforms
+def with_text_hash(df: DataFrame) -> DataFrame:
+    """Adds `text_hash`: SHA-256 of the text with whitespace runs collapsed (formatting-only copies collide)."""
+    from pyspark.sql import functions as F
+
+    return df.withColumn("text_hash", F.sha2(F.regexp_replace(F.trim("text"), r"\s+", " "), 256))
+
+
+def length_filter(df: DataFrame, *, min_chars: int = 32, max_chars: int = 100_000) -> DataFrame:
+    """Sets `drop_reason` to too_short / too_long (kept rows: null)."""
+    from pyspark.sql import functions as F
+
+    n = F.length("text")
+    reason = F.when(F.col("text").isNull() | (n < min_chars), "too_short").when(n > max_chars, "too_long")
+    return df.withColumn("drop_reason", F.coalesce(F.col("drop_reason"), reason) if "drop_reason" in df.columns
+                         else reason)
+
+
+def mark_duplicates(positives: DataFrame, negatives: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """Marks repeated texts within each class (`duplicate`) and negatives whose text is also a positive
+    (`also_positive`), via `drop_reason`."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    def within(df):
+        w = Window.partitionBy("text_hash").orderBy("source", "text")
+        first = F.row_number().over(w) == 1
+        return df.withColumn("drop_reason", F.coalesce("drop_reason", F.when(~first, F.lit("duplicate"))))
+
+    positives, negatives = within(positives), within(negatives)
+    pos_hashes = positives.where("drop_reason IS NULL").select("text_hash").distinct().withColumn("in_pos", F.lit(1))
+    negatives = (negatives.join(pos_hashes, "text_hash", "left")
+                 .withColumn("drop_reason", F.coalesce("drop_reason", F.when(F.col("in_pos") == 1,
+                                                                             F.lit("also_positive"))))
+                 .drop("in_pos"))
+    return positives, negatives
+
+
+def mark_contaminated(df: DataFrame, contaminated: DataFrame) -> DataFrame:
+    """Sets `drop_reason` = contaminated for rows whose `text_hash` is among `contaminated.doc_id`."""
+    from pyspark.sql import functions as F
+
+    bad = contaminated.select(F.col("doc_id").alias("text_hash")).distinct().withColumn("_bad", F.lit(1))
+    return (df.join(bad, "text_hash", "left")
+            .withColumn("drop_reason", F.coalesce("drop_reason", F.when(F.col("_bad") == 1, F.lit("contaminated"))))
+            .drop("_bad"))
+
+
+def balance_and_split(positives: DataFrame, negatives: DataFrame, *, val_fraction: float = 0.1,
+                      seed: int = 0) -> DataFrame:
+    """Kept rows (null `drop_reason`) of both classes, the larger class cut at random to the smaller one's size,
+    labelled and split by a hash of the text (so a text's split never changes between runs)."""
+    from pyspark.sql import functions as F
+
+    pos = positives.where("drop_reason IS NULL")
+    neg = negatives.where("drop_reason IS NULL")
+    n = min(pos.count(), neg.count())
+    rand = F.rand(seed)
+    pos = pos.orderBy(F.xxhash64("text_hash", F.lit(seed))).limit(n).withColumn("label", F.lit(1))
+    neg = neg.withColumn("_r", rand).orderBy("_r").limit(n).drop("_r").withColumn("label", F.lit(0))
+    bucket = F.pmod(F.xxhash64("text_hash", F.lit(seed + 1)), F.lit(10_000))
+    return (pos.unionByName(neg)
+            .withColumn("split", F.when(bucket < int(val_fraction * 10_000), "val").otherwise("train"))
+            .select("text", F.col("label").cast("int").alias("label"), "source", "split"))
+
+
+def sample_negatives(files: DataFrame, *, n: int, seed: int = 0, source: str = "negative") -> DataFrame:
+    """About `n` files drawn uniformly (Bernoulli sample with 30% headroom for later drops), as text, source."""
+    from pyspark.sql import functions as F
+
+    total = files.count()
+    fraction = min(1.0, 1.3 * n / max(total, 1))
+    return files.sample(withReplacement=False, fraction=fraction, seed=seed).select(
+        F.col("content").alias("text"), F.lit(source).alias("source"))
+
+
+def alignment_set(solutions: DataFrame, corpus: DataFrame, train: DataFrame, *, negatives: int = 1000,
+                  max_per_benchmark: int = 400, seed: int = 0) -> DataFrame:
+    """Benchmark solutions (label 1, their benchmark) and corpus files absent from the training set (label 0,
+    benchmark `corpus`). `solutions`: text, benchmark; `corpus`: text; `train`: text."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    w = Window.partitionBy("benchmark").orderBy(F.xxhash64("text", F.lit(seed)))
+    pos = (solutions.withColumn("_n", F.row_number().over(w)).where(F.col("_n") <= max_per_benchmark)
+           .select("text", F.lit(1).alias("label"), "benchmark"))
+    seen = with_text_hash(train.select("text")).select("text_hash").distinct()
+    total = corpus.count()
+    unseen = (with_text_hash(corpus.sample(False, min(1.0, 2.0 * negatives / max(total, 1)), seed + 7))
+              .join(seen, "text_hash", "left_anti").dropDuplicates(["text_hash"]))
+    neg = (unseen.withColumn("_r", F.rand(seed + 7)).orderBy("_r").limit(negatives)
+           .select("text", F.lit(0).alias("label"), F.lit(NEGATIVE_BENCHMARK).alias("benchmark")))
+    return pos.unionByName(neg).select("text", F.col("label").cast("int").alias("label"), "benchmark")
+
+
+def drop_stats(positives: DataFrame, negatives: DataFrame) -> dict[str, dict[str, int]]:
+    """Rows per drop reason (and `kept`) for each class: recorded in the commit's lineage and printed."""
+    out = {}
+    for name, df in (("positives", positives), ("negatives", negatives)):
+        rows = df.groupBy("drop_reason").count().collect()
+        out[name] = {(r["drop_reason"] or "kept"): int(r["count"]) for r in rows}
+    return out
+
+
+# ---------------------------------------------------------------------- job
+def _contaminated_hashes(spark: SparkSession, docs: DataFrame, benchmarks_dir: str) -> DataFrame:
+    """doc_id (= text_hash) of every text that the curation stage's decontamination flags (same benchmarks,
+    n-gram size and thresholds as phase 1's `clean`)."""
+    from spark_jobs.decontaminate import DecontaminateConfig, find_contamination, load_benchmarks
+
+    dc = DecontaminateConfig(data_dir=os.path.abspath(benchmarks_dir))
+    return find_contamination(docs, load_benchmarks(spark, dc), ngram=dc.ngram, min_overlap=dc.min_overlap,
+                              min_matched_ngrams=dc.min_matched_ngrams,
+                              min_short_chars=dc.min_short_chars).select("doc_id")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pyspark.sql import functions as F
+
+    from spark_jobs.annotate import AnnotateStageConfig
+    from spark_jobs.config import config_hash, parse_config
+    from spark_jobs.lake import Lake, Lineage
+    from spark_jobs.session import get_spark
+
+    stage = parse_config(AnnotateStageConfig, argv, prog="spark_jobs.annotate_dataset")
+    cfg = stage.dataset
+    spark = get_spark("codemill-annotate-dataset")
+    lake = Lake.open(spark, stage.lake)
+    table = next((t for t in cfg.negative_tables if lake.exists(t)), None)
+    if table is None:
+        raise SystemExit(f"negative_tables: none of {cfg.negative_tables} exists under {lake.root}; run curation")
+    corpus = lake.read(table)
+
+    positives = (read_positives(spark, cfg.positives).transform(with_text_hash)
+                 .transform(length_filter, min_chars=cfg.min_chars, max_chars=cfg.max_chars)).cache()
+    n_pos = positives.where("drop_reason IS NULL").count()
+    negatives = (sample_negatives(corpus, n=n_pos, seed=cfg.seed, source=f"negative:{table}")
+                 .transform(with_text_hash)
+                 .transform(length_filter, min_chars=cfg.min_chars, max_chars=cfg.max_chars))
+    positives, negatives = mark_duplicates(positives, negatives)
+    if cfg.decontaminate:
+        docs = (positives.select("text_hash", "text").unionByName(negatives.select("text_hash", "text"))
+                .dropDuplicates(["text_hash"])
+                .select(F.col("text_hash").alias("doc_id"), F.col("text").alias("content")))
+        bad = _contaminated_hashes(spark, docs, cfg.benchmarks_dir).cache()
+        positives, negatives = mark_contaminated(positives, bad), mark_contaminated(negatives, bad)
+    positives, negatives = positives.cache(), negatives.cache()
+    stats = drop_stats(positives, negatives)
+    train = balance_and_split(positives, negatives, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    inputs = lake.versions([table])
+    v_train = lake.overwrite(cfg.output_table, train, allow_schema_change=True,
+                             lineage=Lineage("annotate_dataset", config_hash(cfg), inputs, extra={"drops": stats}))
+
+    sol_rows = benchmark_solutions(cfg.benchmarks_dir, cfg.alignment_benchmarks)
+    solutions = spark.createDataFrame([(t, b) for t, b, _ in sol_rows], "text string, benchmark string")
+    align = alignment_set(solutions, corpus.select(F.col("content").alias("text")), lake.read(cfg.output_table),
+                          negatives=cfg.alignment_negatives, max_per_benchmark=cfg.alignment_max_per_benchmark,
+                          seed=cfg.seed)
+    v_align = lake.overwrite(cfg.alignment_table, align, allow_schema_change=True,
+                             lineage=Lineage("annotate_dataset", config_hash(cfg), inputs))
+    print(f"drops per class: {json.dumps(stats)}")
+    print(f"{cfg.output_table} v{v_train}:")
+    lake.read(cfg.output_table).groupBy("split", "label", "source").count().orderBy("split", "label").show(50, False)
+    print(f"{cfg.alignment_table} v{v_align}:")
+    lake.read(cfg.alignment_table).groupBy("benchmark", "label").count().orderBy("benchmark").show(50, False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

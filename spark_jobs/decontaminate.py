@@ -1,0 +1,263 @@
+"""Decontamination: `near_deduped` (or `exact_deduped`) -> `clean` + `contamination`.
+
+    python -m spark_jobs.pipeline --input data/raw --lake lake --stages decontaminate
+
+Paper §2.1 removes training files that contain evaluation problems. Two tests per benchmark text (prompt, reference
+solution; fields per benchmark in `conf/spark/benchmarks.yaml`):
+- **n-gram overlap**: texts are cut into word tokens (`[A-Za-z0-9_]+`, so formatting and punctuation do not
+  matter), every `ngram`-token window is hashed; a file is contaminated by a text when it contains at least
+  `min_overlap` of that text's distinct n-grams;
+- **exact substring** for short texts (fewer than `ngram` tokens, at least `min_short_chars` characters): their
+  token sequence must occur in the file and the stripped text itself must be a substring of it.
+
+`load_benchmarks` and `find_contamination` are reusable (the synthetic-data stage checks generations with them).
+Matching runs on the workers in a vectorised `mapInArrow` against a broadcast, sorted array of benchmark n-gram
+hashes, so the cost per file is one regex pass plus numpy lookups.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import TYPE_CHECKING
+
+from spark_jobs import schemas
+from spark_jobs.config import CONF_DIR, REPO_ROOT
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+TOKEN = re.compile(r"[A-Za-z0-9_]+")
+_MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant: spreads 32-bit token ids over 64 bits
+_BASE = 0x100000001B3
+
+
+@dataclasses.dataclass
+class DecontaminateConfig:
+    """`decontaminate.*` keys."""
+
+    benchmarks_file: str = str(CONF_DIR / "spark" / "benchmarks.yaml")
+    data_dir: str = str(REPO_ROOT / "data" / "benchmarks")
+    # User-supplied JSON Lines benchmarks: globs, the text fields to compare and the id field.
+    user_files: list[str] = dataclasses.field(default_factory=list)
+    user_text_fields: list[str] = dataclasses.field(default_factory=lambda: ["prompt", "canonical_solution"])
+    user_id_field: str = "task_id"
+    ngram: int = 10
+    # Share of a benchmark text's distinct n-grams that a file must contain to be flagged.
+    min_overlap: float = 0.5
+    min_matched_ngrams: int = 1
+    # Short texts (< ngram tokens) shorter than this are too generic to match on: HumanEval one-liners such as
+    # "return [e for e in l if e > 0]" (30 chars) occur in unrelated code.
+    min_short_chars: int = 50
+
+    def __post_init__(self):  # relative paths: against the repository root unless they exist from here
+        from spark_jobs.config import REPO_ROOT
+
+        if not os.path.isabs(self.benchmarks_file) and not os.path.exists(self.benchmarks_file):
+            self.benchmarks_file = str(REPO_ROOT / self.benchmarks_file)
+        if not os.path.isabs(self.data_dir) and not os.path.exists(self.data_dir):
+            self.data_dir = str(REPO_ROOT / self.data_dir)
+
+    def validate(self) -> list[str]:
+        import glob
+        import os
+
+        problems = []
+        if not os.path.isfile(self.benchmarks_file):
+            problems.append(f"benchmarks_file: {self.benchmarks_file!r} does not exist")
+        if not os.path.isdir(self.data_dir):
+            problems.append(f"data_dir: {self.data_dir!r} is not a directory")
+        for pattern in self.user_files:
+            if not glob.glob(pattern):
+                problems.append(f"user_files: {pattern!r} matches no file")
+        if self.ngram < 3:
+            problems.append("ngram: must be >= 3")
+        if not 0 < self.min_overlap <= 1:
+            problems.append("min_overlap: must be in (0, 1]")
+        return problems
+
+
+# ---------------------------------------------------------------------- benchmark texts
+def _read_records(path: str, fmt: str) -> list[dict]:
+    import gzip
+    import json
+
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        if fmt == "json":
+            data = json.load(fh)
+            return data if isinstance(data, list) else [data]
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def benchmark_texts(cfg: DecontaminateConfig) -> list[tuple[str, str, str, str]]:
+    """(benchmark, task_id, field, text) for every configured benchmark file and user file."""
+    import glob
+    import os
+
+    import yaml
+
+    with open(cfg.benchmarks_file) as fh:
+        entries = (yaml.safe_load(fh) or {}).get("benchmarks") or []
+    specs = [(e["name"], os.path.join(cfg.data_dir, e["files"]), e.get("id"), list(e["fields"]),
+              e.get("format", "jsonl")) for e in entries]
+    specs += [(os.path.basename(p).split(".")[0], p, cfg.user_id_field, list(cfg.user_text_fields), "jsonl")
+              for p in cfg.user_files]
+    out: list[tuple[str, str, str, str]] = []
+    seen: set[tuple[str, str, str, str]] = set()
+    for name, pattern, id_field, fields, fmt in specs:
+        files = sorted(glob.glob(pattern))
+        if not files:
+            from spark_jobs.config import ConfigError
+
+            raise ConfigError([f"decontaminate.benchmarks_file: {name}: {pattern!r} matches no file"])
+        for path in files:
+            for i, rec in enumerate(_read_records(path, fmt)):
+                task_id = str(rec[id_field]) if id_field and rec.get(id_field) is not None else f"{name}/{i}"
+                for field in fields:
+                    text = rec.get(field)
+                    if isinstance(text, str) and text.strip():
+                        row = (name, task_id, field, text)
+                        if row not in seen:
+                            seen.add(row)
+                            out.append(row)
+    return out
+
+
+def load_benchmarks(spark: SparkSession, cfg: DecontaminateConfig) -> DataFrame:
+    """Benchmark texts as a DataFrame (benchmark, task_id, field, text)."""
+    return spark.createDataFrame(benchmark_texts(cfg), schemas.BENCHMARKS)
+
+
+# ---------------------------------------------------------------------- hashing (driver and workers)
+def token_ids(text: str):
+    import zlib
+
+    import numpy as np
+
+    toks = TOKEN.findall(text)
+    ids = np.fromiter((zlib.crc32(t.encode()) for t in toks), dtype=np.uint64, count=len(toks))
+    return ids * np.uint64(_MIX)
+
+
+def ngram_hashes(ids, n: int):
+    """Hashes of every n-token window of `ids` (uint64, wrapping polynomial hash); empty when too short."""
+    import numpy as np
+
+    if len(ids) < n:
+        return np.empty(0, dtype=np.uint64)
+    powers = np.array([pow(_BASE, n - 1 - k, 1 << 64) for k in range(n)], dtype=np.uint64)
+    windows = np.lib.stride_tricks.sliding_window_view(ids, n)
+    with np.errstate(over="ignore"):
+        return windows @ powers
+
+
+@dataclasses.dataclass
+class _Index:
+    """Sorted distinct n-gram hashes -> benchmark texts containing them (CSR), plus short texts."""
+
+    hashes: object  # (H,) uint64 sorted
+    offsets: object  # (H + 1,) int64
+    text_idx: object  # (sum of postings,) int32
+    totals: object  # (T,) distinct n-grams per text
+    meta: list  # (benchmark, task_id, field) per text
+    short: list  # (text index, token count, token-sequence hash, stripped text)
+    short_by_len: dict  # token count -> (sorted hashes, positions in `short`)
+
+
+def build_index(texts: list[tuple[str, str, str, str]], *, ngram: int, min_short_chars: int) -> _Index:
+    import numpy as np
+
+    keys, owners, totals, meta, short = [], [], [], [], []
+    for i, (bench, task, field, text) in enumerate(texts):
+        meta.append((bench, task, field))
+        ids = token_ids(text)
+        grams = np.unique(ngram_hashes(ids, ngram))
+        totals.append(len(grams))
+        if len(grams):
+            keys.append(grams)
+            owners.append(np.full(len(grams), i, dtype=np.int32))
+        elif len(ids) and len(text.strip()) >= min_short_chars:
+            short.append((i, len(ids), int(ngram_hashes(ids, len(ids))[0]), text.strip()))
+    all_keys = np.concatenate(keys) if keys else np.empty(0, dtype=np.uint64)
+    all_owners = np.concatenate(owners) if owners else np.empty(0, dtype=np.int32)
+    order = np.argsort(all_keys, kind="stable")
+    all_keys, all_owners = all_keys[order], all_owners[order]
+    uniq, starts = np.unique(all_keys, return_index=True)
+    offsets = np.append(starts, len(all_keys)).astype(np.int64)
+    short_by_len = {}
+    for k in sorted({s[1] for s in short}):
+        pos = np.array([j for j, s in enumerate(short) if s[1] == k], dtype=np.int64)
+        hashes = np.array([short[j][2] for j in pos], dtype=np.uint64)
+        order = np.argsort(hashes)
+        short_by_len[k] = (hashes[order], pos[order])
+    return _Index(uniq, offsets, all_owners, np.array(totals, dtype=np.int64), meta, short, short_by_len)
+
+
+def match_text(content: str, index: _Index, *, ngram: int, min_overlap: float, min_matched: int) -> list[tuple]:
+    """(benchmark, task_id, field, method, matched, total, overlap) for every benchmark text found in `content`."""
+    import numpy as np
+
+    ids = token_ids(content)
+    hits: list[tuple] = []
+    grams = np.unique(ngram_hashes(ids, ngram))
+    if len(grams) and len(index.hashes):
+        pos = np.clip(np.searchsorted(index.hashes, grams), 0, len(index.hashes) - 1)
+        found = pos[index.hashes[pos] == grams]
+        if len(found):
+            owners = np.concatenate([index.text_idx[index.offsets[p]:index.offsets[p + 1]] for p in found])
+            counts = np.bincount(owners)
+            for t in np.nonzero(counts)[0]:
+                matched, total = int(counts[t]), int(index.totals[t])
+                overlap = matched / total
+                if overlap >= min_overlap and matched >= min_matched:
+                    hits.append((*index.meta[t], "ngram", matched, total, overlap))
+    for k, (short_hashes, short_pos) in index.short_by_len.items():
+        doc_k = ngram_hashes(ids, k)
+        if not len(doc_k):
+            continue
+        pos = np.clip(np.searchsorted(short_hashes, doc_k), 0, len(short_hashes) - 1)
+        for p in np.unique(pos[short_hashes[pos] == doc_k]):
+            t, _, _, text = index.short[short_pos[p]]
+            if text in content:  # the token match ignores punctuation; the text itself must occur
+                hits.append((*index.meta[t], "substring", 0, 0, 1.0))
+    return hits
+
+
+def find_contamination(df: DataFrame, benchmarks_df: DataFrame, *, ngram: int = 10, text_col: str = "content",
+                       id_col: str = "doc_id", min_overlap: float = 0.5, min_matched_ngrams: int = 1,
+                       min_short_chars: int = 50) -> DataFrame:
+    """One row per (row of `df`, benchmark text) it contains; columns of `schemas.CONTAMINATION` with the id in
+    `id_col` (named `doc_id` by default). Rows of `df` without a hit produce nothing."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+    from pyspark.sql.types import StructField, StructType
+
+    texts = [(r.benchmark, r.task_id, r.field, r.text) for r in benchmarks_df.collect()]
+    index = build_index(texts, ngram=ngram, min_short_chars=min_short_chars)
+    bc = df.sparkSession.sparkContext.broadcast(index)
+    out_schema = StructType([StructField(id_col, schemas.CONTAMINATION["doc_id"].dataType, True)]
+                            + schemas.CONTAMINATION.fields[1:])
+    arrow_schema = to_arrow_schema(out_schema)
+
+    def run(batches):
+        idx = bc.value
+        for batch in batches:
+            rows = []
+            for doc, content in zip(batch.column(id_col).to_pylist(), batch.column(text_col).to_pylist()):
+                if content:
+                    for hit in match_text(content, idx, ngram=ngram, min_overlap=min_overlap,
+                                          min_matched=min_matched_ngrams):
+                        rows.append((doc, *hit))
+            if rows:
+                cols = list(zip(*rows))
+                yield pa.RecordBatch.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, arrow_schema)],
+                                                 schema=arrow_schema)
+
+    return df.select(id_col, text_col).mapInArrow(run, out_schema)
+
+
+def clean_rows(df: DataFrame, contamination: DataFrame, *, id_col: str = "doc_id") -> DataFrame:
+    """Rows of `df` with no contamination hit."""
+    return df.join(contamination.select(id_col).distinct(), on=id_col, how="left_anti")

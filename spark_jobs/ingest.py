@@ -1,0 +1,454 @@
+"""Ingest: raw code (JSONL / Parquet records or a directory of repositories) -> `files` + `quarantine`.
+
+Run it as the pipeline's first stage:
+
+    python -m spark_jobs.pipeline --input data/raw --lake lake --stages ingest
+
+Sources (`ingest.format: auto` picks one from `--input`, a file, a glob or a directory):
+- `jsonl`: JSON Lines (`.jsonl`, `.ndjson`, `.json`, optionally `.gz`), one record per line; each line is parsed on
+  its own in a vectorised `mapInArrow`, so a malformed line becomes a `malformed_record` row naming the file and the
+  line number instead of failing the job;
+- `parquet`: The Stack v1 (`content`, `max_stars_repo_name`, `max_stars_repo_path`, `lang`, `max_stars_count`,
+  `licenses`, ...) or the simple schema (`repo`, `path`, `content`, optional `lang`, `license`, `stars`);
+- `tree`: a directory whose top-level folders are repositories. Spark's `binaryFile` source lists it (without
+  reading contents), a SQL path filter skips VCS and vendored folders, and the files are read and decoded on the
+  workers.
+
+Every record becomes exactly one row of `files` or `quarantine` (reasons in `schemas.QUARANTINE_REASONS`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
+
+from spark_jobs import schemas
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+RECORD_SUFFIXES = {
+    "jsonl": (".jsonl", ".ndjson", ".json", ".jsonl.gz", ".ndjson.gz", ".json.gz"),
+    "parquet": (".parquet",),
+}
+# Source columns tried in order for each canonical field (The Stack v1 names, then the simple schema's).
+DEFAULT_COLUMNS: dict[str, list[str]] = {
+    "content": ["content", "text", "code"],
+    "repo": ["max_stars_repo_name", "repo", "repo_name", "repository"],
+    "path": ["max_stars_repo_path", "path", "file_path", "filename"],
+    "lang": ["lang", "language"],
+    "license": ["licenses", "max_stars_repo_licenses", "license"],
+    "stars": ["max_stars_count", "stars", "star_count"],
+}
+DEFAULT_ID_COLUMNS = ["doc_id", "id"]
+
+
+@dataclasses.dataclass
+class IngestConfig:
+    """`ingest.*` keys."""
+
+    # auto | jsonl | parquet | tree
+    format: str = "auto"
+    # Files above this many bytes go to quarantine as too_large (StarCoder drops files over 1 MB).
+    max_bytes: int = 1_000_000
+    # Canonical field -> source column (content, repo, path, lang, license, stars); unset fields try DEFAULT_COLUMNS.
+    columns: dict[str, str] = dataclasses.field(default_factory=dict)
+    # The input's own record id (becomes outcomes.source_id); empty = `doc_id`, then `id`, when present.
+    id_column: str = ""
+    # Fields a record must have (non-null) to be usable; otherwise missing_field.
+    required: list[str] = dataclasses.field(default_factory=lambda: ["content", "path", "repo"])
+    # Folder names skipped anywhere in a tree (VCS metadata, vendored dependencies, caches, virtualenvs).
+    skip_dirs: list[str] = dataclasses.field(default_factory=lambda: [
+        ".git", ".hg", ".svn", ".bzr", "node_modules", "vendor", "third_party", "third-party", "__pycache__",
+        ".venv", "venv", "site-packages", ".tox", ".mypy_cache", ".pytest_cache", "bower_components", ".idea",
+        ".gradle", "target", "dist-packages", ".eggs",
+    ])
+    # A NUL byte within the first this-many bytes marks a file as binary (git's heuristic).
+    binary_probe_bytes: int = 8000
+    snippet_chars: int = 200
+    # Spark partitions for reading record files / tree files (0 = Spark's default parallelism x 2).
+    partitions: int = 0
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.format not in ("auto", "jsonl", "parquet", "tree"):
+            problems.append(f"format: {self.format!r} is not one of auto, jsonl, parquet, tree")
+        if self.max_bytes <= 0:
+            problems.append("max_bytes: must be positive")
+        unknown = sorted(set(self.columns) - set(DEFAULT_COLUMNS))
+        if unknown:
+            problems.append(f"columns: unknown field(s) {unknown}; known: {sorted(DEFAULT_COLUMNS)}")
+        bad_req = sorted(set(self.required) - set(DEFAULT_COLUMNS))
+        if bad_req:
+            problems.append(f"required: unknown field(s) {bad_req}")
+        return problems
+
+
+# ---------------------------------------------------------------------- input resolution (driver, listing only)
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    kind: str  # jsonl | parquet | tree
+    root: str  # directory that relative names (source ids) are taken from
+    files: tuple[str, ...] = ()  # record files (jsonl/parquet); empty for a tree
+
+
+def _record_kind(path: str) -> str | None:
+    low = path.lower()
+    for kind, suffixes in RECORD_SUFFIXES.items():
+        if low.endswith(suffixes):
+            return kind
+    return None
+
+
+def resolve_input(input_path: str, *, fmt: str = "auto") -> InputSpec:
+    """Classifies `--input` (file, glob or directory) into a record source or a repository tree."""
+    path = os.path.abspath(os.path.expanduser(input_path))
+    if any(ch in input_path for ch in "*?["):
+        files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+        root = os.path.dirname(path.split("*")[0].split("?")[0].split("[")[0].rstrip("/")) or "/"
+        if not os.path.isdir(root):
+            root = os.path.dirname(root)
+    elif os.path.isfile(path):
+        files, root = [path], os.path.dirname(path)
+    elif os.path.isdir(path):
+        if fmt == "tree":
+            return InputSpec("tree", path)
+        files = sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names if not f.startswith("."))
+        root = path
+        kinds = {_record_kind(f) for f in files}
+        if fmt == "auto" and (not files or None in kinds or len(kinds) != 1):
+            return InputSpec("tree", path)
+    else:
+        raise FileNotFoundError(f"input: {input_path!r} matches no file or directory")
+    if not files:
+        raise FileNotFoundError(f"input: {input_path!r} matches no file")
+    kinds = {_record_kind(f) for f in files}
+    kind = fmt if fmt != "auto" else (kinds.pop() if len(kinds) == 1 else None)
+    if kind not in ("jsonl", "parquet"):
+        raise ValueError(f"input: cannot tell the format of {input_path!r} (found {sorted(map(str, kinds))}); "
+                         "set ingest.format to jsonl, parquet or tree")
+    return InputSpec(kind, root, tuple(files))
+
+
+def input_fingerprint(spec: InputSpec, *, skip_dirs: list[str]) -> str:
+    """Hash of the input's file names, sizes and modification times: ingest re-runs only when it changes."""
+    import hashlib
+
+    h = hashlib.sha256(spec.kind.encode())
+    if spec.kind == "tree":
+        skip = set(skip_dirs)
+        for d, dirs, names in os.walk(spec.root):
+            dirs[:] = sorted(x for x in dirs if x not in skip)
+            for name in sorted(names):
+                st = os.stat(os.path.join(d, name), follow_symlinks=False)
+                h.update(f"{d}/{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    else:
+        for f in spec.files:
+            st = os.stat(f)
+            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------- worker-side decoding
+def _local(uri: str) -> str:
+    return unquote(urlparse(uri).path) if uri.startswith("file:") else uri
+
+
+def _open_bytes(uri: str) -> bytes:
+    import pyarrow.fs as pafs
+
+    if "://" in uri and not uri.startswith("file:"):
+        fs, p = pafs.FileSystem.from_uri(uri)
+        with fs.open_input_stream(p) as fh:
+            return fh.read()
+    with open(_local(uri), "rb") as fh:
+        return fh.read()
+
+
+def _raw_row(**kw) -> dict:
+    row = dict.fromkeys(schemas.RAW.fieldNames())
+    row.update(kw)
+    return row
+
+
+def _batch(rows: list[dict]):
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    schema = to_arrow_schema(schemas.RAW)
+    return pa.RecordBatch.from_pylist(rows, schema=schema)
+
+
+def _as_int(v) -> int | None:
+    try:
+        return None if v is None else int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_license(v) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, list | tuple):
+        return ",".join(str(x) for x in v) or None
+    return str(v)
+
+
+def _jsonl_rows(uri: str, rel: str, *, columns: dict[str, list[str]], id_columns: list[str], snippet: int):
+    """Yields one RAW row per non-blank line of a JSONL file."""
+    import gzip
+    import json
+
+    from spark_jobs.languages import canonical_lang
+
+    try:
+        data = _open_bytes(uri)
+        if uri.endswith(".gz"):
+            data = gzip.decompress(data)
+    except Exception as exc:  # an unreadable file is one malformed record, not a failed job
+        yield _raw_row(source_id=f"{rel}:0", source_file=uri, line=0, error="malformed_record",
+                       detail=f"unreadable file: {type(exc).__name__}: {exc}"[:500])
+        return
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue  # blank lines (a trailing newline) are not records
+        fallback_id = f"{rel}:{lineno}"
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield _raw_row(source_id=fallback_id, source_file=uri, line=lineno, error="invalid_utf8",
+                           detail=f"byte {exc.start}: {exc.reason}",
+                           raw_snippet=raw[:snippet].decode("utf-8", "replace"))
+            continue
+        try:
+            rec = json.loads(text)
+            if not isinstance(rec, dict):
+                raise ValueError(f"a JSON {type(rec).__name__}, not an object")
+        except ValueError as exc:
+            yield _raw_row(source_id=fallback_id, source_file=uri, line=lineno, error="malformed_record",
+                           detail=str(exc)[:500], raw_snippet=text[:snippet])
+            continue
+        source_id = next((str(rec[c]) for c in id_columns if rec.get(c) is not None), fallback_id)
+        values = {f: next((rec[c] for c in cols if rec.get(c) is not None), None) for f, cols in columns.items()}
+        content = values["content"]
+        error = detail = None
+        if content is not None and not isinstance(content, str):
+            error, detail = "malformed_record", f"content is a JSON {type(content).__name__}, not a string"
+            content = None
+        size = None
+        if content is not None:
+            try:
+                size = len(content.encode("utf-8"))
+            except UnicodeEncodeError as exc:  # lone surrogates written as \ud800 escapes
+                error, detail, content = "invalid_utf8", f"char {exc.start}: {exc.reason}", None
+        yield _raw_row(
+            source_id=source_id, source_file=uri, line=lineno,
+            repo=None if values["repo"] is None else str(values["repo"]),
+            path=None if values["path"] is None else str(values["path"]),
+            lang=canonical_lang(values["lang"]), content=content, size_bytes=size,
+            stars=_as_int(values["stars"]), license=_as_license(values["license"]),
+            error=error, detail=detail, raw_snippet=None if error is None else text[:snippet],
+        )
+
+
+def _tree_row(uri: str, rel: str, length: int, *, max_bytes: int, probe: int, snippet: int) -> dict:
+    """One RAW row for one file of a repository tree (rel = '<repo>/<path inside the repo>')."""
+    repo, _, path = rel.partition("/")
+    if not path:  # a file directly under the input root: its own one-file repository
+        repo, path = os.path.splitext(rel)[0] or rel, rel
+    base = dict(source_id=rel, source_file=uri, repo=repo, path=path, size_bytes=length)
+    if length > max_bytes:
+        return _raw_row(**base, error="too_large", detail=f"{length} bytes > {max_bytes}")
+    try:
+        data = _open_bytes(uri)
+    except Exception as exc:
+        return _raw_row(**base, error="malformed_record", detail=f"unreadable file: {type(exc).__name__}: {exc}")
+    if b"\x00" in data[:probe]:
+        return _raw_row(**base, error="binary", detail=f"NUL byte within the first {probe} bytes",
+                        raw_snippet=data[:snippet].decode("latin-1"))
+    try:
+        content = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _raw_row(**base, error="invalid_utf8", detail=f"byte {exc.start}: {exc.reason}",
+                        raw_snippet=data[:snippet].decode("utf-8", "replace"))
+    return _raw_row(**{**base, "size_bytes": len(data)}, content=content)
+
+
+def _rel(uri: str, root: str) -> str:
+    p = _local(uri)
+    return os.path.relpath(p, root) if p.startswith(root.rstrip("/") + "/") else os.path.basename(p)
+
+
+def decode_jsonl(files: DataFrame, *, root: str, columns: dict[str, list[str]], id_columns: list[str],
+                 snippet_chars: int = 200) -> DataFrame:
+    """One row per JSONL file (`path` column) -> one RAW row per line (vectorised, on the workers)."""
+
+    def run(batches: Iterator) -> Iterator:
+        for batch in batches:
+            rows: list[dict] = []
+            for uri in batch.column("path").to_pylist():
+                for row in _jsonl_rows(uri, _rel(uri, root), columns=columns, id_columns=id_columns,
+                                       snippet=snippet_chars):
+                    rows.append(row)
+                    if len(rows) >= 1000:
+                        yield _batch(rows)
+                        rows = []
+            if rows:
+                yield _batch(rows)
+
+    return files.mapInArrow(run, schemas.RAW)
+
+
+def decode_tree(listing: DataFrame, *, root: str, max_bytes: int = 1_000_000, binary_probe_bytes: int = 8000,
+                snippet_chars: int = 200) -> DataFrame:
+    """`binaryFile` listing (path, length) -> one RAW row per file, read and decoded on the workers."""
+
+    def run(batches: Iterator) -> Iterator:
+        for batch in batches:
+            rows = [
+                _tree_row(uri, _rel(uri, root), length, max_bytes=max_bytes, probe=binary_probe_bytes,
+                          snippet=snippet_chars)
+                for uri, length in zip(batch.column("path").to_pylist(), batch.column("length").to_pylist())
+            ]
+            if rows:
+                yield _batch(rows)
+
+    return listing.mapInArrow(run, schemas.RAW)
+
+
+def skip_vendored(listing: DataFrame, *, root: str, skip_dirs: list[str]) -> DataFrame:
+    """Drops files under VCS / vendored folders (a SQL regex on the path relative to the root)."""
+    import re
+
+    from pyspark.sql import functions as F
+
+    if not skip_dirs:
+        return listing
+    alternation = "|".join(re.escape(d) for d in skip_dirs)
+    # Only path components *below* the root count: the root itself may live under e.g. site-packages.
+    rel = F.regexp_replace(F.col("path"), r"^file:", "")
+    rel = F.substring(rel, len(root.rstrip("/")) + 2, 1 << 30)
+    return listing.where(~rel.rlike(rf"(^|/)({alternation})/"))
+
+
+def map_parquet(df: DataFrame, *, root: str, columns: dict[str, list[str]], id_columns: list[str]) -> DataFrame:
+    """Parquet rows (any mapped schema, plus `_metadata`) -> RAW rows."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType
+
+    from spark_jobs.languages import ALIASES
+
+    present = set(df.columns)
+
+    def pick(field: str):
+        col = next((c for c in columns[field] if c in present), None)
+        return F.col(f"`{col}`") if col else F.lit(None)
+
+    lic_col = next((c for c in columns["license"] if c in present), None)
+    license_expr = (F.array_join(F.col(f"`{lic_col}`"), ",")
+                    if lic_col and isinstance(df.schema[lic_col].dataType, ArrayType) else pick("license"))
+    file_path = F.regexp_replace(F.col("_metadata.file_path"), "^file:", "")
+    rel = F.regexp_replace(file_path, "^" + root.rstrip("/").replace(".", r"\.") + "/", "")
+    row = F.col("_metadata.row_index")
+    ids = [F.col(f"`{c}`").cast("string") for c in id_columns if c in present]
+    source_id = F.coalesce(*ids, F.concat_ws(":", rel, row.cast("string")))
+    lang = F.lower(F.trim(pick("lang").cast("string")))
+    alias = F.create_map(*[F.lit(x) for kv in ALIASES.items() for x in kv])
+    content = pick("content").cast("string")
+    return df.select(
+        source_id.alias("source_id"),
+        F.col("_metadata.file_path").alias("source_file"),
+        row.cast("long").alias("line"),
+        pick("repo").cast("string").alias("repo"),
+        pick("path").cast("string").alias("path"),
+        F.coalesce(alias[lang], F.regexp_replace(lang, " ", "-")).alias("lang"),
+        content.alias("content"),
+        F.octet_length(content).cast("long").alias("size_bytes"),
+        pick("stars").cast("long").alias("stars"),
+        license_expr.cast("string").alias("license"),
+        F.lit(None).cast("string").alias("error"),
+        F.lit(None).cast("string").alias("detail"),
+        F.lit(None).cast("string").alias("raw_snippet"),
+    )
+
+
+def classify(raw: DataFrame, *, root: str, max_bytes: int = 1_000_000, required: tuple[str, ...] = (
+        "content", "path", "repo"), ingest_run: str = "", snippet_chars: int = 200) -> DataFrame:
+    """RAW rows -> RAW rows plus `doc_id`, a filled `lang` and the final quarantine `reason` (null = usable)."""
+    from pyspark.sql import functions as F
+
+    from spark_jobs.languages import EXTENSIONS, FILENAMES
+
+    rel_file = F.regexp_replace(F.regexp_replace(F.col("source_file"), "^file:", ""),
+                                "^" + root.rstrip("/").replace(".", r"\.") + "/", "")
+    # Stable: the same record at the same place of the same input always gets the same id.
+    line = F.coalesce(F.col("line").cast("string"), F.lit(""))
+    doc_id = F.substring(F.sha2(F.concat_ws("\u001f", rel_file, line, F.col("source_id")), 256), 1, 16)
+    missing = [F.when(F.col(f).isNull() | (F.trim(F.col(f)) == ""), F.lit(f)) for f in required if f != "content"]
+    missing_names = F.array_compact(F.array(*missing)) if missing else F.array().cast("array<string>")
+    base = F.lower(F.regexp_extract(F.col("path"), r"([^/]*)$", 1))
+    ext = F.regexp_extract(base, r"\.([^.]+)$", 1)
+    ext_map = F.create_map(*[F.lit(x) for kv in EXTENSIONS.items() for x in kv])
+    name_map = F.create_map(*[F.lit(x) for kv in FILENAMES.items() for x in kv])
+    lang = F.coalesce(F.col("lang"), name_map[base], ext_map[ext], F.lit("unknown"))
+    reason = (
+        F.when(F.col("error").isNotNull(), F.col("error"))
+        .when(F.col("content").isNull(), F.lit("missing_field"))
+        .when(F.size(missing_names) > 0, F.lit("missing_field"))
+        .when(F.col("size_bytes") > max_bytes, F.lit("too_large"))
+        .when(F.col("content").rlike(r"\A\s*\z"), F.lit("empty"))
+        .when(F.instr(F.substring(F.col("content"), 1, 8000), "\u0000") > 0, F.lit("binary"))
+    )
+    detail = (
+        F.when(F.col("error").isNotNull(), F.col("detail"))
+        .when(F.col("content").isNull(), F.lit("content"))
+        .when(F.size(missing_names) > 0, F.array_join(missing_names, ","))
+        .when(F.col("size_bytes") > max_bytes, F.format_string("%d bytes > %d", F.col("size_bytes"), F.lit(max_bytes)))
+        .otherwise(F.col("detail"))
+    )
+    return raw.select(
+        *[c for c in raw.columns if c not in ("lang", "detail", "raw_snippet")],
+        lang.alias("lang"), doc_id.alias("doc_id"), reason.alias("reason"), detail.alias("detail"),
+        F.coalesce(F.col("raw_snippet"), F.substring(F.col("content"), 1, snippet_chars)).alias("raw_snippet"),
+        F.lit(ingest_run).alias("ingest_run"),
+    )
+
+
+def to_files(classified: DataFrame) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    return classified.where(F.col("reason").isNull()).select(*schemas.FILES.fieldNames())
+
+
+def to_quarantine(classified: DataFrame) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    return classified.where(F.col("reason").isNotNull()).select(*schemas.QUARANTINE.fieldNames())
+
+
+def read_raw(spark: SparkSession, spec: InputSpec, cfg: IngestConfig) -> DataFrame:
+    """The input as RAW rows (the only part of ingest that touches storage)."""
+    from pyspark.sql import functions as F
+
+    columns = {f: ([cfg.columns[f]] if f in cfg.columns else cols) for f, cols in DEFAULT_COLUMNS.items()}
+    id_columns = [cfg.id_column] if cfg.id_column else DEFAULT_ID_COLUMNS
+    parts = cfg.partitions or 2 * spark.sparkContext.defaultParallelism
+    if spec.kind == "parquet":
+        df = spark.read.parquet(*spec.files).select("*", "_metadata")
+        return map_parquet(df, root=spec.root, columns=columns, id_columns=id_columns)
+    if spec.kind == "jsonl":
+        files = spark.createDataFrame([(f,) for f in spec.files], "path string")
+        files = files.repartition(min(parts, len(spec.files)))
+        return decode_jsonl(files, root=spec.root, columns=columns, id_columns=id_columns,
+                            snippet_chars=cfg.snippet_chars)
+    listing = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(spec.root)
+               .select("path", "length"))
+    listing = skip_vendored(listing, root=spec.root, skip_dirs=cfg.skip_dirs)
+    # Spread files evenly over tasks: listing partitions follow directory sizes, not file counts.
+    listing = listing.repartition(parts, F.xxhash64("path"))
+    return decode_tree(listing, root=spec.root, max_bytes=cfg.max_bytes, binary_probe_bytes=cfg.binary_probe_bytes,
+                       snippet_chars=cfg.snippet_chars)

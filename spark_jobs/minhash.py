@@ -1,0 +1,296 @@
+"""Vectorised MinHash for source code: numpy kernels used by `spark_jobs.near_dedup` inside `mapInArrow`.
+
+Everything here works on a whole Arrow string array at once: there is no Python loop per byte, token, shingle or
+permutation, only a loop over memory-bounded chunks.
+
+- `shingle_hashes(contents, ngram=5)`: 64-bit hashes of the n-grams of *normalised code tokens* (lowercased; a
+  token is a run of letters/digits/underscore/non-ASCII bytes, or a single punctuation character; whitespace and
+  layout are ignored, so re-indenting or re-wrapping a file does not change its shingles).
+- `signatures(contents, num_perm=256, ngram=5, seed=42)`: (n_docs, num_perm) uint32 MinHash signatures with the
+  multiply-shift family h_k(s) = ((a_k * s + b_k) mod 2^64) >> 32 (Dietzfelbinger et al. 1996) over 64-bit
+  shingle hashes.
+- `optimal_bands(threshold, num_perm)`: LSH bands x rows minimising the weighted false positive/negative areas of
+  the S-curve 1 - (1 - s^r)^b around the threshold (Leskovec et al., Mining of Massive Datasets §3.4).
+- `jaccard(a, b)`: exact Jaccard similarity of two documents' shingle sets, for candidate verification.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import numpy as np
+
+MASK64 = (1 << 64) - 1
+# Odd 64-bit constants: the polynomial base for token hashes and the per-position weights of shingle hashes.
+_BASE = np.uint64(0x100000001B3)
+_BASE_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+_POS_WEIGHTS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
+                         0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9],
+                        dtype=np.uint64)
+# Bytes of text hashed per chunk: bounds the temporary arrays to ~10 x this many bytes of memory.
+_CHUNK_BYTES = 4 << 20
+# Shingles x permutations evaluated per chunk: 16 MiB of uint64 temporaries.
+_CHUNK_CELLS = 1 << 21
+
+_WORD = np.zeros(256, dtype=bool)
+for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
+    _WORD[_c] = True
+_WORD[128:] = True  # UTF-8 continuation/lead bytes: identifiers and strings in any script stay whole tokens
+_SPACE = np.zeros(256, dtype=bool)
+for _c in b" \t\n\r\x0b\x0c":
+    _SPACE[_c] = True
+_LOWER = np.arange(256, dtype=np.uint8)
+_LOWER[ord("A"):ord("Z") + 1] += 32
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser, in place: spreads every input bit over the whole word."""
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _as_bytes(contents) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets int64 (n+1,), data uint8) of a string array; nulls read as empty strings. Zero-copy for Arrow."""
+    import pyarrow as pa
+
+    if not isinstance(contents, pa.Array | pa.ChunkedArray):
+        contents = pa.array(list(contents), type=pa.large_string())
+    if isinstance(contents, pa.ChunkedArray):
+        contents = contents.combine_chunks() if contents.num_chunks != 1 else contents.chunk(0)
+    if pa.types.is_string(contents.type):
+        contents = contents.cast(pa.large_string())
+    if contents.null_count:
+        contents = contents.fill_null("")
+    n = len(contents)
+    bufs = contents.buffers()
+    offsets = np.frombuffer(bufs[1], dtype=np.int64)[contents.offset:contents.offset + n + 1]
+    data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
+    return offsets, data
+
+
+def _token_hashes(data: np.ndarray, doc_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of the normalised tokens of `data` (docs begin at `doc_starts`): (token_hash uint64, token_doc int)."""
+    n = len(data)
+    if n == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    low = _LOWER[data]
+    word = _WORD[low]
+    space = _SPACE[low]
+    boundary = np.zeros(n, dtype=bool)
+    boundary[doc_starts[doc_starts < n]] = True
+    prev_word = np.empty(n, dtype=bool)
+    prev_word[0] = False
+    prev_word[1:] = word[:-1]
+    # A token starts at a word byte after a non-word byte (or a document start), and at every punctuation byte.
+    start = (word & (~prev_word | boundary)) | (~word & ~space)
+    starts = np.flatnonzero(start)
+    if len(starts) == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    # A token ends where the next byte is not part of it: for punctuation right after its start, for a word at the
+    # end of its run of word bytes (or at the next document start).
+    next_break = np.ones(n, dtype=bool)
+    next_break[:-1] = ~word[1:] | boundary[1:]
+    ends_word = np.flatnonzero(next_break & word) + 1  # exclusive ends of word runs, in order
+    is_word_tok = word[starts]
+    ends = starts + 1
+    ends[is_word_tok] = ends_word[np.searchsorted(ends_word, starts[is_word_tok], side="right")]
+    # Polynomial hash of bytes [s, e): (C[e] - C[s]) * BASE^-s with C the prefix sums of (byte+1) * BASE^i, all
+    # mod 2^64 (numpy's uint64 arithmetic wraps).
+    powers = np.full(n, _BASE, dtype=np.uint64)
+    powers[0] = 1
+    np.cumprod(powers, out=powers)
+    prefix = np.zeros(n + 1, dtype=np.uint64)
+    np.cumsum((low.astype(np.uint64) + np.uint64(1)) * powers, out=prefix[1:])
+    del powers
+    inv = np.full(n, _BASE_INV, dtype=np.uint64)
+    inv[0] = 1
+    np.cumprod(inv, out=inv)
+    hashes = (prefix[ends] - prefix[starts]) * inv[starts]
+    hashes += (ends - starts).astype(np.uint64)
+    docs = np.searchsorted(doc_starts, starts, side="right") - 1
+    return _mix64(hashes), docs
+
+
+def _shingles_from_tokens(tok: np.ndarray, tok_doc: np.ndarray, ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """n-gram hashes over consecutive tokens of the same doc; a doc shorter than n tokens gets one shingle."""
+    m = len(tok)
+    if m == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    weights = np.resize(_POS_WEIGHTS, ngram)
+    acc = np.zeros(m, dtype=np.uint64)
+    full = np.ones(m, dtype=bool)
+    for j in range(ngram):  # n is a handful: this loop is over n-gram positions, vectorised over all shingles
+        shifted = np.zeros(m, dtype=np.uint64)
+        same = np.zeros(m, dtype=bool)
+        shifted[:m - j] = tok[j:]
+        same[:m - j] = tok_doc[j:] == tok_doc[:m - j]
+        acc += np.where(same, shifted * weights[j], np.uint64(0))
+        full &= same
+    first = np.ones(m, dtype=bool)
+    first[1:] = tok_doc[1:] != tok_doc[:-1]
+    # Docs with fewer than n tokens: keep the one partial shingle starting at their first token.
+    short = first & ~full
+    keep = full | short
+    acc[short] += np.uint64(0x5851F42D4C957F2D)  # partial shingles must not equal any full one
+    return _mix64(acc[keep]), tok_doc[keep]
+
+
+def shingle_hashes(contents, ngram: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes uint64, doc index int64) of every shingle of every document, in document order."""
+    offsets, data = _as_bytes(contents)
+    n_docs = len(offsets) - 1
+    out_h, out_d = [], []
+    lo = 0
+    while lo < n_docs:
+        # Chunk on whole documents so that no shingle crosses a chunk.
+        hi = int(np.searchsorted(offsets, offsets[lo] + _CHUNK_BYTES, side="right")) - 1
+        hi = min(max(hi, lo + 1), n_docs)
+        base = int(offsets[lo])
+        chunk = data[base:int(offsets[hi])]
+        starts = offsets[lo:hi] - base
+        tok, tok_doc = _token_hashes(chunk, starts)
+        sh, sh_doc = _shingles_from_tokens(tok, tok_doc, ngram)
+        out_h.append(sh)
+        out_d.append(sh_doc + lo)
+        lo = hi
+    if not out_h:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
+    return np.concatenate(out_h), np.concatenate(out_d)
+
+
+@functools.lru_cache(maxsize=8)
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The (a, b) parameters of the multiply-shift hash family; a is odd."""
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    b = rng.integers(0, 1 << 63, size=num_perm, dtype=np.uint64)
+    return a, b
+
+
+def signatures(contents, *, num_perm: int = 256, ngram: int = 5, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
+    """(signatures uint32 (n_docs, num_perm), n_shingles int64 (n_docs,)).
+
+    A document without any token has n_shingles 0 and an all-0xFFFFFFFF signature; callers keep it out of LSH.
+    """
+    offsets, _ = _as_bytes(contents)
+    n_docs = len(offsets) - 1
+    sh, sh_doc = shingle_hashes(contents, ngram)
+    # Repeated shingles cannot change a minimum: drop them first (code repeats itself a lot, 20-40% of shingles).
+    sh, sh_doc = _unique_per_doc(sh, sh_doc)
+    n_shingles = np.bincount(sh_doc, minlength=n_docs).astype(np.int64)
+    sig = np.full((n_docs, num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
+    a, b = permutations(num_perm, seed)
+    a, b = a[:, None], b[:, None]
+    step = max(1, _CHUNK_CELLS // num_perm)
+    buf = np.empty((num_perm, step), dtype=np.uint64)
+    for lo in range(0, len(sh), step):  # loop over memory-bounded chunks of shingles, not over shingles
+        s = sh[lo:lo + step]
+        d = sh_doc[lo:lo + step]
+        v = buf[:, :len(s)]
+        # (num_perm, chunk): permutations on rows so that the per-document minimum reduces along contiguous memory.
+        np.multiply(a, s[None, :], out=v)
+        v += b
+        seg = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
+        # The minimum of the full 64-bit values has the minimal top 32 bits: shift only the per-doc minima.
+        mins = (np.minimum.reduceat(v, seg, axis=1) >> np.uint64(32)).astype(np.uint32).T
+        docs = d[seg]
+        sig[docs] = np.minimum(sig[docs], mins)  # docs are distinct within a chunk: no write conflicts
+    return sig, n_shingles
+
+
+def shingle_sets(contents, ngram: int = 5) -> list[np.ndarray]:
+    """Sorted unique shingle hashes per document."""
+    offsets, _ = _as_bytes(contents)
+    n_docs = len(offsets) - 1
+    sh, sh_doc = shingle_hashes(contents, ngram)
+    order = np.lexsort((sh, sh_doc))
+    sh, sh_doc = sh[order], sh_doc[order]
+    bounds = np.searchsorted(sh_doc, np.arange(n_docs + 1))
+    return [np.unique(sh[bounds[i]:bounds[i + 1]]) for i in range(n_docs)]
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard similarity of two sorted unique shingle-hash arrays (0 when both are empty)."""
+    if len(a) == 0 or len(b) == 0:
+        return 0.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+
+
+def _unique_per_doc(sh: np.ndarray, doc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((sh, doc))
+    sh, doc = sh[order], doc[order]
+    new = np.ones(len(sh), dtype=bool)
+    new[1:] = (sh[1:] != sh[:-1]) | (doc[1:] != doc[:-1])
+    return sh[new], doc[new]
+
+
+def pair_jaccard(contents_a, contents_b, ngram: int = 5) -> np.ndarray:
+    """Exact Jaccard similarity of the shingle sets of contents_a[i] and contents_b[i], for every i at once.
+
+    Both sides' unique (pair, shingle) keys are concatenated and sorted; a key present twice is in the
+    intersection. Pairs where either side has no shingle get 0.
+    """
+    ha, da = _unique_per_doc(*shingle_hashes(contents_a, ngram))
+    hb, db = _unique_per_doc(*shingle_hashes(contents_b, ngram))
+    n = len(_as_bytes(contents_a)[0]) - 1
+    size_a = np.bincount(da, minlength=n)
+    size_b = np.bincount(db, minlength=n)
+    h = np.concatenate([ha, hb])
+    d = np.concatenate([da, db])
+    order = np.lexsort((h, d))
+    h, d = h[order], d[order]
+    dup = (h[1:] == h[:-1]) & (d[1:] == d[:-1])
+    inter = np.bincount(d[1:][dup], minlength=n)
+    union = size_a + size_b - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where((size_a > 0) & (size_b > 0), inter / np.maximum(union, 1), 0.0)
+    return out.astype(np.float64)
+
+
+def estimated_similarity(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
+    """Fraction of equal MinHash values: an unbiased estimate of the Jaccard similarity."""
+    return (np.asarray(sig_a) == np.asarray(sig_b)).mean(axis=-1)
+
+
+def collision_probability(s, *, bands: int, rows: int):
+    """Probability that two documents with Jaccard similarity s share at least one LSH bucket."""
+    return 1.0 - (1.0 - np.asarray(s, dtype=float) ** rows) ** bands
+
+
+@functools.lru_cache(maxsize=64)
+def optimal_bands(threshold: float, num_perm: int, *, fp_weight: float = 0.5,
+                  fn_weight: float = 0.5) -> tuple[int, int]:
+    """(bands, rows) with bands * rows <= num_perm minimising fp_weight * FP area + fn_weight * FN area.
+
+    FP area: integral of the collision probability below the threshold; FN area: of its complement above it.
+    """
+    lo = np.linspace(0.0, threshold, 512)
+    hi = np.linspace(threshold, 1.0, 512)
+    best, best_cost = (1, num_perm), float("inf")
+    for bands in range(1, num_perm + 1):
+        rows_max = num_perm // bands
+        rows = np.arange(1, rows_max + 1)[:, None]
+        fp = np.trapezoid(1.0 - (1.0 - lo[None, :] ** rows) ** bands, lo, axis=1)
+        fn = np.trapezoid((1.0 - hi[None, :] ** rows) ** bands, hi, axis=1)
+        cost = fp_weight * fp + fn_weight * fn
+        i = int(np.argmin(cost))
+        if cost[i] < best_cost - 1e-12:
+            best, best_cost = (bands, int(rows[i, 0])), float(cost[i])
+    return best
+
+
+def as_int32(sig: np.ndarray) -> np.ndarray:
+    """uint32 signature values reinterpreted as int32 for Spark's array<int> (equality is what matters)."""
+    return np.ascontiguousarray(sig).view(np.int32)
+
+
+__all__: Sequence[str] = (
+    "as_int32", "collision_probability", "estimated_similarity", "jaccard", "optimal_bands",
+    "pair_jaccard", "permutations", "shingle_hashes", "shingle_sets", "signatures",
+)

@@ -1,0 +1,643 @@
+"""Tokenize the phase mixtures in Spark, pack fixed-length sequences and write them as litdata streaming shards.
+
+    python -m spark_jobs.tokenize_shards --config conf/spark/tokenize.yaml
+    python -m spark_jobs.tokenize_shards --config conf/spark/tokenize.yaml --build '[phase2]' --seq_len 2048
+    spark-submit --py-files codemill.zip spark_jobs/tokenize_shards.py --config conf/spark/tokenize.yaml \
+        --lake s3://bucket/lake --shards_root s3://bucket/shards
+
+Phases come from `conf/spark/phases.yaml` (loaded first; see `spark_jobs.mixtures`). For each phase:
+
+1. read its source tables at pinned versions and turn them into documents (doc_key, source, lang, text);
+2. split train/val by a seeded hash of the document key (`val_fraction`);
+3. tokenize per Arrow batch (`mapInArrow`, tokenizer loaded once per Python worker from a broadcast JSON) and
+   append `<|endoftext|>` to every document;
+4. phase 3: weight Python documents to the target share (`spark_jobs.mixtures`);
+5. shuffle deterministically: every document gets a shard and a position from seeded hashes; one Spark task per
+   shard packs its documents, in position order, into items of seq_len + 1 tokens (consecutive items overlap by
+   one token so every token is a training target once) and writes them with litdata's `BinaryWriter` as
+   `chunk-<shard>-<i>.bin` straight into `<shards_root>/<phase>/<split>/` (local or shared filesystem) or into a
+   local folder uploaded with `pyarrow.fs` (object stores). Each task returns its shard's index; the driver
+   merges them into one `index.json`, so a task retry or a speculative copy rewrites the same files;
+6. write `manifest.json` and the phase's rows of the `shards` table (docs/CONTRACTS.md, docs/tokenization.md).
+
+The trainer reads the splits with `litdata.StreamingDataset` + `StreamingDataLoader` (mid-epoch resume through
+`state_dict`, sharding over nodes and workers); no custom loader.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from spark_jobs.mixtures import DOC_COLUMNS, HASH_BUCKETS, PhaseConfig
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+JOB = "tokenize"
+SPLITS = ("train", "val")
+
+
+@dataclasses.dataclass
+class TokenizerConfig:
+    # An existing tokenizer.json, sentencepiece .model or HF folder; None = reuse <shards_root>/tokenizer if it
+    # exists, else train a byte-level BPE on a sample of phase 1.
+    load: str | None = None
+    vocab_size: int = 64000  # paper §3: 64k vocabulary
+    min_frequency: int = 2
+    sample_docs: int = 200_000
+    sample_chars: int = 20_000
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.load is None and self.vocab_size < 260:
+            problems.append(f"vocab_size: {self.vocab_size} is below the 256 bytes + 4 special tokens")
+        if self.load is not None and not os.path.exists(self.load):
+            problems.append(f"load: {self.load!r} does not exist")
+        if self.sample_docs < 1 or self.sample_chars < 1:
+            problems.append("sample_docs, sample_chars: must be >= 1")
+        return problems
+
+
+@dataclasses.dataclass
+class TokenizeConfig:
+    lake: str = "lake"
+    shards_root: str = "shards"
+    phases: list[PhaseConfig] = dataclasses.field(default_factory=list)
+    build: list[str] = dataclasses.field(default_factory=lambda: ["phase1", "phase2", "phase3"])
+    seq_len: int = 8192  # paper §3: 8192-token context
+    val_fraction: float = 0.005
+    num_shards: int = 8  # train writers (and Spark tasks) per phase; more shards = more parallel readers
+    val_shards: int = 1
+    seed: int = 1234
+    chunk_bytes: str = "64MB"
+    tokenizer: TokenizerConfig = dataclasses.field(default_factory=TokenizerConfig)
+
+    def validate(self) -> list[str]:
+        problems = []
+        names = [p.name for p in self.phases]
+        if not self.phases:
+            problems.append("phases: none declared; load conf/spark/phases.yaml")
+        if len(set(names)) != len(names):
+            problems.append(f"phases: duplicate phase names {names}")
+        missing = sorted(set(self.build) - set(names))
+        if missing:
+            problems.append(f"build: {missing} are not declared in phases ({names})")
+        if self.seq_len < 2:
+            problems.append(f"seq_len: must be >= 2, got {self.seq_len}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            problems.append(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
+        if self.num_shards < 1 or self.val_shards < 1:
+            problems.append("num_shards, val_shards: must be >= 1")
+        try:
+            _chunk_bytes(self.chunk_bytes)
+        except ValueError as exc:
+            problems.append(f"chunk_bytes: {exc}")
+        for i, phase in enumerate(self.phases):
+            problems.extend(f"phases[{i}].{p}" for p in phase.validate())
+        return problems
+
+
+# ---------------------------------------------------------------------- transforms
+def assign_split(df: DataFrame, *, val_fraction: float, seed: int) -> DataFrame:
+    """Adds `split` ('train' / 'val') from a seeded hash of (doc_key, source): stable across runs and engines."""
+    from pyspark.sql import functions as F
+
+    u = F.pmod(F.xxhash64(F.lit(seed), F.lit("split"), F.col("doc_key"), F.col("source")), F.lit(HASH_BUCKETS))
+    split = F.when(u < F.lit(int(round(val_fraction * HASH_BUCKETS))), F.lit("val")).otherwise(F.lit("train"))
+    return df.withColumn("split", split).select(*DOC_COLUMNS, "split")
+
+
+TOKENIZED_COLUMNS = ("doc_key", "source", "lang", "split", "tie", "n_tokens", "ids")
+
+
+def tokenize_documents(df: DataFrame, *, tokenizer_json: Any, tokenizer_key: str, eos_id: int) -> DataFrame:
+    """Encodes `text` per Arrow batch into `ids` (int32, `eos_id` appended) and `n_tokens`; drops `text`.
+
+    `tokenizer_json` is the tokenizer's JSON string or a Spark broadcast of it; `tokenizer_key` (its hash) lets
+    each Python worker build the tokenizer once and reuse it for every batch and task.
+    `tie` (a hash of the text) breaks ordering ties between rows with the same key, for a total, repeatable order.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, IntegerType, LongType, StringType, StructField, StructType
+
+    out_schema = StructType([
+        StructField("doc_key", StringType()), StructField("source", StringType()),
+        StructField("lang", StringType()), StructField("split", StringType()),
+        StructField("tie", LongType()), StructField("n_tokens", LongType()),
+        StructField("ids", ArrayType(IntegerType())),
+    ])
+
+    def encode(batches):
+        tok = _worker_tokenizer(tokenizer_key, tokenizer_json)
+        for batch in batches:
+            yield _encode_batch(tok, batch, eos_id)
+
+    return (df.withColumn("tie", F.xxhash64(F.col("text")))
+            .select("doc_key", "source", "lang", "split", "tie", "text")
+            .mapInArrow(encode, out_schema)
+            .select(*TOKENIZED_COLUMNS))
+
+
+def assign_shards(df: DataFrame, *, num_shards: int, val_shards: int, seed: int) -> DataFrame:
+    """Deterministic shuffle: a seeded hash picks each document's shard, another its position in the shard.
+
+    Returns one Spark partition per written shard, rows sorted by position (`part` = shard for train,
+    num_shards + shard for val). `copy` (from mixture weights; 0 when absent) keeps copies of a document apart.
+    """
+    from pyspark.sql import functions as F
+
+    if "copy" not in df.columns:
+        df = df.withColumn("copy", F.lit(0))
+    key = (F.lit(seed), F.col("doc_key"), F.col("source"), F.col("copy"))
+    n = F.when(F.col("split") == "val", F.lit(val_shards)).otherwise(F.lit(num_shards))
+    shard = F.pmod(F.xxhash64(F.lit("shard"), *key), n).cast("int")
+    part = F.when(F.col("split") == "val", F.lit(num_shards) + F.col("shard")).otherwise(F.col("shard"))
+    return (df.withColumn("shard", shard).withColumn("part", part)
+            .withColumn("order", F.xxhash64(F.lit("order"), *key))
+            .repartition(num_shards + val_shards, "part")
+            .sortWithinPartitions("part", "order", "tie", "doc_key", "copy")
+            .select("part", "split", "shard", "doc_key", "source", "lang", "n_tokens", "ids"))
+
+
+SHARD_STATS_COLUMNS = ("split", "shard", "sequences", "tokens", "padding_tokens", "documents",
+                       "tokens_per_language", "tokens_per_source", "index_json")
+
+
+def write_shards(df: DataFrame, *, out_dir: str, seq_len: int, pad_id: int, chunk_bytes: str) -> DataFrame:
+    """Sink: packs each shard's documents into items of seq_len + 1 tokens and writes them with litdata.
+
+    Lazy like any transform: the files are written when the returned per-shard stats are collected (one row per
+    non-empty shard, with its litdata index as JSON for the driver-side merge, `merge_index`).
+    """
+    from pyspark.sql.types import IntegerType, LongType, MapType, StringType, StructField, StructType
+
+    stats_schema = StructType([
+        StructField("split", StringType()), StructField("shard", IntegerType()),
+        StructField("sequences", LongType()), StructField("tokens", LongType()),
+        StructField("padding_tokens", LongType()), StructField("documents", LongType()),
+        StructField("tokens_per_language", MapType(StringType(), LongType())),
+        StructField("tokens_per_source", MapType(StringType(), LongType())),
+        StructField("index_json", StringType()),
+    ])
+    limit = _chunk_bytes(chunk_bytes)
+
+    def pack(batches):
+        yield from _pack_partition(batches, out_dir=out_dir, seq_len=seq_len, pad_id=pad_id, chunk_bytes=limit)
+
+    return df.mapInArrow(pack, stats_schema).select(*SHARD_STATS_COLUMNS)
+
+
+# ---------------------------------------------------------------------- worker side
+_TOKENIZERS: dict[str, Any] = {}
+
+
+def _worker_tokenizer(key: str, tokenizer_json: Any):
+    """The tokenizer for `key`, built once per Python worker (Spark reuses workers across tasks)."""
+    tok = _TOKENIZERS.get(key)
+    if tok is None:
+        from tokenizers import Tokenizer
+
+        # One Spark task per core: the task must not fan out over every core itself (tokenizers' rayon pool).
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        text = tokenizer_json.value if hasattr(tokenizer_json, "value") else tokenizer_json
+        tok = Tokenizer.from_str(text)
+        # A document that contains "<|endoftext|>" as text must not inject a real end-of-document token.
+        tok.encode_special_tokens = True
+        _TOKENIZERS[key] = tok
+    return tok
+
+
+def _encode_batch(tok, batch, eos_id: int):
+    import pyarrow as pa
+
+    texts = batch.column("text").to_pylist()
+    encode = getattr(tok, "encode_batch_fast", tok.encode_batch)  # _fast skips offsets (tokenizers >= 0.21)
+    ids = [e.ids for e in encode(texts, add_special_tokens=False)]
+    for row in ids:
+        row.append(eos_id)
+    id_array = pa.array(ids, type=pa.list_(pa.int32()))
+    n_tokens = pa.array([len(r) for r in ids], type=pa.int64())
+    return pa.RecordBatch.from_arrays(
+        [batch.column("doc_key"), batch.column("source"), batch.column("lang"), batch.column("split"),
+         batch.column("tie"), n_tokens, id_array],
+        names=list(TOKENIZED_COLUMNS))
+
+
+class _ShardWriter:
+    """Packs one shard's token stream into overlapping items and writes them with litdata's BinaryWriter."""
+
+    def __init__(self, *, out_dir: str, split: str, shard: int, seq_len: int, pad_id: int, chunk_bytes: int):
+        import numpy as np
+        from litdata.streaming.writer import BinaryWriter
+
+        self.split, self.shard, self.seq_len, self.pad_id = split, shard, seq_len, pad_id
+        self.remote_dir = f"{out_dir.rstrip('/')}/{split}"
+        self.local = _is_local(out_dir)
+        self.tmp = None if self.local else tempfile.mkdtemp(prefix=f"codemill-{split}-{shard}-")
+        self.cache_dir = _local_path(self.remote_dir) if self.local else self.tmp
+        os.makedirs(self.cache_dir, exist_ok=True)
+        # litdata names chunks chunk-<rank>-<i>.bin; the shard number as rank keeps every task's files distinct.
+        self._old_rank = os.environ.get("DATA_OPTIMIZER_GLOBAL_RANK")
+        os.environ["DATA_OPTIMIZER_GLOBAL_RANK"] = str(shard)
+        self.writer = BinaryWriter(self.cache_dir, chunk_bytes=chunk_bytes)
+        self.buffer = np.zeros(0, dtype=np.int32)
+        self.sequences = self.tokens = self.padding = self.documents = 0
+        self.per_lang: dict[str, int] = {}
+        self.per_source: dict[str, int] = {}
+
+    def add(self, ids, langs: list[str], sources: list[str], n_tokens: list[int]) -> None:
+        """Adds a contiguous run of documents: `ids` is their concatenated tokens."""
+        import numpy as np
+
+        for lang, source, n in zip(langs, sources, n_tokens):
+            self.per_lang[lang] = self.per_lang.get(lang, 0) + n
+            self.per_source[source] = self.per_source.get(source, 0) + n
+        self.documents += len(n_tokens)
+        self.tokens += int(sum(n_tokens))
+        buf = np.concatenate([self.buffer, ids]) if len(self.buffer) else np.asarray(ids, dtype=np.int32)
+        n_items = (len(buf) - 1) // self.seq_len if len(buf) > self.seq_len else 0
+        for k in range(n_items):
+            # (seq_len + 1,): x = item[:-1], y = item[1:]; the next item starts at this item's last token.
+            self._emit(buf[k * self.seq_len: k * self.seq_len + self.seq_len + 1])
+        self.buffer = buf[n_items * self.seq_len:].copy()
+
+    def _emit(self, item) -> None:
+        self.writer.add_item(self.sequences, {"input_ids": item})
+        self.sequences += 1
+
+    def finish(self) -> dict[str, Any]:
+        import numpy as np
+
+        # The last token of the previous item is already a target: a 1-token tail carries nothing new.
+        if len(self.buffer) > 1 or (len(self.buffer) == 1 and self.sequences == 0):
+            self.padding = self.seq_len + 1 - len(self.buffer)
+            self._emit(np.concatenate([self.buffer, np.full(self.padding, self.pad_id, dtype=np.int32)]))
+        try:
+            self.writer.done()
+        finally:
+            if self._old_rank is None:
+                os.environ.pop("DATA_OPTIMIZER_GLOBAL_RANK", None)
+            else:
+                os.environ["DATA_OPTIMIZER_GLOBAL_RANK"] = self._old_rank
+        index_path = os.path.join(self.cache_dir, f"{self.shard}.index.json")
+        with open(index_path) as fh:
+            index = json.load(fh)
+        os.remove(index_path)
+        if not self.local:
+            _upload(self.cache_dir, self.remote_dir, [c["filename"] for c in index["chunks"]])
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return {"split": self.split, "shard": self.shard, "sequences": self.sequences, "tokens": self.tokens,
+                "padding_tokens": self.padding, "documents": self.documents,
+                "tokens_per_language": sorted(self.per_lang.items()),
+                "tokens_per_source": sorted(self.per_source.items()),
+                "index_json": json.dumps(index, sort_keys=True)}
+
+
+def _pack_partition(batches, *, out_dir: str, seq_len: int, pad_id: int, chunk_bytes: int) -> Iterator:
+    import numpy as np
+    import pyarrow as pa
+
+    writer: _ShardWriter | None = None
+    current = None
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        parts = batch.column("part").to_numpy(zero_copy_only=False)
+        ids_col = batch.column("ids")
+        offsets = ids_col.offsets.to_numpy()
+        values = ids_col.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+        langs = batch.column("lang").to_pylist()
+        sources = batch.column("source").to_pylist()
+        n_tokens = batch.column("n_tokens").to_pylist()
+        splits = batch.column("split").to_pylist()
+        shards = batch.column("shard").to_pylist()
+        # Rows arrive sorted by part: cut the batch into runs of equal part (their tokens are contiguous).
+        bounds = np.flatnonzero(np.diff(parts)) + 1
+        starts = np.concatenate([[0], bounds])
+        ends = np.concatenate([bounds, [batch.num_rows]])
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            if current != int(parts[s]):
+                if writer is not None:
+                    yield _stats_batch(writer.finish(), pa)
+                current = int(parts[s])
+                writer = _ShardWriter(out_dir=out_dir, split=splits[s], shard=int(shards[s]), seq_len=seq_len,
+                                      pad_id=pad_id, chunk_bytes=chunk_bytes)
+            writer.add(values[offsets[s]:offsets[e]], langs[s:e], sources[s:e], n_tokens[s:e])
+    if writer is not None:
+        yield _stats_batch(writer.finish(), pa)
+
+
+def _stats_batch(stats: dict[str, Any], pa):
+    types = {"split": pa.string(), "shard": pa.int32(), "sequences": pa.int64(), "tokens": pa.int64(),
+             "padding_tokens": pa.int64(), "documents": pa.int64(),
+             "tokens_per_language": pa.map_(pa.string(), pa.int64()),
+             "tokens_per_source": pa.map_(pa.string(), pa.int64()), "index_json": pa.string()}
+    return pa.RecordBatch.from_arrays([pa.array([stats[k]], type=t) for k, t in types.items()], names=list(types))
+
+
+# ---------------------------------------------------------------------- storage helpers (local or object store)
+def _is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def _local_path(uri: str) -> str:
+    return uri[len("file://"):] if uri.startswith("file://") else uri
+
+
+def _fs(uri: str):
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(uri)
+
+
+def _upload(local_dir: str, remote_dir: str, names: list[str]) -> None:
+    fs, base = _fs(remote_dir)
+    fs.create_dir(base, recursive=True)
+    for name in names:
+        with open(os.path.join(local_dir, name), "rb") as src, fs.open_output_stream(f"{base}/{name}") as dst:
+            shutil.copyfileobj(src, dst, length=8 << 20)
+
+
+def _remove_tree(uri: str) -> None:
+    if _is_local(uri):
+        shutil.rmtree(_local_path(uri), ignore_errors=True)
+        return
+    import pyarrow.fs as pafs
+
+    fs, base = _fs(uri)
+    if fs.get_file_info(base).type != pafs.FileType.NotFound:
+        fs.delete_dir(base)
+
+
+def _write_text(uri: str, text: str) -> None:
+    if _is_local(uri):
+        path = _local_path(uri)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path + ".tmp", "w") as fh:
+            fh.write(text)
+        os.replace(path + ".tmp", path)
+        return
+    fs, path = _fs(uri)
+    with fs.open_output_stream(path) as fh:
+        fh.write(text.encode())
+
+
+def _chunk_bytes(value: str | int) -> int:
+    if isinstance(value, int):
+        return value
+    units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "B": 1}
+    text = str(value).strip().upper()
+    for unit, mult in units.items():
+        if text.endswith(unit) and text[: -len(unit)].strip().isdigit():
+            return int(text[: -len(unit)]) * mult
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"{value!r} is not a size such as '64MB'")
+
+
+# ---------------------------------------------------------------------- driver side
+def merge_index(shard_indexes: list[dict[str, Any]]) -> dict[str, Any]:
+    """One litdata `index.json` from the shards' indexes (given in shard order).
+
+    `updated_at` is a digest of the chunk list instead of a clock: identical shards give an identical index, and
+    readers' caches (keyed by it) still notice a rebuilt dataset.
+    """
+    chunks: list[dict[str, Any]] = []
+    config = None
+    for index in shard_indexes:
+        if config is None:
+            config = index["config"]
+        elif {k: v for k, v in config.items() if k != "types"} != {
+                k: v for k, v in index["config"].items() if k != "types"}:
+            raise ValueError(f"shards were written with different litdata configs: {config} vs {index['config']}")
+        chunks.extend(index["chunks"])
+    digest = hashlib.sha256(json.dumps(chunks, sort_keys=True).encode()).hexdigest()[:16]
+    return {"chunks": chunks, "config": config, "updated_at": digest}
+
+
+def build_phase_documents(lake, phase: PhaseConfig, versions: dict[str, int]) -> DataFrame:
+    """The union of the phase's sources as unified documents, read at the pinned `versions`."""
+    from spark_jobs.mixtures import source_documents
+
+    frames = [source_documents(lake.read(s.table, version=versions[s.table]), table=s.table,
+                               text_column=s.text_column, key_column=s.key_column, where=s.where)
+              for s in phase.sources]
+    out = frames[0]
+    for frame in frames[1:]:
+        out = out.unionByName(frame)
+    return out
+
+
+def ensure_tokenizer(cfg: TokenizeConfig, lake):
+    """Loads `tokenizer.load`, or reuses `<shards_root>/tokenizer`, or trains one on a phase-1 sample; saves it
+    to `<shards_root>/tokenizer` so every phase, the trainer and the synthetic job share it."""
+    from spark_jobs import tokenizer as T
+
+    target = f"{cfg.shards_root.rstrip('/')}/tokenizer"
+    local_target = _local_path(target) if _is_local(target) else tempfile.mkdtemp(prefix="codemill-tok-")
+    if cfg.tokenizer.load is None and _is_local(target) and os.path.exists(os.path.join(local_target,
+                                                                                           "tokenizer.json")):
+        return T.load(local_target), os.path.abspath(local_target)
+    texts = None
+    if cfg.tokenizer.load is None:
+        phase1 = next((p for p in cfg.phases if p.name == "phase1"), cfg.phases[0])
+        docs = build_phase_documents(lake, phase1, lake.versions([s.table for s in phase1.sources]))
+        texts = T.sample_texts(docs, column="text", max_docs=cfg.tokenizer.sample_docs,
+                               max_chars=cfg.tokenizer.sample_chars, seed=cfg.seed)
+    tok = T.prepare(out_dir=local_target, load_from=cfg.tokenizer.load, texts=texts,
+                    vocab_size=cfg.tokenizer.vocab_size, min_frequency=cfg.tokenizer.min_frequency,
+                    model_max_length=cfg.seq_len)
+    if not _is_local(target):
+        _upload(local_target, target, sorted(os.listdir(local_target)))
+        return tok, target
+    return tok, os.path.abspath(local_target)
+
+
+def run_phase(spark, lake, cfg: TokenizeConfig, phase: PhaseConfig, *, tok, tokenizer_path: str,
+              tokenizer_json: Any, cfg_hash: str) -> dict[str, Any]:
+    """Builds one phase end to end and returns its manifest."""
+    from pyspark.sql import functions as F
+
+    from spark_jobs import tokenizer as T
+    from spark_jobs.lake import Lineage, TableNotFound
+    from spark_jobs.mixtures import boost_weight, weight_documents
+
+    tables = sorted({s.table for s in phase.sources})
+    versions = lake.versions(tables)
+    missing = [t for t in tables if t not in versions]
+    if missing:
+        raise TableNotFound(f"{phase.name}: input tables {missing} do not exist under {lake.root}; run the stages "
+                            f"that produce them first (docs/CONTRACTS.md)")
+    ids = T.special_ids(tok)
+    key = hashlib.sha256(tok.to_str().encode()).hexdigest()[:16]
+    tokenized = (build_phase_documents(lake, phase, versions)
+                 .transform(assign_split, val_fraction=cfg.val_fraction, seed=cfg.seed)
+                 .transform(tokenize_documents, tokenizer_json=tokenizer_json, tokenizer_key=key,
+                            eos_id=ids["eos"]))
+    mixture: dict[str, Any] = {}
+    weighted = tokenized
+    if phase.boost_share is not None:
+        # The weight needs the token counts first: keep the tokenized rows instead of encoding twice.
+        tokenized = tokenized.persist()
+        before = {(r["source"], r["lang"]): (int(r["tokens"]), int(r["docs"])) for r in
+                  tokenized.groupBy("source", "lang").agg(F.sum("n_tokens").alias("tokens"),
+                                                          F.count("*").alias("docs")).collect()}
+        weight = boost_weight({k: v[0] for k, v in before.items()}, lang=phase.boost_lang, share=phase.boost_share,
+                              boost_sources=list(phase.boost_sources))
+        weighted = weight_documents(tokenized, weight=weight, lang=phase.boost_lang,
+                                    sources=list(phase.boost_sources), seed=cfg.seed)
+        mixture = {"boost_lang": phase.boost_lang, "boost_share_target": phase.boost_share, "boost_weight": weight,
+                   "boost_sources": list(phase.boost_sources),
+                   "tokens_before_weighting": {f"{s}/{lg}": v[0] for (s, lg), v in sorted(before.items())},
+                   "documents_before_weighting": {f"{s}/{lg}": v[1] for (s, lg), v in sorted(before.items())}}
+    out_dir = f"{cfg.shards_root.rstrip('/')}/{phase.name}"
+    _remove_tree(out_dir)
+    stats = (weighted.transform(assign_shards, num_shards=cfg.num_shards, val_shards=cfg.val_shards, seed=cfg.seed)
+             .transform(write_shards, out_dir=out_dir, seq_len=cfg.seq_len, pad_id=ids["pad"],
+                        chunk_bytes=cfg.chunk_bytes)
+             .collect())
+    tokenized.unpersist()
+    stats = sorted((r.asDict() for r in stats), key=lambda r: (r["split"], r["shard"]))
+    manifest = _manifest(cfg, phase, stats, tokenizer_path=tokenizer_path, vocab_size=tok.get_vocab_size(),
+                         versions=versions, mixture=mixture, special=ids)
+    for split in SPLITS:
+        indexes = [json.loads(r["index_json"]) for r in stats if r["split"] == split]
+        if indexes:
+            _write_text(f"{out_dir}/{split}/index.json", json.dumps(merge_index(indexes), sort_keys=True))
+    # The manifest is written last: its presence marks a complete phase.
+    _write_text(f"{out_dir}/manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
+    rows = [(phase.name, r["split"], r["shard"], r["sequences"], r["tokens"], r["padding_tokens"], r["documents"],
+             dict(r["tokens_per_language"]), dict(versions), f"{out_dir}/{r['split']}") for r in stats]
+    table = spark.createDataFrame(rows, shards_schema())
+    lineage = Lineage(JOB, cfg_hash, versions, extra={"phase": phase.name})
+    if lake.exists("shards"):
+        lake.replace("shards", table, where={"phase": phase.name}, lineage=lineage)
+    else:
+        lake.overwrite("shards", table, lineage=lineage, partition_by=("phase",))
+    return manifest
+
+
+def shards_schema():
+    """Schema of the `shards` table (one row per phase, split and shard)."""
+    from pyspark.sql.types import IntegerType, LongType, MapType, StringType, StructField, StructType
+
+    return StructType([
+        StructField("phase", StringType()), StructField("split", StringType()), StructField("shard", IntegerType()),
+        StructField("sequences", LongType()), StructField("tokens", LongType()),
+        StructField("padding_tokens", LongType()), StructField("documents", LongType()),
+        StructField("tokens_per_language", MapType(StringType(), LongType())),
+        StructField("input_versions", MapType(StringType(), LongType())),
+        StructField("path", StringType()),
+    ])
+
+
+def _sum_maps(rows: list[dict[str, Any]], key: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        for k, v in dict(r[key]).items():
+            out[k] = out.get(k, 0) + int(v)
+    return dict(sorted(out.items()))
+
+
+def _manifest(cfg: TokenizeConfig, phase: PhaseConfig, stats: list[dict[str, Any]], *, tokenizer_path: str,
+              vocab_size: int, versions: dict[str, int], mixture: dict[str, Any],
+              special: dict[str, int]) -> dict[str, Any]:
+    splits = {}
+    for split in SPLITS:
+        rows = [r for r in stats if r["split"] == split]
+        splits[split] = {"dir": split, "sequences": sum(r["sequences"] for r in rows),
+                         "tokens": sum(r["tokens"] for r in rows),
+                         "padding_tokens": sum(r["padding_tokens"] for r in rows),
+                         "documents": sum(r["documents"] for r in rows), "shards": len(rows),
+                         "tokens_per_language": _sum_maps(rows, "tokens_per_language")}
+    per_lang = _sum_maps(stats, "tokens_per_language")
+    total = sum(per_lang.values())
+    if phase.boost_share is not None:
+        mixture["boost_share_achieved"] = per_lang.get(phase.boost_lang, 0) / total if total else 0.0
+    return {
+        "phase": phase.name, "seq_len": cfg.seq_len, "vocab_size": vocab_size, "tokenizer": tokenizer_path,
+        "repeat": phase.repeat, "splits": splits, "tokens": total, "tokens_per_language": per_lang,
+        "tokens_per_source": _sum_maps(stats, "tokens_per_source"), "table_versions": dict(versions),
+        "special_token_ids": special, "seed": cfg.seed, "packing": "overlap-1",
+        "mixture": mixture,
+    }
+
+
+# ---------------------------------------------------------------------- reading back (tests, inspection)
+def read_items(split_dir: str) -> list:
+    """Every item of a written split, in index order, through litdata's `StreamingDataset`."""
+    os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
+    from litdata import StreamingDataset
+
+    ds = StreamingDataset(split_dir, shuffle=False)
+    return [ds[i]["input_ids"] for i in range(len(ds))]
+
+
+def shard_streams(split_dir: str, *, pad_id: int) -> dict[int, list[int]]:
+    """Each shard's token stream rebuilt from its items (undoing the one-token overlap and the final padding)."""
+    with open(os.path.join(_local_path(split_dir), "index.json")) as fh:
+        index = json.load(fh)
+    items = read_items(split_dir)
+    streams: dict[int, list[int]] = {}
+    pos = 0
+    for chunk in index["chunks"]:
+        shard = int(chunk["filename"].split("-")[1])
+        for item in items[pos: pos + chunk["chunk_size"]]:
+            ids = item.tolist()
+            stream = streams.setdefault(shard, [])
+            stream.extend(ids if not stream else ids[1:])
+        pos += chunk["chunk_size"]
+    for stream in streams.values():
+        while stream and stream[-1] == pad_id:
+            stream.pop()
+    return streams
+
+
+def decode_documents(split_dir: str, tok) -> list[str]:
+    """The documents stored in a split (each ends at `<|endoftext|>`), decoded with `tok`."""
+    from spark_jobs import tokenizer as T
+
+    ids = T.special_ids(tok)
+    docs: list[str] = []
+    for stream in shard_streams(split_dir, pad_id=ids["pad"]).values():
+        start = 0
+        for i, t in enumerate(stream):
+            if t == ids["eos"]:
+                docs.append(tok.decode(stream[start:i], skip_special_tokens=False))
+                start = i + 1
+    return docs
+
+
+# ---------------------------------------------------------------------- job
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from spark_jobs.config import CONF_DIR, config_hash, parse_config
+    from spark_jobs.lake import Lake
+    from spark_jobs.session import get_spark
+
+    cfg = parse_config(TokenizeConfig, argv, prog="spark_jobs.tokenize_shards", description=__doc__,
+                       default_config_files=[CONF_DIR / "spark" / "phases.yaml"])
+    spark = get_spark("codemill-tokenize")
+    lake = Lake.open(spark, cfg.lake)
+    tok, tokenizer_path = ensure_tokenizer(cfg, lake)
+    tokenizer_json = spark.sparkContext.broadcast(tok.to_str())
+    manifests = {}
+    for phase in (p for p in cfg.phases if p.name in cfg.build):
+        manifest = run_phase(spark, lake, cfg, phase, tok=tok, tokenizer_path=tokenizer_path,
+                             tokenizer_json=tokenizer_json, cfg_hash=config_hash(cfg))
+        manifests[phase.name] = manifest
+        print(json.dumps({"phase": phase.name, "tokens": manifest["tokens"], "repeat": manifest["repeat"],
+                          "splits": {s: {k: v[k] for k in ("sequences", "tokens")}
+                                     for s, v in manifest["splits"].items()},
+                          "tokens_per_language": manifest["tokens_per_language"]}, sort_keys=True))
+    return manifests
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""Post-processing of generations into the `synthetic` table: extraction, checks, dedup, decontamination.
+
+Every generation is kept, accepted or rejected with the first failing check as `reject_reason` (docs/synth.md):
+
+1. `no_code_block` / `unclosed_code_block` (malformed): the answer has no fenced code block, or the block never
+   closes (generation cut by max_new_tokens, `finish_reason = length`);
+2. `wrong_language`: the fence names a language other than the seed's;
+3. `too_short` / `too_long`: characters or non-blank lines outside the configured bounds;
+4. `syntax_error`: the file does not parse (Python: `ast.parse`; the code is parsed, never executed);
+5. `exact_duplicate`: same normalised content as a seed or an earlier generation (`spark_jobs.exact_dedup`);
+6. `near_duplicate`: a MinHash near-duplicate of a seed or of another generation (`spark_jobs.near_dedup`);
+7. `benchmark_contamination`: n-gram overlap with a benchmark (`spark_jobs.decontaminate`).
+
+Checks 1-4 are per row (a vectorised `mapInPandas`); 5-7 reuse the curation transforms on the accepted rows.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from pyspark.sql import DataFrame
+
+ACCEPTED, REJECTED = "accepted", "rejected"
+# ```lang or ~~~lang at the start of a line; the info string's first word is the language.
+_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w+#.-]*)[^\n]*\n", re.MULTILINE)
+
+
+@dataclasses.dataclass
+class FilterConfig:
+    """`filter.*` keys: bounds and which checks run."""
+
+    min_chars: int = 200
+    max_chars: int = 40_000
+    min_lines: int = 5
+    check_language: bool = True
+    check_syntax: bool = True
+    exact_dedup: bool = True
+    normalise: list[str] = dataclasses.field(default_factory=lambda: ["trailing_whitespace", "strip"])
+    near_dedup: bool = True
+    # StarCoder's near-dedup settings, as the curation stage uses (spark_jobs.near_dedup.NearDedupConfig).
+    near_threshold: float = 0.7
+    near_num_perm: int = 256
+    near_ngram: int = 5
+    decontaminate: bool = True
+
+    def validate(self) -> list[str]:
+        problems = []
+        if self.min_chars < 0 or self.max_chars <= self.min_chars:
+            problems.append(f"max_chars: must exceed min_chars ({self.min_chars}), got {self.max_chars}")
+        if self.min_lines < 0:
+            problems.append(f"min_lines: must be >= 0, got {self.min_lines}")
+        if not 0 < self.near_threshold <= 1:
+            problems.append(f"near_threshold: must be in (0, 1], got {self.near_threshold}")
+        return problems
+
+
+# ------------------------------------------------------------------------------------------ per-row checks
+def extract_code(response: str) -> tuple[str | None, str | None, str | None]:
+    """(code, fence language, problem) from a model answer: the longest closed fenced block.
+
+    problem is "no_code_block" or "unclosed_code_block" when no closed block exists.
+    """
+    blocks: list[tuple[str, str]] = []
+    pos = 0
+    unclosed = False
+    while True:
+        m = _FENCE.search(response, pos)
+        if not m:
+            break
+        fence = m.group(1)
+        close = re.compile(rf"^[ \t]*{re.escape(fence[0])}{{{len(fence)},}}[ \t]*$", re.MULTILINE)
+        end = close.search(response, m.end())
+        if end is None:
+            unclosed = True
+            break
+        blocks.append((response[m.end():end.start()].rstrip("\n"), m.group(2).lower()))
+        pos = end.end()
+    if not blocks:
+        return None, None, "unclosed_code_block" if unclosed else "no_code_block"
+    code, lang = max(blocks, key=lambda b: len(b[0]))
+    return code, lang or None, None
+
+
+def syntax_error(code: str, lang: str) -> str | None:
+    """A parse error message, or None when the code parses (or no parser is available for `lang`)."""
+    if lang in ("python", "jupyter"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SyntaxWarning)  # invalid escape sequences and the like
+                ast.parse(code)  # parsing only: generated code is never executed
+        except (SyntaxError, ValueError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def check_row(response: str, lang: str, cfg: FilterConfig) -> tuple[str | None, str | None, str | None]:
+    """(code, reject_reason, detail) for one generation; reject_reason None = passes the per-row checks."""
+    from spark_jobs.languages import canonical_lang
+
+    code, fence_lang, problem = extract_code(response or "")
+    if problem:
+        return None, problem, None
+    if cfg.check_language and fence_lang:
+        got = canonical_lang(fence_lang)
+        same = {lang, "python" if lang == "jupyter" else lang}
+        if got not in same and not (lang == "shell" and got in {"bash", "sh", "zsh", "console"}):
+            return code, "wrong_language", f"fence says {fence_lang!r}, seed is {lang!r}"
+    n_lines = sum(1 for line in code.splitlines() if line.strip())
+    if len(code) < cfg.min_chars or n_lines < cfg.min_lines:
+        return code, "too_short", f"{len(code)} chars, {n_lines} lines"
+    if len(code) > cfg.max_chars:
+        return code, "too_long", f"{len(code)} chars"
+    if cfg.check_syntax:
+        err = syntax_error(code, lang)
+        if err:
+            return code, "syntax_error", err[:500]
+    return code, None, None
+
+
+def row_checks(df: DataFrame, *, cfg: FilterConfig) -> DataFrame:
+    """Adds content (the extracted file), status, reject_reason and reject_detail from the per-row checks."""
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    schema = StructType(df.schema.fields + [StructField(c, StringType(), True) for c in
+                                            ("content", "status", "reject_reason", "reject_detail")])
+
+    def apply(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for pdf in batches:
+            results = [check_row(r, lg, cfg) for r, lg in zip(pdf["response"], pdf["lang"])]
+            pdf = pdf.copy()
+            pdf["content"] = [r[0] for r in results]
+            pdf["reject_reason"] = [r[1] for r in results]
+            pdf["reject_detail"] = [r[2] for r in results]
+            pdf["status"] = [REJECTED if r[1] else ACCEPTED for r in results]
+            yield pdf[schema.fieldNames()]
+
+    return df.mapInPandas(apply, schema)
+
+
+# ------------------------------------------------------------------------------- cross-row checks (Spark)
+def _reject(df: DataFrame, flagged: DataFrame, reason: str) -> DataFrame:
+    """Marks the accepted rows whose synth_id is in `flagged` (synth_id, detail) as rejected for `reason`."""
+    from pyspark.sql import functions as F
+
+    hit = flagged.select("synth_id", F.col("detail").alias("_detail")).dropDuplicates(["synth_id"])
+    out = df.join(hit, on="synth_id", how="left")
+    newly = (F.col("status") == ACCEPTED) & F.col("_detail").isNotNull()
+    return out.select(
+        *[c for c in df.columns if c not in ("status", "reject_reason", "reject_detail")],
+        F.when(newly, F.lit(REJECTED)).otherwise(F.col("status")).alias("status"),
+        F.when(newly, F.lit(reason)).otherwise(F.col("reject_reason")).alias("reject_reason"),
+        F.when(newly, F.col("_detail")).otherwise(F.col("reject_detail")).alias("reject_detail"),
+    ).select(*df.columns)
+
+
+def _candidates(checked: DataFrame, seeds: DataFrame | None) -> DataFrame:
+    """doc_id, content, origin (0 = seed, 1 = generation): the accepted generations plus the seeds' content."""
+    from pyspark.sql import functions as F
+
+    gens = checked.where(F.col("status") == ACCEPTED).select(
+        F.col("synth_id").alias("doc_id"), "content", F.lit(1).alias("origin"))
+    if seeds is None:
+        return gens
+    seed_rows = seeds.select(F.concat(F.lit("seed:"), F.col("doc_id")).alias("doc_id"), "content",
+                             F.lit(0).alias("origin"))
+    return seed_rows.unionByName(gens)
+
+
+def dedup_against_seeds(checked: DataFrame, seeds: DataFrame | None, *, cfg: FilterConfig) -> DataFrame:
+    """Rejects accepted generations that exactly / nearly duplicate a seed or another generation.
+
+    Seeds always win their group (origin 0 sorts first), then the smallest synth_id, so which generation survives
+    does not depend on chunking or on the order of runs.
+    """
+    from pyspark.sql import functions as F
+
+    from spark_jobs.exact_dedup import mark_duplicates
+    from spark_jobs.near_dedup import near_duplicates
+
+    out = checked
+    if cfg.exact_dedup:
+        marked = mark_duplicates(_candidates(out, seeds), normalise=list(cfg.normalise),
+                                 order_by=["origin asc", "doc_id asc"])
+        flagged = marked.where((F.col("origin") == 1) & (F.col("doc_id") != F.col("representative"))).select(
+            F.col("doc_id").alias("synth_id"), F.concat(F.lit("same as "), F.col("representative")).alias("detail"))
+        out = _reject(out, flagged, "exact_duplicate")
+    if cfg.near_dedup:
+        cands = _candidates(out, seeds)
+        _, clusters = near_duplicates(cands, num_perm=cfg.near_num_perm, ngram=cfg.near_ngram,
+                                      threshold=cfg.near_threshold, representative=["origin asc", "doc_id asc"])
+        flagged = clusters.where((F.col("doc_id") != F.col("representative")) & ~F.col("doc_id").startswith("seed:"))
+        flagged = flagged.select(
+            F.col("doc_id").alias("synth_id"),
+            F.format_string("similar to %s (%.2f)", F.col("representative"), F.col("similarity")).alias("detail"))
+        out = _reject(out, flagged, "near_duplicate")
+    return out
+
+
+def decontaminate(checked: DataFrame, benchmarks: DataFrame, *, ngram: int = 10, min_overlap: float = 0.5,
+                  min_matched_ngrams: int = 1, min_short_chars: int = 30) -> DataFrame:
+    """Rejects accepted generations that contain a benchmark text (`spark_jobs.decontaminate.find_contamination`,
+    the curation stage's own matcher, with its settings); `benchmarks` comes from `load_benchmarks`."""
+    from pyspark.sql import functions as F
+
+    from spark_jobs.decontaminate import find_contamination
+
+    docs = checked.where(F.col("status") == ACCEPTED).select("synth_id", "content")
+    hits = find_contamination(docs, benchmarks, ngram=ngram, id_col="synth_id", min_overlap=min_overlap,
+                              min_matched_ngrams=min_matched_ngrams, min_short_chars=min_short_chars)
+    # The strongest hit per generation is the one reported.
+    flagged = hits.groupBy("synth_id").agg(F.max_by(
+        F.format_string("%s %s (overlap %.2f)", "benchmark", "task_id", "overlap"), F.col("overlap")).alias("detail"))
+    return _reject(checked, flagged, "benchmark_contamination")

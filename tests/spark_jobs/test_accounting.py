@@ -1,0 +1,36 @@
+"""spark_jobs/accounting.py: one outcome per record, earliest stage wins, pending when stages are missing."""
+
+from __future__ import annotations
+
+from spark_jobs import schemas
+from spark_jobs.accounting import build_outcomes, summarize, verdicts
+
+
+def _file(doc_id):
+    return (doc_id, f"s-{doc_id}", "src", "repo", f"{doc_id}.py", "python", "x", 1, None, None, "t")
+
+
+def test_outcomes(spark):
+    files = spark.createDataFrame([_file(d) for d in "abcdef"], schemas.FILES)
+    quarantine = spark.createDataFrame([("bad-line", "q1", "f.jsonl", 3, "malformed_record", "oops", "{", None, None,
+                                         "t")], schemas.QUARANTINE)
+    rejected = files.where("doc_id = 'a'").selectExpr("*", "'max_line_length' AS first_reason")
+    dups = files.where("doc_id = 'b'").selectExpr("*", "'c' AS representative")
+    near = spark.createDataFrame([("c", "c", "c", 1.0), ("d", "c", "c", 0.8)],
+                                 "doc_id string, cluster_id string, representative string, similarity double")
+    contamination = spark.createDataFrame([("c", "humaneval", "HumanEval/1", "prompt", "ngram", 9, 10, 0.9)],
+                                          schemas.CONTAMINATION)
+    kept = files.where("doc_id = 'e'")
+    decided = verdicts(rejected=rejected, exact_duplicates=dups, near_clusters=near, near_source=files,
+                       contamination=contamination, kept=kept)
+    out = {r.source_id: (r.outcome, r.reason) for r in build_outcomes(files=files, quarantine=quarantine,
+                                                                        decided=decided).collect()}
+    assert out == {
+        "bad-line": ("quarantined", "malformed_record: oops"), "s-a": ("rejected", "max_line_length"),
+        "s-b": ("exact_duplicate", "representative c"), "s-c": ("contaminated", out["s-c"][1]),
+        "s-d": ("near_duplicate", "representative c (similarity 0.800)"), "s-e": ("kept", None),
+        "s-f": ("pending", "later stages not run"),
+    }
+    assert "HumanEval/1" in out["s-c"][1]
+    summary = summarize(build_outcomes(files=files, quarantine=quarantine, decided=decided))
+    assert summary["records"] == 7 and summary["duplicate_doc_ids"] == 0 and summary["by_outcome"]["pending"] == 1

