@@ -23,7 +23,7 @@ test-vllm:
 	.venv-vllm/bin/python -m pytest -q -m vllm tests/synth
 
 bench-%: setup
-	$(PY) bench/$*.py
+	$(PY) -m bench.$*
 
 clean:
 	rm -rf lake demo_out mlruns mlflow.db bench/out

@@ -40,9 +40,11 @@ def verdicts(*, rejected: DataFrame | None = None, exact_duplicates: DataFrame |
                                   F.format_string("representative %s (similarity %.3f)", "representative",
                                                   "similarity").alias("reason"), F.lit(3).alias("rank")))
     if contamination is not None:
+        # the strongest hit names the reason; ties broken by name so that the text is the same on every run
         best = contamination.groupBy("doc_id").agg(
-            F.max_by(F.format_string("%s %s %s (%s, overlap %.2f)", "benchmark", "task_id", "field", "method",
-                                     "overlap"), "overlap").alias("reason"))
+            F.min_by(F.format_string("%s %s %s (%s, overlap %.2f)", "benchmark", "task_id", "field", "method",
+                                     "overlap"),
+                     F.struct(-F.col("overlap"), "benchmark", "task_id", "field")).alias("reason"))
         frames.append(best.select("doc_id", F.lit("contaminated").alias("outcome"), "reason", F.lit(4).alias("rank")))
     if kept is not None:
         frames.append(kept.select("doc_id", F.lit("kept").alias("outcome"), F.lit(None).cast("string").alias("reason"),

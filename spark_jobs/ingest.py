@@ -335,6 +335,11 @@ def skip_vendored(listing: DataFrame, *, root: str, skip_dirs: list[str]) -> Dat
     return listing.where(~rel.rlike(rf"(^|/)({alternation})/"))
 
 
+def _root_prefix(root: str) -> str:
+    """Java regex matching `<root>/` at the start of a path (\\Q...\\E quotes every special character)."""
+    return "^\\Q" + root.rstrip("/") + "/\\E"
+
+
 def map_parquet(df: DataFrame, *, root: str, columns: dict[str, list[str]], id_columns: list[str]) -> DataFrame:
     """Parquet rows (any mapped schema, plus `_metadata`) -> RAW rows."""
     from pyspark.sql import functions as F
@@ -352,7 +357,7 @@ def map_parquet(df: DataFrame, *, root: str, columns: dict[str, list[str]], id_c
     license_expr = (F.array_join(F.col(f"`{lic_col}`"), ",")
                     if lic_col and isinstance(df.schema[lic_col].dataType, ArrayType) else pick("license"))
     file_path = F.regexp_replace(F.col("_metadata.file_path"), "^file:", "")
-    rel = F.regexp_replace(file_path, "^" + root.rstrip("/").replace(".", r"\.") + "/", "")
+    rel = F.regexp_replace(file_path, _root_prefix(root), "")
     row = F.col("_metadata.row_index")
     ids = [F.col(f"`{c}`").cast("string") for c in id_columns if c in present]
     source_id = F.coalesce(*ids, F.concat_ws(":", rel, row.cast("string")))
@@ -384,7 +389,7 @@ def classify(raw: DataFrame, *, root: str, max_bytes: int = 1_000_000, required:
     from spark_jobs.languages import EXTENSIONS, FILENAMES
 
     rel_file = F.regexp_replace(F.regexp_replace(F.col("source_file"), "^file:", ""),
-                                "^" + root.rstrip("/").replace(".", r"\.") + "/", "")
+                                _root_prefix(root), "")
     # Stable: the same record at the same place of the same input always gets the same id.
     line = F.coalesce(F.col("line").cast("string"), F.lit(""))
     doc_id = F.substring(F.sha2(F.concat_ws("\u001f", rel_file, line, F.col("source_id")), 256), 1, 16)

@@ -5,13 +5,16 @@ tables that Spark with delta-spark, `deltalake`, DuckDB and Polars read.
 
 Two backends, one behaviour (tests/spark_jobs/test_lake.py runs the same tests on whichever is available):
 
-- **native**: the session has the Delta extension (`spark-submit --packages io.delta:delta-spark_2.13:<v>` plus
-  `spark.sql.extensions` / `spark.sql.catalog.spark_catalog`): plain `format("delta")` and delta-spark's `DeltaTable`.
+- **native**: the session has the Delta extension (`--packages`, from `python -m spark_jobs.session --delta-package`,
+  plus `spark.sql.extensions` / `spark.sql.catalog.spark_catalog`): plain `format("delta")` and delta-spark's
+  `DeltaTable` for merge.
 - **embedded**: no Delta jars (a laptop, CI). Spark writes Parquet into a fresh folder inside the table
   (`<table>/part-<uuid>/...`); then `deltalake` (delta-rs) commits one transaction that adds those files, with
   per-file statistics read from the Parquet footers, and for an overwrite removes the old ones. Until that commit
   nothing new is visible; a job that raises or is killed leaves only unreferenced files, which `vacuum` deletes.
-  Reads go through the snapshot's file list, with partition columns restored from the folder names.
+  Reads go through the snapshot's file list, with partition columns restored from the log's partition values.
+  `merge` and a predicate `replace` rewrite only the files holding affected rows (copy-on-write): one commit adds
+  the rewritten rows and removes exactly those files.
 
 Every commit carries lineage in its commit metadata (`userMetadata`, JSON): the job name, its config hash, the
 versions of the tables it read, and an optional write id that makes a repeated write a no-op.
@@ -29,6 +32,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote, urlparse
 
@@ -610,12 +614,11 @@ def _add_actions(table_path: str, folder: str, partition_by: list[str]) -> list:
         fs, base = pafs.LocalFileSystem(), _local_path(table_path)
     else:
         fs, base = pafs.FileSystem.from_uri(table_path)
-    infos = fs.get_file_info(pafs.FileSelector(f"{base}/{folder}", recursive=True))
-    adds = []
+    infos = [i for i in fs.get_file_info(pafs.FileSelector(f"{base}/{folder}", recursive=True))
+             if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")]
     now_ms = int(time.time() * 1000)
-    for info in infos:
-        if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
-            continue
+
+    def add_action(info) -> AddAction:
         rel = info.path[len(base):].lstrip("/")
         values: dict[str, str | None] = {}
         for seg in rel.split("/")[1:-1]:
@@ -627,9 +630,12 @@ def _add_actions(table_path: str, folder: str, partition_by: list[str]) -> list:
         assert not missing, f"partition folders missing for {missing} in {rel}"
         with fs.open_input_file(info.path) as fh:
             meta = pq.read_metadata(fh)
-        adds.append(AddAction(rel, info.size, values, int(info.mtime_ns // 1_000_000) if info.mtime_ns else now_ms,
-                              True, json.dumps(_stats(meta))))
-    return adds
+        return AddAction(rel, info.size, values, int(info.mtime_ns // 1_000_000) if info.mtime_ns else now_ms,
+                         True, json.dumps(_stats(meta)))
+
+    # Footer reads are small and latency-bound on object stores: read them concurrently.
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(infos)))) as pool:
+        return list(pool.map(add_action, infos))
 
 
 def _stats(meta) -> dict[str, Any]:

@@ -126,4 +126,5 @@ def weight_documents(df: DataFrame, *, weight: float, lang: str, sources: list[s
     # sequence(0, -1) counts down in Spark, so zero copies must be an explicit empty array.
     indices = F.when(F.col("_copies") > 0, F.sequence(F.lit(0), F.col("_copies") - 1)).otherwise(
         F.array().cast("array<int>"))
-    return df.withColumn("_copies", copies).withColumn("copy", F.explode(indices)).drop("_copies")
+    return (df.withColumn("_copies", copies).withColumn("copy", F.explode(indices))
+            .select(*[c for c in df.columns if c != "copy"], "copy"))

@@ -235,8 +235,10 @@ def cluster_documents(docs: DataFrame, signatures: DataFrame, *, cfg: NearDedupC
                                   content_col=content_col)
     labels = connected_components(edges, src="src", dst="dst", checkpoint=cfg.checkpoint,  # type: ignore[arg-type]
                                   max_iterations=cfg.max_iterations)
-    members = labels.join(docs.withColumnRenamed(id_col, "node"), on="node")
     order = _order_columns(docs, cfg.representative, id_col)
+    policy = list(dict.fromkeys([id_col] + [k.split()[0] for k in cfg.representative]))
+    # Only the policy columns travel to the ranking window, not the file contents.
+    members = labels.join(docs.select(*policy).withColumnRenamed(id_col, "node"), on="node")
     if new_col:
         members = members.join(signatures.select(F.col(id_col).alias("node"), new_col), on="node")
         order = [F.col(new_col).asc()] + order  # kept earlier (False) before new (True)
@@ -269,7 +271,9 @@ def near_duplicates(df: DataFrame, *, num_perm: int = 256, ngram: int = 5, thres
         raise ConfigError(problems)
     sigs = _materialise(minhash_signatures(df, num_perm=num_perm, ngram=ngram, seed=seed, id_col=id_col,
                                            content_col=content_col), checkpoint)
-    clusters = cluster_documents(df, sigs, cfg=cfg, id_col=id_col, content_col=content_col)
+    # Materialised once: `kept` and `clusters` both read it.
+    clusters = _materialise(cluster_documents(df, sigs, cfg=cfg, id_col=id_col, content_col=content_col),
+                            checkpoint)
     return _kept(df, clusters, id_col), clusters
 
 

@@ -365,6 +365,20 @@ def _upload(local_dir: str, remote_dir: str, names: list[str]) -> None:
             shutil.copyfileobj(src, dst, length=8 << 20)
 
 
+def _download_if_exists(remote_dir: str, local_dir: str) -> bool:
+    """Copies a remote folder's files to `local_dir`; False when the remote folder has no tokenizer.json."""
+    import pyarrow.fs as pafs
+
+    fs, base = _fs(remote_dir)
+    if fs.get_file_info(f"{base}/tokenizer.json").type != pafs.FileType.File:
+        return False
+    for info in fs.get_file_info(pafs.FileSelector(base)):
+        if info.type == pafs.FileType.File:
+            with fs.open_input_stream(info.path) as src, open(os.path.join(local_dir, info.base_name), "wb") as dst:
+                shutil.copyfileobj(src, dst, length=8 << 20)
+    return True
+
+
 def _remove_tree(uri: str) -> None:
     if _is_local(uri):
         shutil.rmtree(_local_path(uri), ignore_errors=True)
@@ -442,9 +456,11 @@ def ensure_tokenizer(cfg: TokenizeConfig, lake):
 
     target = f"{cfg.shards_root.rstrip('/')}/tokenizer"
     local_target = _local_path(target) if _is_local(target) else tempfile.mkdtemp(prefix="codemill-tok-")
-    if cfg.tokenizer.load is None and _is_local(target) and os.path.exists(os.path.join(local_target,
-                                                                                           "tokenizer.json")):
-        return T.load(local_target), os.path.abspath(local_target)
+    if cfg.tokenizer.load is None:
+        if _is_local(target) and os.path.exists(os.path.join(local_target, "tokenizer.json")):
+            return T.load(local_target), os.path.abspath(local_target)
+        if not _is_local(target) and _download_if_exists(target, local_target):
+            return T.load(local_target), target
     texts = None
     if cfg.tokenizer.load is None:
         phase1 = next((p for p in cfg.phases if p.name == "phase1"), cfg.phases[0])
@@ -640,4 +656,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    # Under `spark-submit spark_jobs/tokenize_shards.py` this file is `__main__`; running the imported module's main
+    # makes Spark pickle the worker functions by reference, so each Python worker keeps one tokenizer cache.
+    from spark_jobs.tokenize_shards import main as _main
+
+    _main()

@@ -201,7 +201,7 @@ class VLLMEngine(Engine):
             raise ValueError("; ".join(problems))
         path, revision = resolve_model(model)
         self.llm = LLM(model=path, **engine_args)
-        super().__init__(model, revision, self.llm.get_tokenizer())
+        super().__init__(model, engine_args.get("revision") or revision, self.llm.get_tokenizer())
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig) -> list[Generation]:
         from vllm import SamplingParams

@@ -47,7 +47,7 @@ TRANSFORMERS_ARGS = {"batch_size", "dtype", "device", "num_threads"}
 
 
 def _raw_schema():
-    from pyspark.sql.types import (DoubleType, IntegerType, StringType, StructField, StructType, TimestampType)
+    from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType, TimestampType
 
     fields = [
         ("synth_id", StringType()), ("seed_doc_id", StringType()), ("lang", StringType()),
@@ -323,8 +323,9 @@ def run_postprocess(lake: Lake, cfg: SynthConfig) -> dict[str, Any]:
     # localCheckpoint: the counts below and the write read one computed result, not three re-computations.
     out = out.localCheckpoint(eager=True)
     inputs = lake.versions([cfg.raw_table, cfg.seeds.table])
-    lineage = Lineage(JOB, config_hash(dataclasses.asdict(cfg.filter)), inputs,
-                      write_id=f"synthetic-{config_hash([inputs, dataclasses.asdict(cfg.filter)])}")
+    settings = [dataclasses.asdict(cfg.filter), dataclasses.asdict(cfg.decontaminate), cfg.seeds.table]
+    # Same raw and seed versions with the same settings = the same `synthetic`: the rewrite is skipped.
+    lineage = Lineage(JOB, config_hash(settings), inputs, write_id=f"synthetic-{config_hash([inputs, settings])}")
     lake.overwrite(cfg.output_table, out, lineage=lineage, allow_schema_change=True)
     counts = {f"{r['status']}:{r['reject_reason'] or ''}".rstrip(":"): r["count"]
               for r in out.groupBy("status", "reject_reason").count().collect()}

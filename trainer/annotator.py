@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import sys
 from typing import Any
 
 import lightning as L
@@ -92,9 +91,8 @@ class AnnotatorData(L.LightningDataModule):
         if hp.alignment_table:
             align = read_table(hp.lake, hp.alignment_table)
             if hp.max_alignment_per_benchmark:
-                align = (align.groupby("benchmark", group_keys=False)
-                         .apply(lambda g: g.sample(n=min(len(g), hp.max_alignment_per_benchmark),
-                                                   random_state=hp.seed)))
+                align = align.sample(frac=1.0, random_state=hp.seed)
+                align = align[align.groupby("benchmark").cumcount() < hp.max_alignment_per_benchmark]
             # Shuffled so that any prefix of the loader (limit_val_batches) mixes benchmarks and corpus files.
             self.splits["alignment"] = self._encode(align.sample(frac=1.0, random_state=hp.seed))
             self.benchmarks = sorted(set(align.loc[align["label"] == 1, "benchmark"]))
@@ -246,8 +244,9 @@ class AnnotatorCLI(LightningCLI):
 def main(args: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    AnnotatorCLI(AnnotatorModel, AnnotatorData, args=args, save_config_kwargs={"overwrite": True})
+    # MLflow has no log folder for Lightning's config file; the hyperparameters reach MLflow as run params.
+    AnnotatorCLI(AnnotatorModel, AnnotatorData, args=args, save_config_callback=None)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -6,7 +6,7 @@ import pytest
 
 from spark_jobs.ingest import IngestConfig, classify, read_raw, resolve_input, to_files, to_quarantine
 from spark_jobs.languages import canonical_lang, lang_from_path
-from tests.fixtures.curation.build import JSONL_EXPECTED, make_records, make_stack_parquet, make_tree
+from tests.fixtures.curation.build import JSONL_EXPECTED, TREE_OUTCOMES, make_records, make_stack_parquet, make_tree
 
 
 def _ingest(spark, path, **kw):
@@ -30,7 +30,7 @@ def test_tree_skips_vendored_folders_and_quarantines_bad_files(spark, tmp_path):
     assert (geo.repo, geo.path, geo.lang, geo.size_bytes) == ("alpha", "src/geometry.py", "python",
                                                              len(geo.content.encode()))
     assert by_id["alpha/src/greet.go"].lang == "go" and by_id["alpha/notes.xyz"].lang == "unknown"
-    assert len({r.doc_id for r in files} | {r.doc_id for r in quarantine}) == len(ids) == 15
+    assert len({r.doc_id for r in files} | {r.doc_id for r in quarantine}) == len(ids) == len(TREE_OUTCOMES)
     # stable: a second ingest of the same input gives the same ids
     _, again, _ = _ingest(spark, spec.root)
     assert {r.source_id: r.doc_id for r in again} == {r.source_id: r.doc_id for r in files}

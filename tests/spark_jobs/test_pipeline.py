@@ -24,13 +24,13 @@ def test_pipeline_tree_accounting_and_skip(spark, tmp_path, capsys):
     outcomes = {r.source_id: r for r in lake.read("outcomes").collect()}
     assert {k: v.outcome for k, v in outcomes.items()} == TREE_OUTCOMES
     assert summary["accounting"]["records"] == len(TREE_OUTCOMES) and summary["accounting"]["duplicate_doc_ids"] == 0
-    assert "HumanEval/0" in outcomes["beta/lib/close.py"].reason
+    assert "humaneval" in outcomes["beta/lib/close.py"].reason.lower()  # several benchmarks ship HumanEval/0
     # in = out: every files row is in exactly one of the per-stage tables
     n = {t: lake.read(t).count() for t in ("files", "quarantine", "rejected", "filtered", "exact_duplicates",
                                            "exact_deduped", "near_deduped", "clean", "contamination")}
     assert n["files"] + n["quarantine"] == len(TREE_OUTCOMES)
     assert n["files"] == n["rejected"] + n["filtered"] and n["filtered"] == n["exact_duplicates"] + n["exact_deduped"]
-    assert n["near_deduped"] == n["clean"] + 1
+    assert n["exact_deduped"] == n["near_deduped"] + 1 and n["near_deduped"] == n["clean"] + 1
     docs = lake.read("documents").collect()
     assert sorted(d for doc in docs for d in doc.doc_ids) == sorted(r.doc_id for r in lake.read("clean").collect())
     funnel = capsys.readouterr().out

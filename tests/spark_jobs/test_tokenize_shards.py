@@ -234,3 +234,23 @@ def test_config_errors_name_their_keys(tmp_path):
     text = str(err.value)
     for key in ("seq_len:", "val_fraction:", "build:", "chunk_bytes:"):
         assert key in text
+
+
+def test_object_store_path_uploads_chunks_through_pyarrow_fs(tmp_path, monkeypatch):
+    import numpy as np
+
+    import spark_jobs.tokenize_shards as ts
+
+    # file:// URIs go through pyarrow.fs exactly like s3:// ones once they are not treated as local paths.
+    monkeypatch.setattr(ts, "_is_local", lambda uri: False)
+    w = ts._ShardWriter(out_dir=f"file://{tmp_path}/out", split="val", shard=0, seq_len=8, pad_id=3,
+                        chunk_bytes=1 << 20)
+    staging = w.tmp
+    w.add(np.arange(10, 30, dtype=np.int32), ["go"], ["documents"], [20])
+    stats = w.finish()
+    assert stats["sequences"] == 3 and not os.path.exists(staging)
+    assert sorted(p.name for p in (tmp_path / "out" / "val").iterdir()) == ["chunk-0-0.bin"]
+    ts._write_text(f"file://{tmp_path}/out/val/index.json", json.dumps(merge_index([json.loads(stats["index_json"])])))
+    assert shard_streams(str(tmp_path / "out" / "val"), pad_id=3) == {0: list(range(10, 30))}
+    ts._remove_tree(f"file://{tmp_path}/out")
+    assert not (tmp_path / "out").exists()

@@ -21,7 +21,7 @@ from trainer.evaluation.run import (
     truncate,
     write_results,
 )
-from trainer.evaluation.sandbox import Job, SandboxConfig, SandboxPool, outputs_match
+from trainer.evaluation.sandbox import Digest, Job, SandboxConfig, SandboxPool, outputs_match
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -107,6 +107,12 @@ def test_outputs_match_oracles():
     assert outputs_match(1.0, 1.0000001, oracle="poly_root", atol=1e-4, args=([-1.0, 1.0],))
     assert not outputs_match(2.0, 1.0, oracle="poly_root", atol=1e-4, args=([-1.0, 1.0],))
     assert not outputs_match((1, 2), [1, 2, 3], oracle="exact", atol=0)
+    assert not outputs_match([1, 2], (1, 2), oracle="exact", atol=0)  # EvalPlus: a list is not a tuple
+    nan = float("nan")
+    assert outputs_match([nan, None, 1.5], [nan, None, 1.5], oracle="exact", atol=0)
+    big = "ab" * 10**6
+    assert outputs_match(big, Digest.of(big), oracle="exact", atol=0)
+    assert not outputs_match(big + "c", Digest.of(big), oracle="exact", atol=0)
 
 
 # ------------------------------------------------------------------------------------------------ benchmarks

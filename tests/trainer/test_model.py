@@ -35,7 +35,7 @@ def test_loss_at_init_is_near_uniform_and_flops_formula():
     model.configure_model()
     batch = torch.randint(0, 260, (2, 65))
     assert model(batch[:, :-1]).shape == (2, 64, 260)  # (B, T, V)
-    assert abs(float(model._loss(batch)) - math.log(260)) < 0.1
+    assert abs(model._loss(batch).item() - math.log(260)) < 0.1
     n = model.num_parameters()
     assert model.flops_per_token() == 6 * n + 12 * 2 * 64 * 64
 
@@ -44,7 +44,7 @@ def test_config_errors_are_collected(tmp_path):
     with pytest.raises(ConfigError) as err:
         CodeLM(**{**DEBUG, "num_heads": 3, "seq_len": 256, "lr": -1.0, "init_from": str(tmp_path)})
     keys = [p.split(":")[0] for p in err.value.problems]
-    assert keys == ["model.lr", "model.min_lr", "model.num_heads", "model.max_position_embeddings",
+    assert keys == ["model.lr", "model.min_lr", "model.num_heads", "model.num_kv_heads", "model.max_position_embeddings",
                     "model.init_from"]
 
 

@@ -3,9 +3,9 @@
 | name | file | tasks | tests |
 |---|---|---|---|
 | `humaneval` | humaneval/HumanEval.jsonl.gz | 164 | the original `check(candidate)` asserts |
-| `humaneval_plus` | humaneval_plus/HumanEvalPlus.jsonl.gz | 164 | base + plus inputs, outputs vs the canonical solution |
+| `humaneval_plus` | humaneval_plus/HumanEvalPlus.jsonl.gz | 164 | base + plus inputs vs canonical outputs |
 | `mbpp` | mbpp/mbpp.jsonl.gz, task ids 11-510 (the test split) | 500 | the three `test_list` asserts |
-| `mbpp_plus` | mbpp_plus/MbppPlus.jsonl.gz | 378 | base + plus inputs, outputs vs the canonical solution |
+| `mbpp_plus` | mbpp_plus/MbppPlus.jsonl.gz | 378 | base + plus inputs vs canonical outputs |
 | `evoeval_<c>` | evoeval/EvoEval_<c>.jsonl.gz | 100 each | `inputs`, outputs vs the canonical solution |
 
 `evoeval` names the five categories of the EvoEval paper's main table (difficult, creative, subtle, combine,
@@ -194,8 +194,9 @@ def _evoeval(data_dir: Path, category: str) -> list[Task]:
         # Inputs are Python argument lists as source text (`"[1, 2], 3"`, `"[5] * 5000, 5"`): evaluated in the
         # sandbox child, before the candidate's code runs.
         source = "[" + ",\n".join(f"_args({s})" for s in r["inputs"]) + "]"
-        tasks.append(Task(f"evoeval_{category}", r["task_id"], r["prompt"], _join(r["prompt"], r["canonical_solution"]),
-                          r["entry_point"], "diff", "function", inputs_source=source, n_inputs=len(r["inputs"])))
+        solution = _join(r["prompt"], r["canonical_solution"])
+        tasks.append(Task(f"evoeval_{category}", r["task_id"], r["prompt"], solution, r["entry_point"], "diff",
+                          "function", inputs_source=source, n_inputs=len(r["inputs"])))
     return tasks
 
 

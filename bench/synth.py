@@ -1,0 +1,114 @@
+"""Throughput of the synthetic-data job against the raw engine on the same prompts.
+
+    .venv/bin/python bench/synth.py                  # embedded SmolLM2 + transformers on CPU
+    .venv/bin/python bench/synth.py --seeds 32 --max-new-tokens 256 --engine vllm   # in .venv-vllm
+
+Seeds are real Python files from this interpreter's standard library, written to a temporary `selected_hq`.
+The engine is loaded once and warmed up, then:
+1. the whole job (`synth.generate.run`: seed selection in Spark, prompts, chunked generation with one Delta commit
+   per chunk, then post-processing with dedup and decontamination into `synthetic`) is timed end to end;
+2. the same engine's `generate` runs on exactly the prompts the job rendered (read back from `synthetic_raw`), in
+   the same order and batches, so both produce the same number of tokens.
+Prints both rates, their ratio (goal >= 0.9) and the split of the job's time, then one `RESULT {json}` line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def stdlib_seeds(n: int) -> list[tuple[str, str, float, str]]:
+    """(doc_id, lang, score, content) for `n` mid-sized standard-library modules, in a fixed order."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(p for p in root.glob("*.py") if 2_000 <= p.stat().st_size <= 20_000)
+    step = max(1, len(files) // n)
+    picked = files[::step][:n]
+    return [(f"stdlib-{p.stem}", "python", 1.0 - i / (10 * n), p.read_text(errors="replace"))
+            for i, p in enumerate(picked)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=16)
+    ap.add_argument("--max-new-tokens", type=int, default=192)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--chunk-size", type=int, default=8)
+    ap.add_argument("--engine", choices=["transformers", "vllm"], default="transformers")
+    args = ap.parse_args()
+    os.environ.setdefault("CODEMILL_SPARK_DRIVER_MEMORY", "2g")
+    os.environ.setdefault("CODEMILL_SPARK_LOG_LEVEL", "ERROR")
+
+    from spark_jobs.config import load_config
+    from spark_jobs.lake import Lake
+    from spark_jobs.session import get_spark
+    from synth.engines import SamplingConfig, make_engine
+    from synth.generate import SynthConfig, run
+
+    spark = get_spark("codemill-bench-synth")
+    if args.engine == "vllm":
+        os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        engine_args = {"dtype": "bfloat16", "max_model_len": 4096, "enforce_eager": True}
+    else:
+        engine_args = {"batch_size": args.batch_size}
+    engine = make_engine(args.engine, "embedded", **engine_args)
+    engine.generate([engine.render_chat([{"role": "user", "content": "Say hi."}])], SamplingConfig(max_new_tokens=4))
+
+    with tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp:
+        lake = Lake.open(spark, f"{tmp}/lake")
+        from spark_jobs.select_hq import SELECTED_COLUMNS
+
+        rows = [(d, lang, "stdlib", f"{d}.py", c, s, len(c) // 4, 4) for d, lang, s, c in stdlib_seeds(args.seeds)]
+        lake.overwrite("selected_hq", spark.createDataFrame(
+            rows, "doc_id string, lang string, repo string, path string, content string, score double, "
+                  "n_tokens long, repeat int").select(*SELECTED_COLUMNS))
+        cfg = load_config(SynthConfig, "conf/synth/local.yaml", overrides={
+            "lake": lake.root, "chunk_size": args.chunk_size, "sampling.max_new_tokens": args.max_new_tokens,
+            "seeds.default_quota": None, "engine.kind": args.engine, "engine.engine_args": engine_args})
+
+        t0 = time.perf_counter()
+        stats = run(cfg, spark=spark, engine=engine)
+        job_s = time.perf_counter() - t0
+        gen = stats["generation"]
+
+        raw = sorted(lake.read("synthetic_raw").select("synth_id", "prompt").collect())
+        prompts = [r.prompt for r in raw]
+        t0 = time.perf_counter()
+        outs = []
+        for i in range(0, len(prompts), args.chunk_size):  # the job's chunks, so batches match
+            outs += engine.generate(prompts[i:i + args.chunk_size], cfg.sampling)
+        engine_s = time.perf_counter() - t0
+        engine_tokens = sum(g.completion_tokens for g in outs)
+
+    job_tps = gen["completion_tokens"] / job_s
+    engine_tps = engine_tokens / engine_s
+    ratio = job_tps / engine_tps
+    post = stats.get("postprocess", {})
+    print(f"engine: {args.engine}, seeds: {len(prompts)}, max_new_tokens: {args.max_new_tokens}, "
+          f"batch {args.batch_size}, chunk {args.chunk_size}")
+    print(f"raw engine.generate : {engine_tokens} tokens in {engine_s:.1f} s = {engine_tps:.1f} tok/s (1.00x)")
+    print(f"whole job           : {gen['completion_tokens']} tokens in {job_s:.1f} s = {job_tps:.1f} tok/s "
+          f"({ratio:.2f}x)")
+    rest = gen["elapsed_s"] - gen["generate_s"] - gen["commit_s"]
+    print(f"  job split: generate {gen['generate_s']:.1f} s, commits {gen['commit_s']:.1f} s "
+          f"({gen['chunks']} chunks), seed selection and rest {rest:.1f} s, "
+          f"post-processing {post.get('elapsed_s', 0):.1f} s")
+    print(f"  generation stage alone: {gen['completion_tokens'] / gen['elapsed_s']:.1f} tok/s "
+          f"({gen['completion_tokens'] / gen['elapsed_s'] / engine_tps:.2f}x); outcomes: {post.get('by_reason')}")
+    print("RESULT " + json.dumps({"tokens_per_s": round(job_tps, 2), "engine_tokens_per_s": round(engine_tps, 2),
+                                  "ratio": round(ratio, 3)}))
+    engine.close()
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
