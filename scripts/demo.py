@@ -149,7 +149,7 @@ class Demo:
         for name, fn in stages:
             self.run(name, fn)
         total = time.time() - self.t0
-        print("\n=== codemill demo finished in {:,.0f} s ===".format(total))
+        print(f"\n=== codemill demo finished in {total:,.0f} s ===")
         for name, took in self.timings:
             print(f"  {took:8.1f} s  {name}")
         (self.out / "timings.json").write_text(json.dumps(dict(self.timings, total=total), indent=1))
