@@ -116,7 +116,7 @@ def agreement(a: list[float], b: list[float]) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--annotator", default=str(ROOT / "artifacts" / "annotator"))
-    ap.add_argument("--files", type=int, default=150)
+    ap.add_argument("--files", type=int, default=60)
     ap.add_argument("--window", type=int, default=512)
     ap.add_argument("--spark-precision", default="fp32")
     args = ap.parse_args()

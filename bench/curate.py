@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# `python bench/curate.py` puts bench/ first on sys.path, where bench/tokenize.py would shadow the stdlib module.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != str(REPO / "bench")]
 sys.path.insert(0, str(REPO))
 
 SOURCES = [

@@ -94,7 +94,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=sorted(ARCHS), default="debug")
     parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--vocab-size", type=int, default=64000)
+    parser.add_argument("--vocab-size", type=int, default=8000)  # conf/spark/tokenize_local.yaml
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)

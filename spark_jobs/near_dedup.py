@@ -257,12 +257,16 @@ def cluster_documents(docs: DataFrame, signatures: DataFrame, *, cfg: NearDedupC
 
 def near_duplicates(df: DataFrame, *, num_perm: int = 256, ngram: int = 5, threshold: float = 0.7,
                     bands: int | None = None, rows: int | None = None, seed: int = 42, verify: bool = True,
-                    representative: Sequence[str] = ("doc_id asc",), checkpoint: str = "local",
+                    representative: Sequence[str] | None = None, checkpoint: str = "local",
                     max_iterations: int = 64, id_col: str = "doc_id", content_col: str = "content"
                     ) -> tuple[DataFrame, DataFrame]:
-    """(kept, clusters): `df` without the non-representative near-duplicates, and the near_dup_clusters rows."""
+    """(kept, clusters): `df` without the non-representative near-duplicates, and the near_dup_clusters rows.
+
+    `representative` defaults to the smallest id; clusters' `doc_id` / `cluster_id` / `representative` hold ids.
+    """
+    representative = list(representative) if representative else [f"{id_col} asc"]
     cfg = NearDedupConfig(num_perm=num_perm, ngram=ngram, threshold=threshold, bands=bands, rows=rows, seed=seed,
-                          verify=verify, representative=list(representative), checkpoint=checkpoint,
+                          verify=verify, representative=representative, checkpoint=checkpoint,
                           max_iterations=max_iterations)
     problems = cfg.validate()
     if problems:
@@ -311,7 +315,7 @@ def run_near_dedup(lake: Lake, cfg: NearDedupConfig, *, source: str = "exact_ded
     prior = cfg.incremental and all(lake.exists(t) for t in (SIGNATURES_TABLE, KEPT_TABLE))
     if not cfg.enabled:
         n = src.count()
-        lake.overwrite(KEPT_TABLE, src, lineage=lineage)
+        lake.overwrite(KEPT_TABLE, src, lineage=lineage, allow_schema_change=True)
         return {"rows_in": n, "rows_out": n, "removed": 0, "clusters": 0, "incremental": False,
                 "previously_kept": 0}
     policy_cols = [k.split()[0] for k in cfg.representative if k.split()[0] != "doc_id"]
@@ -326,7 +330,7 @@ def run_near_dedup(lake: Lake, cfg: NearDedupConfig, *, source: str = "exact_ded
                             F.lit(cfg.params()).alias("params")))
         lake.overwrite(SIGNATURES_TABLE, sig_rows, lineage=lineage, allow_schema_change=True)
         lake.overwrite(CLUSTERS_TABLE, clusters, lineage=lineage, allow_schema_change=True)
-        lake.overwrite(KEPT_TABLE, kept, lineage=lineage)
+        lake.overwrite(KEPT_TABLE, kept, lineage=lineage, allow_schema_change=True)
         rows_in = sigs.count()
         n_removed = removed.count()
         return {"rows_in": rows_in, "rows_out": rows_in - n_removed, "removed": n_removed,

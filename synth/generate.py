@@ -145,7 +145,8 @@ class SynthConfig:
     num_shards: int = 1
     raw_table: str = "synthetic_raw"
     output_table: str = "synthetic"
-    # Stages: generation (resumable) and the rebuild of `output_table` from `raw_table`.
+    # Stages: generation (resumable) and the rebuild of `output_table` from `raw_table` (skipped on a shard of a
+    # multi-node run: run it once at the end with `--generate false`).
     generate: bool = True
     postprocess: bool = True
 
@@ -340,7 +341,12 @@ def run(cfg: SynthConfig, *, spark: SparkSession | None = None, engine: Engine |
     stats: dict[str, Any] = {}
     if cfg.generate:
         stats["generation"] = run_generation(lake, cfg, engine=engine)
-    if cfg.postprocess and lake.exists(cfg.raw_table):
+    if cfg.postprocess and cfg.num_shards > 1:
+        # Other shards may still be generating: rebuilding `synthetic` now would miss their rows. Run it once at
+        # the end instead (`--generate false --num_shards 1`).
+        print(f"[{JOB}] shard {cfg.shard_index}/{cfg.num_shards}: post-processing skipped; run it once all shards "
+              "are done with --generate false", file=sys.stderr)
+    elif cfg.postprocess and lake.exists(cfg.raw_table):
         stats["postprocess"] = run_postprocess(lake, cfg)
     return stats
 

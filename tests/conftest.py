@@ -12,6 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
+# litdata checks PyPI for a newer version on import; offline machines and CI have no network.
+os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
 
 
 @pytest.fixture(scope="session")

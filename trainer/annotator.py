@@ -139,7 +139,8 @@ class AnnotatorModel(L.LightningModule):
         if pooling not in POOLINGS:
             raise ValueError(f"model.pooling: one of {POOLINGS}, got {pooling!r}")
         self.save_hyperparameters()
-        self.encoder = AutoModel.from_pretrained(resolve_model_path(encoder))
+        # from_pretrained returns eval mode and Lightning keeps submodules' modes: dropout on for fine-tuning.
+        self.encoder = AutoModel.from_pretrained(resolve_model_path(encoder)).train()
         self.head = torch.nn.Linear(self.encoder.config.hidden_size, 1)
         self._outputs: list[list[tuple]] = []
 

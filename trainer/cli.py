@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
@@ -75,9 +76,17 @@ class TrainCLI(LightningCLI):
         # The shards decide vocabulary and context; the model follows (paper §3.1 uses one tokenizer throughout).
         parser.link_arguments("data.vocab_size", "model.vocab_size", apply_on="instantiate")
         parser.link_arguments("data.seq_len", "model.seq_len", apply_on="instantiate")
+        # Short forms for drivers that chain phases (scripts/demo.py): one folder per phase, previous phase's export.
+        parser.add_argument("--run_dir", type=Optional[str], default=None,
+                            help="Short for --trainer.default_root_dir (checkpoints/, hf/, run_info.json go there)")
+        parser.add_argument("--init_from", type=Optional[str], default=None, help="Short for --model.init_from")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.run_dir:
+            config.trainer.default_root_dir = config.run_dir
+        if config.init_from:
+            config.model.init_from = config.init_from
         if config.model.init_from and config.get("ckpt_path"):
             raise ConfigError([
                 f"model.init_from / ckpt_path: give one, not both: ckpt_path={config.ckpt_path} resumes an "

@@ -194,3 +194,24 @@ def test_shipped_yaml_parses():
 
     job = load_config(NearDedupJob, CONF_DIR / "spark" / "near_dedup.yaml")
     assert job.near_dedup == NearDedupConfig() and job.source == "exact_deduped"
+
+
+def test_custom_id_column(spark):
+    rows = [(f"s{i}", r[1]) for i, r in enumerate(ROWS) if r[0] in ("b1", "b1_rename", "b2")]
+    df = spark.createDataFrame(rows, "synth_id string, content string")
+    kept, clusters = near_duplicates(df, id_col="synth_id")
+    assert sorted(r["synth_id"] for r in kept.collect()) == ["s0", "s2"]  # smallest id represents by default
+    assert [(r["doc_id"], r["representative"]) for r in clusters.orderBy("doc_id").collect()] == [
+        ("s0", "s0"), ("s1", "s0")]
+
+
+def test_main_wires_config_to_tables(spark, lake):
+    from spark_jobs.near_dedup import main
+
+    df = spark.createDataFrame([(r[0], r[1], r[2], r[3]) for r in ROWS[:3]], SCHEMA)
+    lake.overwrite("exact_deduped", df)
+    stats = main(["--lake", lake.root, "--near_dedup.enabled", "false"])
+    assert stats["rows_in"] == stats["rows_out"] == 3
+    assert lake.read("near_deduped").count() == 3
+    with pytest.raises(ConfigError, match="near_dedup.ngram"):
+        main(["--lake", lake.root, "--near_dedup.ngram", "0"])

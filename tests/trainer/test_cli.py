@@ -51,17 +51,18 @@ def test_every_shipped_yaml_parses(config):
 
 def test_debug_yaml_instantiates_with_manifest_links(shards, tmp_path):
     cli = main(["--config", str(REPO / "conf/train/debug-phase1.yaml"), "--data.shards_root", str(shards),
-                "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"], run=False)
+                "--run_dir", str(tmp_path), "--trainer.logger", "false"], run=False)  # --run_dir: short form
     assert (cli.model.hparams.vocab_size, cli.model.hparams.seq_len) == (VOCAB_SIZE, 64)
     assert cli.trainer.max_epochs == 2  # the manifest's `repeat`
     assert cli.trainer.checkpoint_callback.dirpath == str(tmp_path / "checkpoints")
 
 
 def test_init_from_and_ckpt_path_are_exclusive(shards, tmp_path):
-    with pytest.raises(ConfigError) as err:
-        main(["fit", "--config", str(REPO / "conf/train/debug-phase2.yaml"), "--data.shards_root", str(shards),
-              "--model.init_from", str(tmp_path), "--ckpt_path", str(tmp_path / "last.ckpt")])
-    assert "model.init_from" in str(err.value) and "ckpt_path" in str(err.value)
+    for init_key in ("--model.init_from", "--init_from"):
+        with pytest.raises(ConfigError) as err:
+            main(["fit", "--config", str(REPO / "conf/train/debug-phase2.yaml"), "--data.shards_root", str(shards),
+                  init_key, str(tmp_path), "--ckpt_path", str(tmp_path / "last.ckpt")])
+        assert "model.init_from" in str(err.value) and "ckpt_path" in str(err.value)
 
 
 def test_missing_shards_is_a_config_error(tmp_path):
@@ -74,7 +75,8 @@ def test_three_debug_phases_chain_on_cpu(shards, tmp_path):
     steps = ["--trainer.max_steps", "6", "--trainer.val_check_interval", "3"]
     recs = {}
     for n in (1, 2, 3):
-        init = [] if n == 1 else ["--model.init_from", str(tmp_path / f"p{n - 1}" / "hf")]
+        # Phase 2 names the key in full, phase 3 uses the short form scripts/demo.py uses.
+        init = [] if n == 1 else ["--model.init_from" if n == 2 else "--init_from", str(tmp_path / f"p{n - 1}" / "hf")]
         recs[n] = StepRecorder()
         fit(f"debug-phase{n}.yaml", shards, tmp_path / f"p{n}", *steps, *init, callbacks=[recs[n]])
         info = json.loads((tmp_path / f"p{n}" / "run_info.json").read_text())

@@ -152,10 +152,14 @@ def test_canonical_solutions_pass_all_of_humaneval(pool, tmp_path):
     assert bad["humaneval/pass@1"] == 0.0
 
 
+# Canonical solutions taking tens of seconds on their plus inputs: run in bench/eval.py, kept out of the tests.
+HEAVY = {"Mbpp/255", "Mbpp/599", "EvoEval/23", "EvoEval/84", "EvoEval/12", "EvoEval/66", "HumanEval/15"}
+
+
 @pytest.mark.parametrize("name", ["humaneval_plus", "mbpp", "mbpp_plus", "evoeval"])
 def test_canonical_solutions_pass_stratified_subset(name, pool, tmp_path):
     """Every 12th task of each benchmark (the full sets run in bench/eval.py)."""
-    tasks = [t for b in expand([name]) for t in load_benchmark(b)[::12]]
+    tasks = [t for b in expand([name]) for t in load_benchmark(b)[::12] if t.task_id not in HEAVY]
     good, bad = _check_benchmark(tasks, pool, tmp_path)
     for b in expand([name]):
         assert good[f"{b}/pass@1"] == 1.0 and good[f"{b}/n_unscorable"] == 0

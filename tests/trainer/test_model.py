@@ -44,8 +44,8 @@ def test_config_errors_are_collected(tmp_path):
     with pytest.raises(ConfigError) as err:
         CodeLM(**{**DEBUG, "num_heads": 3, "seq_len": 256, "lr": -1.0, "init_from": str(tmp_path)})
     keys = [p.split(":")[0] for p in err.value.problems]
-    assert keys == ["model.lr", "model.min_lr", "model.num_heads", "model.num_kv_heads", "model.max_position_embeddings",
-                    "model.init_from"]
+    assert keys == ["model.lr", "model.min_lr", "model.num_heads", "model.num_kv_heads",
+                    "model.max_position_embeddings", "model.init_from"]
 
 
 def test_hf_export_round_trip_and_init_from(tmp_path):

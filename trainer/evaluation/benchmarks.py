@@ -141,11 +141,19 @@ _TUPLE_ARG = re.compile(r"isinstance\((\w+),\s*tuple\)")
 _TUPLE_ITEMS = re.compile(r"isinstance\((\w+),\s*tuple\)\s+for\s+\1\s+in\s+(\w+)")
 
 
-def _restore_tuples(params: list[str], contract: str, inputs: list) -> list:
-    """JSON turned tuple arguments into lists; the contract (`isinstance(x, tuple)`) says which were tuples."""
+def _deep_tuple(x):
+    return tuple(_deep_tuple(i) for i in x) if isinstance(x, list) else x
+
+
+def _restore_types(params: list[str], contract: str, inputs: list) -> list:
+    """JSON stored MBPP+ tuples as lists and complex numbers as strings; the task's contract (`isinstance(x,
+    tuple)`, `complex`) says which arguments to restore. A contract with a helper (`def tuple_check`) checks
+    nested tuples, so those arguments are restored recursively."""
     whole = {m for m in _TUPLE_ARG.findall(contract) if m in params}
     items = {coll for _, coll in _TUPLE_ITEMS.findall(contract) if coll in params}
-    if not whole and not items:
+    nested = "def " in contract
+    complex_args = "complex" in contract
+    if not (whole or items or complex_args):
         return inputs
     fixed = []
     for args in inputs:
@@ -154,7 +162,12 @@ def _restore_tuples(params: list[str], contract: str, inputs: list) -> list:
             if name in items and isinstance(args[i], list):
                 args[i] = [tuple(x) if isinstance(x, list) else x for x in args[i]]
             if name in whole and isinstance(args[i], list):
-                args[i] = tuple(args[i])
+                args[i] = _deep_tuple(args[i]) if nested else tuple(args[i])
+            if complex_args and isinstance(args[i], str):
+                try:
+                    args[i] = complex(args[i])
+                except ValueError:
+                    pass
         fixed.append(args)
     return fixed
 
@@ -174,7 +187,7 @@ def _plus(benchmark: str, path: Path, style: Literal["function", "program"]) -> 
         inputs = list(r["base_input"]) + list(r["plus_input"])
         solution = _join(r["prompt"], r["canonical_solution"])
         if style == "program":
-            inputs = _restore_tuples(_params(solution, r["entry_point"]), r.get("contract", ""), inputs)
+            inputs = _restore_types(_params(solution, r["entry_point"]), r.get("contract", ""), inputs)
         oracle = "exact"
         if r["entry_point"] == "find_zero":
             oracle = "poly_root"

@@ -193,7 +193,7 @@ def ground_truth(tasks: Sequence[Task], pool: SandboxPool, *, cache_dir: str | P
         else:
             todo.append(t)
     # Canonical solutions get a generous limit: some plus inputs are deliberately large.
-    timeout = pool.cfg.timeout_s * 6
+    timeout = max(pool.cfg.timeout_s, pool.cfg.ground_truth_timeout_s)
     jobs = [Job(t.canonical_solution, timeout, entry_point=t.entry_point, inputs=t.inputs,
                 inputs_source=t.inputs_source, collect_outputs=True) for t in todo]
     for t, r in zip(todo, pool.run(jobs)):

@@ -31,6 +31,7 @@ import pickle
 import select
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -50,13 +51,15 @@ class SandboxConfig:
     """Limits for one sample; `workers` processes run samples in parallel."""
 
     timeout_s: float = 10.0
-    memory_mb: int = 2048
+    memory_mb: int = 4096
     workers: int = 2
     network: NetworkMode = "auto"
     max_file_mb: int = 64
     # Differential tests get at least `timeout_factor` x the canonical solution's runtime (slow but correct
     # candidates should not fail just because the plus inputs are large).
     timeout_factor: float = 4.0
+    # Canonical solutions computing expected outputs (MBPP+'s sum_average sums 10^8 numbers per input).
+    ground_truth_timeout_s: float = 300.0
 
     def validate(self) -> list[str]:
         problems = []
@@ -233,6 +236,9 @@ def _run_in_child(job: Job, network: NetworkMode, result_fd: int, out_path: str,
     if guard:
         _disable_destructive()
     namespace: dict[str, Any] = {"__name__": "__sandbox__", "__builtins__": __builtins__}
+    # EvoEval/EvalPlus outputs include integers of more than 4300 digits (Python 3.11's default str() limit).
+    if hasattr(sys, "set_int_max_str_digits"):
+        sys.set_int_max_str_digits(0)
     try:
         # Inputs are built before the candidate's code runs, so it cannot change them.
         inputs = None
