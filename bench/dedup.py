@@ -1,7 +1,7 @@
 """Near-dedup benchmark: codemill's MinHash LSH vs datatrove's MinHash dedup on real code with planted duplicates.
 
-    .venv/bin/python bench/dedup.py                 # ~6 + 12 MB corpora; make bench-dedup
-    .venv/bin/python bench/dedup.py --mb 4          # smaller/faster
+    .venv/bin/python bench/dedup.py                 # ~20 + 80 MB corpora (~10 min on 2 busy cores); make bench-dedup
+    .venv/bin/python bench/dedup.py --mb 8 --small-mb 2   # smaller/faster
 
 1. Builds a labelled corpus from the Python files on this machine (the standard library and .venv site-packages):
    base files, planted near-duplicates (reformatting, identifier renames, comment edits, truncation, appended
@@ -10,7 +10,9 @@
    system uses internally); variants whose true Jaccard falls within 0.08 of the threshold are re-drawn so that
    labels are unambiguous.
 2. Runs codemill (`near_duplicates`, Spark local, defaults: 256 permutations, 5-grams, threshold 0.7, exact
-   verification) at the full size and at half size (growth exponent, driver memory), each in a fresh process.
+   verification) at the full size and at a quarter of it (growth exponent, driver memory), each in a fresh
+   process. Spark's fixed costs per run (job scheduling, query planning, a few shuffles of tiny tables) are
+   seconds: sizes of tens of MB are needed before the figures describe the per-MB cost.
 3. Installs datatrove into bench/out/datatrove-venv (a separate venv; never .venv) and runs its four MinHash stages
    (signatures, buckets, clusters, filter) on the same corpus with 5-grams and bands x rows chosen for the same
    threshold from its default budget of 112 hashes, one process/core.
@@ -381,7 +383,8 @@ def run_datatrove(docs: list[dict], bands: int, rows: int) -> dict:
 # ------------------------------------------------------------------------------------------------ main
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--mb", type=float, default=12.0, help="full corpus size in MB (the half size is timed too)")
+    ap.add_argument("--mb", type=float, default=80.0, help="full corpus size in MB")
+    ap.add_argument("--small-mb", type=float, default=None, help="second, smaller size timed (default: mb / 4)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-datatrove", action="store_true")
     ap.add_argument("--worker", choices=["codemill"], help=argparse.SUPPRESS)
@@ -398,7 +401,7 @@ def main(argv=None) -> dict:
     OUT.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
     docs, pairs = build_corpus(int(args.mb * 1e6), args.seed)
-    half, half_pairs = build_corpus(int(args.mb * 0.5e6), args.seed)
+    half, half_pairs = build_corpus(int((args.small_mb or args.mb / 4) * 1e6), args.seed)
     n_pos = sum(j >= THRESHOLD for _, _, j in pairs)
     print(f"corpus: {len(docs)} files, {sum(d['size_bytes'] for d in docs) / 1e6:.1f} MB, {len(pairs)} labelled "
           f"pairs ({n_pos} near-duplicates >= {THRESHOLD}, {len(pairs) - n_pos} below: planted variants and "
@@ -407,9 +410,9 @@ def main(argv=None) -> dict:
     cfg = NearDedupConfig()
     print(f"codemill: num_perm={cfg.num_perm} ngram={cfg.ngram} threshold={cfg.threshold} bands x rows="
           f"{cfg.band_params()} verify={cfg.verify}", flush=True)
-    small = run_codemill(half, "half")
+    small = run_codemill(half, "small")
     full = run_codemill(docs, "full")
-    for name, res in (("half", small), ("full", full)):
+    for name, res in (("small", small), ("full", full)):
         print(f"  {name}: {res['mb']:.1f} MB {res['docs']} files -> {res['kept']} kept; wall {res['wall_s']:.1f} s, "
               f"CPU {res['cpu_s']:.1f} s on {res['cores']} cores; peak RSS {res['peak_rss_mb']:.0f} MB (driver "
               f"python {res['driver_rss_mb']:.0f} MB)", flush=True)
@@ -420,7 +423,7 @@ def main(argv=None) -> dict:
     # Cost of one more MB (slope between the two sizes): what a corpus much larger than this one pays.
     marginal = (full["mb"] - small["mb"]) / max(full["cpu_s"] - small["cpu_s"], 1e-9)
     print(f"  growth exponent (CPU) {growth:.2f}, (wall) {wall_growth:.2f}; marginal {marginal:.2f} MB/s per core; "
-          f"driver python RSS half/full {small['driver_rss_mb']:.0f}/{full['driver_rss_mb']:.0f} MB, whole tree "
+          f"driver python RSS small/full {small['driver_rss_mb']:.0f}/{full['driver_rss_mb']:.0f} MB, whole tree "
           f"{small['peak_rss_mb']:.0f}/{full['peak_rss_mb']:.0f} MB", flush=True)
     print(f"  precision {ev['precision']:.3f} recall {ev['recall']:.3f} F1 {ev['f1']:.3f} "
           f"(tp {ev['tp']} fp {ev['fp']} fn {ev['fn']}); {mbps:.2f} MB/s per core "
@@ -429,6 +432,7 @@ def main(argv=None) -> dict:
     result = {"f1": round(ev["f1"], 4), "datatrove_f1": None, "mb_per_s_per_core": round(mbps, 3),
               "datatrove_mb_per_s_per_core": None, "speedup_vs_datatrove": None, "growth_exponent": round(growth, 3),
               "marginal_mb_per_s_per_core": round(marginal, 3),
+              "wall_mb_per_s_per_core": round(full["mb"] / full["wall_s"] / full["cores"], 3),
               "precision": round(ev["precision"], 4), "recall": round(ev["recall"], 4),
               "peak_rss_mb": round(full["peak_rss_mb"]), "corpus_mb": round(full["mb"], 2)}
     if not args.skip_datatrove:
@@ -446,7 +450,10 @@ def main(argv=None) -> dict:
               f"{dmbps:.2f} = {mbps / dmbps:.2f}x; peak RSS {full['peak_rss_mb']:.0f} vs {dt['peak_rss_mb']:.0f} MB")
         result.update({"datatrove_f1": round(dev["f1"], 4), "datatrove_mb_per_s_per_core": round(dmbps, 3),
                        "speedup_vs_datatrove": round(mbps / dmbps, 3),
-                       "datatrove_peak_rss_mb": round(dt["peak_rss_mb"])})
+                       "datatrove_peak_rss_mb": round(dt["peak_rss_mb"]),
+                       "datatrove_wall_mb_per_s_per_core": round(dt["mb"] / dt["wall_s"], 3),
+                       "wall_speedup_vs_datatrove": round(full["mb"] / full["wall_s"] / full["cores"]
+                                                          / (dt["mb"] / dt["wall_s"]), 3)})
     print("RESULT " + json.dumps(result))
     return result
 

@@ -32,12 +32,13 @@ def main() -> None:
                                                          "evoeval"])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout_s", type=float, default=20.0)
+    ap.add_argument("--cache", default=None, help="expected-outputs cache folder to reuse (default: a fresh one)")
     args = ap.parse_args()
 
-    cfg = SandboxConfig(timeout_s=args.timeout_s, memory_mb=2048, workers=args.workers)
+    cfg = SandboxConfig(timeout_s=args.timeout_s, memory_mb=4096, workers=args.workers)
     tasks = load_tasks(args.benchmarks)
     samples = canonical_samples(tasks)
-    cache = tempfile.mkdtemp(prefix="codemill-bench-eval-")
+    cache = args.cache or tempfile.mkdtemp(prefix="codemill-bench-eval-")
     with SandboxPool(cfg) as pool:
         t0 = time.perf_counter()
         gts = ground_truth(tasks, pool, cache_dir=cache)
@@ -45,7 +46,9 @@ def main() -> None:
         t0 = time.perf_counter()
         results = execute_samples(samples, pool, cache_dir=cache)
         sandboxed_s = time.perf_counter() - t0
-    jobs = [job_for(s, gts.get((s.task.benchmark, s.task.task_id)), cfg) for s in samples]
+    # The baseline runs the scorable samples (a task without expected outputs has nothing to compare against).
+    scorable = [s for s, r in zip(samples, results) if r.status != "error"]
+    jobs = [job_for(s, gts.get((s.task.benchmark, s.task.task_id)), cfg) for s in scorable]
     with SandboxPool(cfg, isolate=False) as pool:
         t0 = time.perf_counter()
         plain = pool.run(jobs)
@@ -64,7 +67,7 @@ def main() -> None:
     for f in failed[:20]:
         print("  FAILED", *f)
     sps = len(samples) / sandboxed_s
-    ups = len(samples) / unsandboxed_s
+    ups = len(scorable) / unsandboxed_s
     subps = len(assert_jobs) / subprocess_s
     print(f"sandboxed:   {sandboxed_s:7.1f}s  {sps:7.1f} samples/s  (passed {sum(r.passed for r in results)})")
     print(f"unsandboxed: {unsandboxed_s:7.1f}s  {ups:7.1f} samples/s  (passed {sum(r.passed for r in plain)})")

@@ -42,8 +42,9 @@ def _large_star(edges: DataFrame) -> DataFrame:
     both = edges.select("u", "v").unionByName(edges.select(F.col("v").alias("u"), F.col("u").alias("v")))
     # A window instead of groupBy + join: one shuffle on u per round instead of two.
     m = F.least(F.min("v").over(Window.partitionBy("u")), F.col("u"))
+    # No distinct here: small-star's minima ignore repeated edges and it removes them itself (one shuffle fewer).
     return (both.select("u", "v", m.alias("m")).where(F.col("v") > F.col("u"))
-            .select(F.col("v").alias("u"), F.col("m").alias("v")).distinct())
+            .select(F.col("v").alias("u"), F.col("m").alias("v")))
 
 
 def _small_star(edges: DataFrame) -> DataFrame:
@@ -81,11 +82,15 @@ def connected_components(edges: DataFrame, *, src: str = "src", dst: str = "dst"
                .where(F.col("u").isNotNull() & F.col("v").isNotNull() & (F.col("u") != F.col("v")))
                .select(F.greatest("u", "v").alias("u"), F.least("u", "v").alias("v")).distinct())
     current = _checkpoint(current, checkpoint)
+    # LSH links each document to its bucket's smallest id, so candidate graphs are often stars already: checking
+    # first saves a whole round (two shuffles and a checkpoint) for them.
+    converged = _converged(current)
     for _ in range(max_iterations):
-        current = _checkpoint(_small_star(_large_star(current)), checkpoint)
-        if _converged(current):
+        if converged:
             break
-    else:
+        current = _checkpoint(_small_star(_large_star(current)), checkpoint)
+        converged = _converged(current)
+    if not converged:
         raise NotConverged(f"connected components did not converge in {max_iterations} rounds; raise max_iterations")
     nodes = current.select(F.col("u").alias("node"), F.col("v").alias("component"))
     centres = current.select(F.col("v").alias("node"), F.col("v").alias("component")).distinct()

@@ -5,8 +5,9 @@
 Paper §2.1 removes training files that contain evaluation problems. Two tests per benchmark text (prompt, reference
 solution; fields per benchmark in `conf/spark/benchmarks.yaml`):
 - **n-gram overlap**: texts are cut into word tokens (`[A-Za-z0-9_]+`, so formatting and punctuation do not
-  matter), every `ngram`-token window is hashed; a file is contaminated by a text when it contains at least
-  `min_overlap` of that text's distinct n-grams;
+  matter), every `ngram`-token window with at least half informative tokens (2+ characters, not a number) is
+  hashed; a file is contaminated by a text when it contains at least `min_overlap` of that text's distinct
+  n-grams;
 - **exact substring** for short texts (fewer than `ngram` tokens, at least `min_short_chars` characters): their
   token sequence must occur in the file and the stripped text itself must be a substring of it.
 
@@ -131,12 +132,13 @@ def load_benchmarks(spark: SparkSession, cfg: DecontaminateConfig) -> DataFrame:
 
 
 # ---------------------------------------------------------------------- hashing (driver and workers)
-def token_ids(text: str):
+def token_ids(text: str | list[str]):
+    """Stable 64-bit ids of the word tokens of `text` (or of an already split token list)."""
     import zlib
 
     import numpy as np
 
-    toks = TOKEN.findall(text)
+    toks = TOKEN.findall(text) if isinstance(text, str) else text
     ids = np.fromiter((zlib.crc32(t.encode()) for t in toks), dtype=np.uint64, count=len(toks))
     return ids * np.uint64(_MIX)
 
@@ -172,13 +174,21 @@ def build_index(texts: list[tuple[str, str, str, str]], *, ngram: int, min_short
     keys, owners, totals, meta, short = [], [], [], [], []
     for i, (bench, task, field, text) in enumerate(texts):
         meta.append((bench, task, field))
-        ids = token_ids(text)
-        grams = np.unique(ngram_hashes(ids, ngram))
+        toks = TOKEN.findall(text)
+        ids = token_ids(toks)
+        grams = ngram_hashes(ids, ngram)
+        if len(grams):
+            # Keep n-grams with at least half informative tokens (2+ chars, not a number): runs such as
+            # "a b c d e f g h i j" (alphabet tables) or "return a b a c a c" match unrelated code.
+            informative = np.fromiter((len(t) > 1 and not t.isdigit() for t in toks), dtype=np.int64,
+                                      count=len(toks))
+            grams = grams[np.convolve(informative, np.ones(ngram, dtype=np.int64), "valid") >= (ngram + 1) // 2]
+        grams = np.unique(grams)
         totals.append(len(grams))
         if len(grams):
             keys.append(grams)
             owners.append(np.full(len(grams), i, dtype=np.int32))
-        elif len(ids) and len(text.strip()) >= min_short_chars:
+        elif 0 < len(ids) < ngram and len(text.strip()) >= min_short_chars:
             short.append((i, len(ids), int(ngram_hashes(ids, len(ids))[0]), text.strip()))
     all_keys = np.concatenate(keys) if keys else np.empty(0, dtype=np.uint64)
     all_owners = np.concatenate(owners) if owners else np.empty(0, dtype=np.int32)

@@ -141,8 +141,8 @@ def add_measures(df: DataFrame, *, autogen_markers: list[str] = (), autogen_head
         return _sum_lengths(F.regexp_extract_all(c, F.lit(f"({pattern})"), 1))
 
     comment_chars = (
-        F.when(F.col("lang") == "python", line_comments("#") + blocks(r'(?s)""".*?"""|' + r"'''.*?'''"))
-        .when(F.col("lang").isin(*HASH_COMMENT), line_comments("#"))
+        # Python docstrings are documentation, not comments: docstring-rich API modules are good code.
+        F.when(F.col("lang").isin(*HASH_COMMENT), line_comments("#"))
         .when(F.col("lang").isin(*SLASH_COMMENT), line_comments("//") + blocks(r"(?s)/\*.*?\*/"))
         .when(F.col("lang").isin(*DASH_COMMENT), line_comments("--") + blocks(r"(?s)/\*.*?\*/"))
         .when(F.col("lang").isin(*MARKUP_COMMENT), blocks(r"(?s)<!--.*?-->"))

@@ -10,9 +10,10 @@ Sources (`ingest.format: auto` picks one from `--input`, a file, a glob or a dir
   line number instead of failing the job;
 - `parquet`: The Stack v1 (`content`, `max_stars_repo_name`, `max_stars_repo_path`, `lang`, `max_stars_count`,
   `licenses`, ...) or the simple schema (`repo`, `path`, `content`, optional `lang`, `license`, `stars`);
-- `tree`: a directory whose top-level folders are repositories. Spark's `binaryFile` source lists it (without
-  reading contents), a SQL path filter skips VCS and vendored folders, and the files are read and decoded on the
-  workers.
+- `tree`: a directory whose top-level folders are repositories. The driver lists only the top level; the workers
+  walk each repository (pruning VCS and vendored folders), then read and decode the files. Spark's `binaryFile`
+  source is not used for listing because Hadoop's listing silently drops names starting with `_` or `.`
+  (`__init__.py`, `_internal/`), which would break the accounting.
 
 Every record becomes exactly one row of `files` or `quarantine` (reasons in `schemas.QUARANTINE_REASONS`).
 """
@@ -305,7 +306,7 @@ def decode_jsonl(files: DataFrame, *, root: str, columns: dict[str, list[str]], 
 
 def decode_tree(listing: DataFrame, *, root: str, max_bytes: int = 1_000_000, binary_probe_bytes: int = 8000,
                 snippet_chars: int = 200) -> DataFrame:
-    """`binaryFile` listing (path, length) -> one RAW row per file, read and decoded on the workers."""
+    """Listing (path, length) -> one RAW row per file, read and decoded on the workers."""
 
     def run(batches: Iterator) -> Iterator:
         for batch in batches:
@@ -320,19 +321,48 @@ def decode_tree(listing: DataFrame, *, root: str, max_bytes: int = 1_000_000, bi
     return listing.mapInArrow(run, schemas.RAW)
 
 
-def skip_vendored(listing: DataFrame, *, root: str, skip_dirs: list[str]) -> DataFrame:
-    """Drops files under VCS / vendored folders (a SQL regex on the path relative to the root)."""
-    import re
+def _walk(top: str, skip: set[str]) -> Iterator[tuple[str, int]]:
+    """(path, size) of every regular file under `top` (a folder or a file), pruning `skip` folder names."""
+    if "://" in top and not top.startswith("file:"):
+        import pyarrow.fs as pafs
 
-    from pyspark.sql import functions as F
+        fs, base = pafs.FileSystem.from_uri(top)
+        scheme = top.split("://", 1)[0]
+        for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+            parts = info.path[len(base):].split("/")[:-1]
+            if info.type == pafs.FileType.File and not skip.intersection(parts):
+                yield f"{scheme}://{info.path}", info.size
+        return
+    top = _local(top)
+    if os.path.isfile(top) and not os.path.islink(top):
+        yield top, os.path.getsize(top)
+        return
+    for d, dirs, names in os.walk(top):
+        dirs[:] = sorted(x for x in dirs if x not in skip)
+        for name in sorted(names):
+            path = os.path.join(d, name)
+            if not os.path.islink(path):  # a link may point outside the repository
+                yield path, os.path.getsize(path)
 
-    if not skip_dirs:
-        return listing
-    alternation = "|".join(re.escape(d) for d in skip_dirs)
-    # Only path components *below* the root count: the root itself may live under e.g. site-packages.
-    rel = F.regexp_replace(F.col("path"), r"^file:", "")
-    rel = F.substring(rel, len(root.rstrip("/")) + 2, 1 << 30)
-    return listing.where(~rel.rlike(rf"(^|/)({alternation})/"))
+
+def list_tree(tops: DataFrame, *, skip_dirs: list[str]) -> DataFrame:
+    """One row per top-level entry (`top`: a repository folder) -> (path, length) of its files, walked on the
+    workers. (Spark's own file listing would drop names starting with `_` or `.`, such as `__init__.py`.)"""
+    import pyarrow as pa
+
+    skip = set(skip_dirs)
+    schema = pa.schema([("path", pa.string()), ("length", pa.int64())])
+
+    def run(batches: Iterator) -> Iterator:
+        for batch in batches:
+            for top in batch.column("top").to_pylist():
+                rows = list(_walk(top, skip))
+                if rows:
+                    paths, sizes = zip(*rows)
+                    yield pa.RecordBatch.from_arrays([pa.array(paths, pa.string()), pa.array(sizes, pa.int64())],
+                                                     schema=schema)
+
+    return tops.mapInArrow(run, "path string, length long")
 
 
 def _root_prefix(root: str) -> str:
@@ -450,10 +480,11 @@ def read_raw(spark: SparkSession, spec: InputSpec, cfg: IngestConfig) -> DataFra
         files = files.repartition(min(parts, len(spec.files)))
         return decode_jsonl(files, root=spec.root, columns=columns, id_columns=id_columns,
                             snippet_chars=cfg.snippet_chars)
-    listing = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(spec.root)
-               .select("path", "length"))
-    listing = skip_vendored(listing, root=spec.root, skip_dirs=cfg.skip_dirs)
-    # Spread files evenly over tasks: listing partitions follow directory sizes, not file counts.
+    tops = [os.path.join(spec.root, name) for name in sorted(os.listdir(spec.root))
+            if name not in cfg.skip_dirs]
+    top_df = spark.createDataFrame([(t,) for t in tops], "top string").repartition(max(1, min(parts, len(tops))))
+    listing = list_tree(top_df, skip_dirs=cfg.skip_dirs)
+    # Spread files evenly over tasks: repositories differ in size by orders of magnitude.
     listing = listing.repartition(parts, F.xxhash64("path"))
     return decode_tree(listing, root=spec.root, max_bytes=cfg.max_bytes, binary_probe_bytes=cfg.binary_probe_bytes,
                        snippet_chars=cfg.snippet_chars)

@@ -3,9 +3,11 @@
 Everything here works on a whole Arrow string array at once: there is no Python loop per byte, token, shingle or
 permutation, only a loop over memory-bounded chunks.
 
-- `shingle_hashes(contents, ngram=5)`: 64-bit hashes of the n-grams of *normalised code tokens* (lowercased; a
-  token is a run of letters/digits/underscore/non-ASCII bytes, or a single punctuation character; whitespace and
-  layout are ignored, so re-indenting or re-wrapping a file does not change its shingles).
+- `shingle_hashes(contents, ngram=5)`: 64-bit hashes of the n-grams of *normalised code tokens*: lowercased runs
+  of letters, digits, underscore or non-ASCII bytes (identifiers, keywords, numbers, words of strings and
+  comments). Punctuation, whitespace and layout are dropped, as in BigCode's near-dedup of The Stack and StarCoder
+  (split on non-alphanumerics): re-indenting, re-wrapping or re-punctuating a file does not change its shingles,
+  and operator-heavy shingles such as `) ) : return self` that all code shares do not inflate similarity.
 - `signatures(contents, num_perm=256, ngram=5, seed=42)`: (n_docs, num_perm) uint32 MinHash signatures with the
   multiply-shift family h_k(s) = ((a_k * s + b_k) mod 2^64) >> 32 (Dietzfelbinger et al. 1996) over 64-bit
   shingle hashes.
@@ -32,14 +34,14 @@ _POS_WEIGHTS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E377
 _CHUNK_BYTES = 4 << 20
 # Shingles x permutations evaluated per chunk: 16 MiB of uint64 temporaries.
 _CHUNK_CELLS = 1 << 21
+# Documents per chunk: their chunk-local index is packed into the low 16 bits of a sort key (`signatures`).
+_CHUNK_DOCS = 1 << 16
+_LOW48 = np.uint64((1 << 48) - 1)
 
 _WORD = np.zeros(256, dtype=bool)
 for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
     _WORD[_c] = True
 _WORD[128:] = True  # UTF-8 continuation/lead bytes: identifiers and strings in any script stay whole tokens
-_SPACE = np.zeros(256, dtype=bool)
-for _c in b" \t\n\r\x0b\x0c":
-    _SPACE[_c] = True
 _LOWER = np.arange(256, dtype=np.uint8)
 _LOWER[ord("A"):ord("Z") + 1] += 32
 
@@ -80,25 +82,18 @@ def _token_hashes(data: np.ndarray, doc_starts: np.ndarray) -> tuple[np.ndarray,
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
     low = _LOWER[data]
     word = _WORD[low]
-    space = _SPACE[low]
     boundary = np.zeros(n, dtype=bool)
     boundary[doc_starts[doc_starts < n]] = True
     prev_word = np.empty(n, dtype=bool)
     prev_word[0] = False
     prev_word[1:] = word[:-1]
-    # A token starts at a word byte after a non-word byte (or a document start), and at every punctuation byte.
-    start = (word & (~prev_word | boundary)) | (~word & ~space)
-    starts = np.flatnonzero(start)
+    # A token starts at a word byte after a non-word byte (or a document start) and ends at the end of its run.
+    starts = np.flatnonzero(word & (~prev_word | boundary))
     if len(starts) == 0:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    # A token ends where the next byte is not part of it: for punctuation right after its start, for a word at the
-    # end of its run of word bytes (or at the next document start).
     next_break = np.ones(n, dtype=bool)
     next_break[:-1] = ~word[1:] | boundary[1:]
-    ends_word = np.flatnonzero(next_break & word) + 1  # exclusive ends of word runs, in order
-    is_word_tok = word[starts]
-    ends = starts + 1
-    ends[is_word_tok] = ends_word[np.searchsorted(ends_word, starts[is_word_tok], side="right")]
+    ends = np.flatnonzero(next_break & word) + 1  # exclusive ends of word runs, one per start, in order
     # Polynomial hash of bytes [s, e): (C[e] - C[s]) * BASE^-s with C the prefix sums of (byte+1) * BASE^i, all
     # mod 2^64 (numpy's uint64 arithmetic wraps).
     powers = np.full(n, _BASE, dtype=np.uint64)
@@ -143,21 +138,13 @@ def _shingles_from_tokens(tok: np.ndarray, tok_doc: np.ndarray, ngram: int) -> t
 def shingle_hashes(contents, ngram: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """(hashes uint64, doc index int64) of every shingle of every document, in document order."""
     offsets, data = _as_bytes(contents)
-    n_docs = len(offsets) - 1
     out_h, out_d = [], []
-    lo = 0
-    while lo < n_docs:
-        # Chunk on whole documents so that no shingle crosses a chunk.
-        hi = int(np.searchsorted(offsets, offsets[lo] + _CHUNK_BYTES, side="right")) - 1
-        hi = min(max(hi, lo + 1), n_docs)
+    for lo, hi in _doc_chunks(offsets):
         base = int(offsets[lo])
-        chunk = data[base:int(offsets[hi])]
-        starts = offsets[lo:hi] - base
-        tok, tok_doc = _token_hashes(chunk, starts)
+        tok, tok_doc = _token_hashes(data[base:int(offsets[hi])], offsets[lo:hi] - base)
         sh, sh_doc = _shingles_from_tokens(tok, tok_doc, ngram)
         out_h.append(sh)
         out_d.append(sh_doc + lo)
-        lo = hi
     if not out_h:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
     return np.concatenate(out_h), np.concatenate(out_d)
@@ -172,34 +159,61 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
+def _doc_chunks(offsets: np.ndarray):
+    """[lo, hi) document ranges of at most _CHUNK_BYTES bytes (at least one doc) and at most _CHUNK_DOCS docs."""
+    n_docs = len(offsets) - 1
+    lo = 0
+    while lo < n_docs:
+        # Chunk on whole documents so that no shingle crosses a chunk.
+        hi = int(np.searchsorted(offsets, offsets[lo] + _CHUNK_BYTES, side="right")) - 1
+        hi = min(max(hi, lo + 1), n_docs, lo + _CHUNK_DOCS)
+        yield lo, hi
+        lo = hi
+
+
 def signatures(contents, *, num_perm: int = 256, ngram: int = 5, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
     """(signatures uint32 (n_docs, num_perm), n_shingles int64 (n_docs,)).
 
+    Permutations act on the top 48 bits of the shingle hashes: with a document's chunk-local index in the high 16
+    bits, one `np.sort` of uint64 keys both groups shingles by document and removes repeated ones (code repeats
+    itself a lot, 20-40% of shingles), much cheaper than a two-key lexsort. 48-bit hashes collide within a
+    document with probability < n^2 / 2^49 (< 2e-5 for 10^5 shingles): no visible effect on Jaccard estimates.
     A document without any token has n_shingles 0 and an all-0xFFFFFFFF signature; callers keep it out of LSH.
     """
-    offsets, _ = _as_bytes(contents)
+    offsets, data = _as_bytes(contents)
     n_docs = len(offsets) - 1
-    sh, sh_doc = shingle_hashes(contents, ngram)
-    # Repeated shingles cannot change a minimum: drop them first (code repeats itself a lot, 20-40% of shingles).
-    sh, sh_doc = _unique_per_doc(sh, sh_doc)
-    n_shingles = np.bincount(sh_doc, minlength=n_docs).astype(np.int64)
+    n_shingles = np.zeros(n_docs, dtype=np.int64)
     sig = np.full((n_docs, num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
     a, b = permutations(num_perm, seed)
     a, b = a[:, None], b[:, None]
     step = max(1, _CHUNK_CELLS // num_perm)
     buf = np.empty((num_perm, step), dtype=np.uint64)
-    for lo in range(0, len(sh), step):  # loop over memory-bounded chunks of shingles, not over shingles
-        s = sh[lo:lo + step]
-        d = sh_doc[lo:lo + step]
-        v = buf[:, :len(s)]
-        # (num_perm, chunk): permutations on rows so that the per-document minimum reduces along contiguous memory.
-        np.multiply(a, s[None, :], out=v)
-        v += b
-        seg = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
-        # The minimum of the full 64-bit values has the minimal top 32 bits: shift only the per-doc minima.
-        mins = (np.minimum.reduceat(v, seg, axis=1) >> np.uint64(32)).astype(np.uint32).T
-        docs = d[seg]
-        sig[docs] = np.minimum(sig[docs], mins)  # docs are distinct within a chunk: no write conflicts
+    for lo, hi in _doc_chunks(offsets):
+        base = int(offsets[lo])
+        tok, tok_doc = _token_hashes(data[base:int(offsets[hi])], offsets[lo:hi] - base)
+        sh, sh_doc = _shingles_from_tokens(tok, tok_doc, ngram)
+        del tok, tok_doc
+        keys = (sh_doc.astype(np.uint64) << np.uint64(48)) | (sh >> np.uint64(16))
+        keys.sort()
+        keep = np.ones(len(keys), dtype=bool)
+        np.not_equal(keys[1:], keys[:-1], out=keep[1:])
+        keys = keys[keep]
+        sh_doc = (keys >> np.uint64(48)).astype(np.int64)
+        sh = keys & _LOW48  # (n_unique,) 48-bit shingle hashes, grouped by document
+        del keys, keep
+        n_shingles[lo:hi] = np.bincount(sh_doc, minlength=hi - lo)
+        for s_lo in range(0, len(sh), step):  # loop over memory-bounded chunks of shingles, not over shingles
+            s = sh[s_lo:s_lo + step]
+            d = sh_doc[s_lo:s_lo + step]
+            v = buf[:, :len(s)]
+            # (num_perm, chunk): permutations on rows so the per-document minimum reduces along contiguous memory.
+            np.multiply(a, s[None, :], out=v)
+            v += b
+            seg = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
+            # The minimum of the full 64-bit values has the minimal top 32 bits: shift only the per-doc minima.
+            mins = (np.minimum.reduceat(v, seg, axis=1) >> np.uint64(32)).astype(np.uint32).T
+            docs = d[seg] + lo
+            sig[docs] = np.minimum(sig[docs], mins)  # docs are distinct within a chunk: no write conflicts
     return sig, n_shingles
 
 

@@ -78,7 +78,7 @@ class NearDedupConfig:
 
     def params(self) -> str:
         """What the persisted signatures depend on; an incremental run refuses signatures made differently."""
-        return f"minhash-v1 num_perm={self.num_perm} ngram={self.ngram} seed={self.seed}"
+        return f"minhash-v2 num_perm={self.num_perm} ngram={self.ngram} seed={self.seed}"
 
     def validate(self) -> list[str]:
         problems = []
@@ -180,6 +180,11 @@ def verify_candidates(edges: DataFrame, docs: DataFrame, *, ngram: int = 5, thre
     from spark_jobs import minhash
 
     text = docs.select(F.col(id_col).alias("_id"), F.col(content_col).alias("_text"))
+    # Candidates are a small fraction of the corpus: keep only their texts before the pair joins, so the contents
+    # of all other files are scanned once and never shuffled. The semi-join broadcasts the candidate ids when
+    # `edges` is materialised and small (Spark then knows its size), else it shuffles ids, not contents.
+    nodes = edges.select(F.col("src").alias("_id")).union(edges.select(F.col("dst").alias("_id"))).distinct()
+    text = text.join(nodes, on="_id", how="left_semi")
     pairs = (edges.join(text.withColumnRenamed("_id", "src").withColumnRenamed("_text", "a"), on="src")
              .join(text.withColumnRenamed("_id", "dst").withColumnRenamed("_text", "b"), on="dst")
              .select("src", "dst", "a", "b"))
@@ -231,6 +236,8 @@ def cluster_documents(docs: DataFrame, signatures: DataFrame, *, cfg: NearDedupC
     bands, rows = cfg.band_params()
     edges = lsh_candidates(signatures, bands=bands, rows=rows, id_col=id_col, new_col=new_col)
     if cfg.verify:
+        # Materialised: read twice by the verification joins, and its known (small) size lets them broadcast.
+        edges = _materialise(edges, cfg.checkpoint)
         edges = verify_candidates(edges, docs, ngram=cfg.ngram, threshold=cfg.threshold, id_col=id_col,
                                   content_col=content_col)
     labels = connected_components(edges, src="src", dst="dst", checkpoint=cfg.checkpoint,  # type: ignore[arg-type]

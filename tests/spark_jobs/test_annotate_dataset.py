@@ -74,7 +74,7 @@ def test_marking_balance_and_split(spark):
     pos, neg = mark_duplicates(pos, neg)
     bad = spark.createDataFrame([(r["text_hash"],) for r in pos.where("text LIKE '%good_2(%'").collect()],
                                 "doc_id string")
-    pos = mark_contaminated(pos, bad)
+    pos, neg = mark_contaminated(pos, bad).cache(), neg.cache()
     reasons = {r["text"][:12]: r["drop_reason"] for r in pos.collect() if r["drop_reason"]}
     assert sorted(reasons.values()) == ["contaminated", "duplicate", "too_short"]
     assert [r["drop_reason"] for r in neg.collect() if r["drop_reason"]] == ["also_positive"]

@@ -28,11 +28,13 @@ def test_layout_and_case_do_not_change_shingles():
     assert np.array_equal(a, b)
 
 
-def test_tokens_split_on_punctuation_and_keep_identifiers_whole():
-    # "foo_bar(x)" is 4 tokens: foo_bar ( x ), so it has 4 - 2 + 1 = 3 trigrams; "foo bar" is another identifier pair
-    hashes, docs = minhash.shingle_hashes(["foo_bar(x)", "foo bar(x)", "", "a b"], ngram=3)
-    counts = np.bincount(docs, minlength=4)
-    assert counts.tolist() == [2, 3, 0, 1]  # 4 tokens -> 2 trigrams; 5 -> 3; none -> 0; 2 (< n) -> 1 short shingle
+def test_tokens_are_identifiers_numbers_and_words_without_punctuation():
+    texts = ["foo_bar(x, 42)", "foo bar(x)[42]", "", "a b", "Foo_Bar x 42 # ;;"]
+    hashes, docs = minhash.shingle_hashes(texts, ngram=3)
+    counts = np.bincount(docs, minlength=len(texts))
+    assert counts.tolist() == [1, 2, 0, 1, 1]  # 3 tokens -> 1 trigram; 4 -> 2; none -> 0; 2 (< n) -> 1 short one
+    assert hashes[0] == hashes[-1]  # case, punctuation and spacing do not matter
+    assert hashes[3] != hashes[0]
 
 
 def test_non_ascii_identifiers_and_nulls():

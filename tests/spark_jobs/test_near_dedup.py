@@ -57,7 +57,7 @@ def _corpus() -> tuple[list[tuple], set[frozenset], set[frozenset]]:
     docs = {f"b{i}": base[i] for i in base}
     docs["b0_reformat"] = base[0].replace("    ", "\t").replace(", ", " , ")
     docs["b0_copy"] = base[0] + "\n"
-    docs["b1_rename"] = base[1].replace("cell", "grid_cell")  # an identifier renamed everywhere
+    docs["b1_rename"] = base[1].replace("fold", "reduce")  # an identifier renamed everywhere
     docs["b2_comment"] = base[2].replace("\n\n", "\n# helper follows\n\n", 3) + "# end of module\n"
     lines = base[3].splitlines()
     docs["b3_trunc"] = "\n".join(lines[: int(len(lines) * 0.9)])
@@ -197,7 +197,8 @@ def test_shipped_yaml_parses():
 
 
 def test_custom_id_column(spark):
-    rows = [(f"s{i}", r[1]) for i, r in enumerate(ROWS) if r[0] in ("b1", "b1_rename", "b2")]
+    picked = [r[1] for r in ROWS if r[0] in ("b1", "b1_rename", "b2")]
+    rows = [(f"s{i}", text) for i, text in enumerate(picked)]
     df = spark.createDataFrame(rows, "synth_id string, content string")
     kept, clusters = near_duplicates(df, id_col="synth_id")
     assert sorted(r["synth_id"] for r in kept.collect()) == ["s0", "s2"]  # smallest id represents by default

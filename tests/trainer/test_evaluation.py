@@ -267,3 +267,28 @@ def test_debug_model_end_to_end_scores_land_in_mlflow_and_table(tmp_path):
     assert len(rows) == 6 and {r["benchmark"] for r in rows} == {"humaneval", "mbpp_plus", "evoeval_subtle"}
     assert all(r["eval_id"] == out["eval_id"] and r["phase"] == "phase1" and r["global_step"] == 7 for r in rows)
     assert all(r["status"] in ("passed", "failed", "timeout") for r in rows)
+
+
+def test_callback_evaluates_the_phase_export_into_its_mlflow_run(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    import trainer.evaluation.run as run_mod
+    from trainer.evaluation.callback import EvaluateAtFitEnd
+
+    seen = {}
+    monkeypatch.setattr(run_mod, "evaluate", lambda cfg: seen.setdefault("cfg", cfg))
+
+    class HFExport:  # stands in for trainer.callbacks.HFExport after on_fit_end
+        export_path = tmp_path / "run" / "hf"
+
+    barrier = []
+    fake = SimpleNamespace(is_global_zero=True, callbacks=[HFExport()],
+                           logger=SimpleNamespace(run_id="abc123", _tracking_uri="sqlite:///x.db"),
+                           strategy=SimpleNamespace(barrier=lambda: barrier.append(1)))
+    cb = EvaluateAtFitEnd(config=str(REPO / "conf" / "eval" / "debug.yaml"), overrides={"limit": 2})
+    cb.on_fit_end(fake, None)
+    cfg = seen["cfg"]
+    assert cfg.model == str(tmp_path / "run" / "hf") and cfg.limit == 2
+    assert cfg.mlflow_run_id == "abc123" and cfg.mlflow_tracking_uri == "sqlite:///x.db" and barrier == [1]
+    with pytest.raises(RuntimeError, match="HFExport"):
+        EvaluateAtFitEnd().on_fit_end(SimpleNamespace(**{**vars(fake), "callbacks": []}), None)

@@ -304,7 +304,6 @@ def write_results(table, *, lake_root: str, name: str = TABLE, eval_id: str, lin
     if DeltaTable.is_deltatable(path):
         write_deltalake(path, table, mode="overwrite", predicate=f"eval_id = '{eval_id}'", commit_properties=props)
     else:
-        os.makedirs(path, exist_ok=True) if "://" not in path else None
         write_deltalake(path, table, mode="append", commit_properties=props)
     return DeltaTable(path).version()
 
