@@ -8,7 +8,8 @@ from tests.fixtures.train.helpers import fit, write_shards
 from trainer.callbacks import DEFAULT_TRACKING_URI, MLflowLogger
 
 
-def test_tracking_uri_resolution(monkeypatch):
+def test_tracking_uri_resolution(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # constructing the logger creates the relative SQLite files
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert MLflowLogger()._tracking_uri == DEFAULT_TRACKING_URI == "sqlite:///mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///from-env.db")
