@@ -18,4 +18,4 @@ exec spark-submit \
   --conf spark.python.worker.reuse=true \
   --conf spark.sql.execution.arrow.maxRecordsPerBatch=2000 \
   --py-files "${CODEMILL_ZIP:-codemill.zip}" \
-  spark_jobs/pipeline.py --input "$INPUT" --lake "$LAKE" --config conf/spark/pipeline.yaml --lake_backend native "$@"
+  spark_jobs/pipeline.py --input "$INPUT" --lake "$LAKE" --config conf/spark/pipeline.yaml "$@"   # Lake picks the native Delta backend when the session has the extension

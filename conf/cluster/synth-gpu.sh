@@ -5,6 +5,8 @@
 #  2. Many nodes: run the same command on each node with a disjoint seed shard
 #     (--shard_index i --num_shards n); each node commits its own chunks; restarts skip finished seeds.
 #     On a Slurm cluster:  srun --nodes=$N --ntasks-per-node=1 --gpus-per-node=8 conf/cluster/synth-gpu.sh
+#     With several shards a node skips post-processing; after all shards finish, run once:
+#       python -m synth.generate --config "$SYNTH_CONFIG" --lake "$LAKE" --generate false   # rebuilds `synthetic`
 set -euo pipefail
 : "${LAKE:?}"
 SHARD=${SLURM_PROCID:-${SHARD_INDEX:-0}}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 
+import pytest
+
 from spark_jobs import schemas
 from spark_jobs.config import REPO_ROOT
 from spark_jobs.decontaminate import (
@@ -13,6 +15,7 @@ from spark_jobs.decontaminate import (
     build_index,
     clean_rows,
     find_contamination,
+    load_benchmarks,
     match_text,
 )
 
@@ -63,3 +66,49 @@ def test_shipped_benchmarks_load_and_humaneval_is_found(tmp_path):
     hits = match_text(task["prompt"] + task["canonical_solution"], idx, ngram=10, min_overlap=0.5, min_matched=1)
     assert {(h[1], h[2]) for h in hits} == {("HumanEval/0", "prompt"), ("HumanEval/0", "canonical_solution")}
     assert DecontaminateConfig(ngram=1).validate()
+
+
+def test_index_is_built_once_cached_on_disk_and_keyed_by_content(spark, tmp_path, monkeypatch):
+    from spark_jobs import decontaminate as dc
+
+    for memo in ("_TEXTS", "_INDEXES", "_BENCH_DFS", "_BROADCASTS"):  # isolate from other tests' memos
+        monkeypatch.setattr(dc, memo, {})
+    monkeypatch.setenv("CODEMILL_CACHE_DIR", str(tmp_path / "cache"))
+    user = tmp_path / "mine.jsonl"
+    user.write_text(json.dumps({"task_id": "mine/1", "solution": SOLUTION}) + "\n")
+    cfg = DecontaminateConfig(user_files=[str(user)], user_text_fields=["solution"])
+    bench = load_benchmarks(spark, cfg)
+    assert load_benchmarks(spark, cfg) is bench
+    with gzip.open(REPO_ROOT / "data/benchmarks/humaneval/HumanEval.jsonl.gz", "rt") as fh:
+        task = json.loads(fh.readline())
+    # An alphabet table: single-letter tokens, the false positive docs/curation.md reports (EvoEval/24), stays out.
+    table = "MAP = {" + ", ".join(f"'{chr(97 + i)}': '{'+-*/%'[i % 5]}'" for i in range(26)) + "}\n"
+    files = spark.createDataFrame([("he", task["prompt"] + task["canonical_solution"]), ("mine", "x = 1\n" + SOLUTION),
+                                   ("table", table), ("other", "def unrelated():\n    return 42\n")],
+                                  "doc_id string, content string")
+    kw = dict(ngram=cfg.ngram, min_overlap=cfg.min_overlap, min_short_chars=cfg.min_short_chars)
+    hits = {(h.doc_id, h.task_id) for h in find_contamination(files, bench, **kw).collect()}
+    assert {("he", "HumanEval/0"), ("mine", "mine/1")} <= hits and {h[0] for h in hits} == {"he", "mine"}
+    saved = list((tmp_path / "cache" / "decontam").glob("index-*.pkl"))
+    assert len(saved) == 1
+    # Same process: the memoised index and broadcast; a new process: the disk copy. Neither rebuilds nor collects.
+    monkeypatch.setattr(dc, "build_index", lambda *a, **k: pytest.fail("index rebuilt"))
+    monkeypatch.setattr(bench, "collect", lambda: pytest.fail("benchmarks collected"))
+    assert {(h.doc_id, h.task_id) for h in find_contamination(files, bench, **kw).collect()} == hits
+    monkeypatch.setattr(dc, "_INDEXES", {})
+    assert dc.benchmark_index(cfg).key == saved[0].stem.removeprefix("index-")
+    # Another n or another benchmark file content is another index.
+    key = dc.benchmarks_key(cfg)
+    user.write_text(json.dumps({"task_id": "mine/1", "solution": SOLUTION + "# v2\n"}) + "\n")
+    assert dc.benchmarks_key(cfg) != key
+    assert dc._index_key(key, 10, 50) != dc._index_key(key, 8, 50)
+
+
+def test_window_hashes_equal_direct_ngram_hashes():
+    from spark_jobs.decontaminate import ngram_hashes, token_ids, window_hashes
+
+    ids = token_ids(SOLUTION * 3)
+    windows = window_hashes(ids)
+    for k in (1, 2, 9, 10, len(ids)):
+        assert (windows(k) == ngram_hashes(ids, k)).all() and len(windows(k)) == len(ids) - k + 1
+    assert len(windows(len(ids) + 1)) == 0 and len(window_hashes(ids[:0])(3)) == 0

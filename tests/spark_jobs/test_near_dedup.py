@@ -133,6 +133,27 @@ def test_verification_rejects_shared_boilerplate(spark):
     assert unverified.count() == 4
     kept, verified = near_duplicates(df, bands=64, rows=2, verify=True)
     assert verified.count() == 0 and kept.count() == 4
+    # verify_margin 1.0: every candidate goes through the exact Jaccard check, none is decided by its estimate.
+    kept, verified = near_duplicates(df, bands=64, rows=2, verify=True, verify_margin=1.0)
+    assert verified.count() == 0 and kept.count() == 4
+
+
+def test_estimate_decides_only_clear_candidates(spark):
+    from pyspark.sql import functions as F
+
+    from spark_jobs.near_dedup import estimate_candidates
+
+    df = spark.createDataFrame(ROWS, SCHEMA)
+    sigs = minhash_signatures(df)
+    edges = lsh_candidates(sigs, bands=64, rows=2)
+    est = {frozenset((r["src"], r["dst"])): r["estimate"] for r in estimate_candidates(edges, sigs).collect()}
+    contents = {r[0]: r[1] for r in ROWS}
+    sets = dict(zip(contents, minhash.shingle_sets(list(contents.values()))))
+    assert est and PLANTED & set(est) and NEGATIVES & set(est)
+    for pair, e in est.items():
+        a, b = sorted(pair)
+        assert abs(e - minhash.jaccard(sets[a], sets[b])) < 0.15, (pair, e)  # the default verify_margin
+    assert edges.where(F.col("src") == F.col("dst")).count() == 0
 
 
 def test_incremental_equals_union_semantics(spark, lake):
@@ -179,9 +200,9 @@ def test_incremental_equals_union_semantics(spark, lake):
 
 def test_config_validation_names_keys(tmp_path):
     bad = NearDedupConfig(num_perm=0, threshold=1.5, bands=40, rows=10, representative=["stars sideways"],
-                          checkpoint="disk")
+                          checkpoint="disk", verify_margin=2.0)
     problems = bad.validate()
-    for key in ("num_perm", "threshold", "bands", "representative[0]", "checkpoint"):
+    for key in ("num_perm", "threshold", "bands", "representative[0]", "checkpoint", "verify_margin"):
         assert any(p.startswith(f"{key}:") for p in problems), (key, problems)
     assert NearDedupConfig().band_params() == minhash.optimal_bands(0.7, 256, fp_weight=0.2, fn_weight=0.8)
     assert NearDedupConfig(bands=32).band_params() == (32, 8)
