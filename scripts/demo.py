@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class Demo:
-    def __init__(self, out: Path, corpus_mb: float, synth_seeds: int = 2):
+    def __init__(self, out: Path, corpus_mb: float, synth_seeds: int = 1):
         self.out = out.resolve()
         self.corpus_mb = corpus_mb
         self.synth_seeds = synth_seeds
@@ -100,9 +100,12 @@ class Demo:
     def synth_stage(self) -> None:
         from synth import generate
 
+        # A handful of seeds: SmolLM2-135M generates a few dozen tokens/s on 2 CPU cores. Python gets twice the
+        # quota of the other languages, as phase 3 raises Python's share.
         generate.main(["--config", str(REPO / "conf/synth/local.yaml"), "--lake", str(self.lake),
+                       "--seeds.languages", json.dumps(["python", "java", "c", "javascript", "shell"]),
                        "--seeds.default_quota", str(self.synth_seeds), "--seeds.quota_per_language",
-                       json.dumps({"python": self.synth_seeds * 2}), "--sampling.max_new_tokens", "256",
+                       json.dumps({"python": self.synth_seeds * 2}), "--sampling.max_new_tokens", "192",
                        "--chunk_size", "8"])
 
     def tokenize_stage(self) -> None:
@@ -166,7 +169,7 @@ class Demo:
         for name, took in self.timings:
             print(f"  {took:8.1f} s  {name}")
         (self.out / "timings.json").write_text(json.dumps(dict(self.timings, total=total), indent=1))
-        print(f"\ntables:     {self.lake}  (python -m spark_jobs.lake_ls {self.lake} lists them)")
+        print(f"\ntables:     {self.lake}  (python -m spark_jobs.lake {self.lake} lists them)")
         print(f"shards:     {self.shards}")
         print(f"checkpoints:{self.runs}/phase{{1,2,3}}/hf")
         print(f"MLflow:     {self.tracking_uri}  (mlflow ui --backend-store-uri {self.tracking_uri})")
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Runs every codemill phase on the embedded default.")
     parser.add_argument("--out", default=str(REPO / "demo_out"), help="folder for everything the demo writes")
     parser.add_argument("--corpus_mb", type=float, default=10.0, help="size of the local real-code corpus")
-    parser.add_argument("--synth_seeds", type=int, default=2,
+    parser.add_argument("--synth_seeds", type=int, default=1,
                         help="seeds per language for synthetic generation (Python gets twice as many)")
     parser.add_argument("--start", type=int, default=1, help="resume at this stage number (earlier outputs kept)")
     args = parser.parse_args(argv)

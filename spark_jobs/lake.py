@@ -668,3 +668,28 @@ def _stats(meta) -> dict[str, Any]:
                 continue  # truncated string stats are not exact bounds
             mins[path], maxs[path] = lo, hi
     return {"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """`python -m spark_jobs.lake LAKE [TABLE]`: lists the tables with version and rows, or a table's history."""
+    import argparse
+
+    from spark_jobs.session import get_spark
+
+    parser = argparse.ArgumentParser(prog="python -m spark_jobs.lake", description=main.__doc__)
+    parser.add_argument("lake", help="lake root")
+    parser.add_argument("table", nargs="?", help="show this table's commit history with lineage")
+    args = parser.parse_args(argv)
+    lake = Lake(get_spark("codemill-lake"), args.lake)
+    if args.table:
+        for h in lake.history(args.table):
+            print(f"v{h['version']:<4} {h['operation']:<8} {json.dumps(h['lineage'], sort_keys=True)}")
+        return
+    print(f"{'table':<22} {'version':>7} {'rows':>12} {'files':>6} {'MB':>9}  partitioned by")
+    for t in lake.tables():
+        parts = ", ".join(t.partition_by)
+        print(f"{t.name:<22} {t.version:>7} {t.rows:>12,} {t.files:>6} {t.bytes / 1e6:>9.2f}  {parts}")
+
+
+if __name__ == "__main__":
+    main()

@@ -110,7 +110,16 @@ def assign_split(df: DataFrame, *, val_fraction: float, seed: int) -> DataFrame:
     from pyspark.sql import functions as F
 
     u = F.pmod(F.xxhash64(F.lit(seed), F.lit("split"), F.col("doc_key"), F.col("source")), F.lit(HASH_BUCKETS))
-    split = F.when(u < F.lit(int(round(val_fraction * HASH_BUCKETS))), F.lit("val")).otherwise(F.lit("train"))
+    df = df.withColumn("_u", u)
+    is_val = F.col("_u") < F.lit(int(round(val_fraction * HASH_BUCKETS)))
+    if val_fraction > 0:
+        # On a small input the fraction can round to no document at all; the document with the lowest hash then
+        # still goes to validation (when there are at least two), so every phase has a validation split. One tiny
+        # aggregate, broadcast back: nothing is collected to the driver.
+        first = df.agg(F.min("_u").alias("_min_u"), F.count(F.lit(1)).alias("_n"))
+        df = df.crossJoin(F.broadcast(first))
+        is_val = is_val | ((F.col("_u") == F.col("_min_u")) & (F.col("_n") > 1))
+    split = F.when(is_val, F.lit("val")).otherwise(F.lit("train"))
     return df.withColumn("split", split).select(*DOC_COLUMNS, "split")
 
 

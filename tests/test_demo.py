@@ -65,7 +65,9 @@ def test_quality_scores_notebook_executes_on_the_demo(demo_out, tmp_path):
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+        resources = {"metadata": {"path": str(tmp_path)}}
+        client = NotebookClient(nb, timeout=900, kernel_name="python3", resources=resources)
+        client.execute()
     finally:
         for k, v in old.items():
             if v is None:

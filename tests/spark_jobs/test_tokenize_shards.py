@@ -254,3 +254,21 @@ def test_object_store_path_uploads_chunks_through_pyarrow_fs(tmp_path, monkeypat
     assert shard_streams(str(tmp_path / "out" / "val"), pad_id=3) == {0: list(range(10, 30))}
     ts._remove_tree(f"file://{tmp_path}/out")
     assert not (tmp_path / "out").exists()
+
+
+def test_small_inputs_still_get_a_validation_document(spark):
+    from spark_jobs.mixtures import DOC_COLUMNS
+    from spark_jobs.tokenize_shards import assign_split
+
+    def docs(n):
+        rows = [{c: None for c in DOC_COLUMNS} | {"doc_key": f"d{i}", "source": "documents", "lang": "python",
+                                                  "text": f"x = {i}"} for i in range(n)]
+        return spark.createDataFrame(rows, schema=", ".join(f"{c} string" for c in DOC_COLUMNS))
+
+    def counts(df):
+        return {r["split"]: r["count"] for r in df.groupBy("split").count().collect()}
+
+    # 24 documents x 0.5 % rounds to no validation document by hash alone: the lowest-hash one is taken.
+    assert counts(assign_split(docs(24), val_fraction=0.005, seed=1)) == {"val": 1, "train": 23}
+    assert counts(assign_split(docs(1), val_fraction=0.005, seed=1)) == {"train": 1}
+    assert counts(assign_split(docs(24), val_fraction=0.0, seed=1)) == {"train": 24}
