@@ -262,8 +262,9 @@ def training_section(report: Report, tracking_uri: str | None, experiment: str |
     exps = [client.get_experiment_by_name(experiment)] if experiment else client.search_experiments()
     exps = [e for e in exps if e is not None]
     runs = client.search_runs([e.experiment_id for e in exps], order_by=["attributes.start_time ASC"]) if exps else []
-    runs = [r for r in runs if "train/loss" in r.data.metrics or "train_loss" in r.data.metrics
-            or "loss" in r.data.metrics]
+    # The LM trainer tags its runs with their phase; other runs in the store (the annotator's) are left out.
+    runs = [r for r in runs if r.data.tags.get("phase") and any(
+        k in r.data.metrics for k in ("train/loss", "train_loss", "loss"))]
     if not runs:
         return report.missing("Training curves", "MLflow training run in this tracking store")
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
