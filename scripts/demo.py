@@ -180,7 +180,7 @@ class Demo:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Runs every codemill phase on the embedded default.")
     parser.add_argument("--out", default=str(REPO / "demo_out"), help="folder for everything the demo writes")
-    parser.add_argument("--corpus_mb", type=float, default=10.0, help="size of the local real-code corpus")
+    parser.add_argument("--corpus_mb", type=float, default=25.0, help="size of the local real-code corpus")
     parser.add_argument("--synth_seeds", type=int, default=1,
                         help="seeds per language for synthetic generation (Python gets twice as many)")
     parser.add_argument("--start", type=int, default=1, help="resume at this stage number (earlier outputs kept)")
