@@ -322,7 +322,7 @@ def cpu():
     a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 c0, t0 = cpu(), time.perf_counter()
-common = dict(logging_dir=None, skip_completed=False)
+common = dict(logging_dir=f"{work}/logs", skip_completed=False)  # datatrove defaults to ./logs
 LocalPipelineExecutor(pipeline=[JsonlReader(f"{work}/input", compression=None),
                                 MinhashDedupSignature(output_folder=f"{work}/sigs", config=cfg, language=tok)],
                       tasks=1, workers=1, **common).run()
