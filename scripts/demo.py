@@ -154,7 +154,6 @@ class Demo:
         return stages
 
     def main(self, start: int = 1) -> None:
-        os.environ.setdefault("MLFLOW_TRACKING_URI", self.tracking_uri)
         os.environ["MLFLOW_TRACKING_URI"] = self.tracking_uri
         self.out.mkdir(parents=True, exist_ok=True)
         stages = self.stages()

@@ -95,10 +95,6 @@ def _local_path(uri: str) -> str:
     return unquote(urlparse(uri).path) if uri.startswith("file://") else uri
 
 
-def _storage_options() -> dict[str, str] | None:
-    """Object-store credentials for delta-rs come from the environment (AWS_*, AZURE_*, GOOGLE_*)."""
-    return None
-
 
 class Lake:
     """Tables under one root; see the module docstring."""
@@ -134,7 +130,7 @@ class Lake:
         from deltalake.exceptions import TableNotFoundError
 
         try:
-            return DeltaTable(self.path(name), version=version, storage_options=_storage_options())
+            return DeltaTable(self.path(name), version=version)
         except TableNotFoundError:
             raise TableNotFound(f"table {name!r} does not exist under {self.root}") from None
         except Exception as exc:  # delta-rs raises DeltaError for a missing version
@@ -145,7 +141,7 @@ class Lake:
     def exists(self, name: str) -> bool:
         from deltalake import DeltaTable
 
-        return DeltaTable.is_deltatable(self.path(name), storage_options=_storage_options())
+        return DeltaTable.is_deltatable(self.path(name))
 
     def version(self, name: str) -> int:
         return self._delta(name).version()
@@ -470,7 +466,7 @@ class Lake:
             # A new table, or an overwrite that may change the schema: one commit replaces metadata and files.
             create_table_with_add_actions(self.path(name), schema, adds, mode="overwrite",
                                           partition_by=list(partition_by) or None, name=name,
-                                          commit_properties=props, storage_options=_storage_options())
+                                          commit_properties=props)
         else:
             dt.create_write_transaction(adds, mode=mode, schema=schema, partition_by=list(partition_by) or None,
                                         partition_filters=partition_filters, commit_properties=props)

@@ -12,12 +12,13 @@ Tables and columns: docs/tables.md; how to run and tune: docs/curation.md.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -130,10 +131,16 @@ def _decontam_source(cfg: PipelineConfig) -> str:
     return "near_deduped" if cfg.near_dedup.enabled else "exact_deduped"
 
 
-def _persisted(df: DataFrame) -> DataFrame:
+@contextlib.contextmanager
+def _persisted(df: DataFrame) -> Iterator[DataFrame]:
+    """`df` cached for a stage that writes several tables from it, released when the stage ends or fails."""
     from pyspark import StorageLevel
 
-    return df.persist(StorageLevel.MEMORY_AND_DISK)
+    df = df.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        yield df
+    finally:
+        df.unpersist()
 
 
 def _run_ingest(ctx: Context, lineage: Lineage) -> None:
@@ -141,40 +148,31 @@ def _run_ingest(ctx: Context, lineage: Lineage) -> None:
 
     cfg = ctx.cfg.ingest
     raw = ingest.read_raw(ctx.spark, ctx.spec, cfg)
-    classified = _persisted(ingest.classify(raw, root=ctx.spec.root, max_bytes=cfg.max_bytes,
-                                            required=tuple(cfg.required), ingest_run=ctx.run_id,
-                                            snippet_chars=cfg.snippet_chars))
-    try:
+    classified = ingest.classify(raw, root=ctx.spec.root, max_bytes=cfg.max_bytes, required=tuple(cfg.required),
+                                 ingest_run=ctx.run_id, snippet_chars=cfg.snippet_chars)
+    with _persisted(classified) as classified:
         ctx.lake.overwrite("files", ingest.to_files(classified), lineage=lineage)
         ctx.lake.overwrite("quarantine", ingest.to_quarantine(classified), lineage=lineage)
-    finally:
-        classified.unpersist()
 
 
 def _run_filter(ctx: Context, lineage: Lineage) -> None:
     from spark_jobs import filter as filters
 
-    judged = _persisted(filters.judge(ctx.lake.read("files"), ctx.cfg.filter))
-    try:
+    with _persisted(filters.judge(ctx.lake.read("files"), ctx.cfg.filter)) as judged:
         ctx.lake.overwrite("filtered", filters.filtered_rows(judged), lineage=lineage)
         ctx.lake.overwrite("rejected", filters.rejected_rows(judged), lineage=lineage)
         stats = filters.filter_stats(judged, run_id=ctx.run_id)
         ctx.lake.append("filter_stats", stats, lineage=lineage)
-    finally:
-        judged.unpersist()
 
 
 def _run_exact_dedup(ctx: Context, lineage: Lineage) -> None:
     from spark_jobs import exact_dedup
 
     c = ctx.cfg.exact_dedup
-    marked = _persisted(exact_dedup.mark_duplicates(ctx.lake.read("filtered"), normalise=c.normalise,
-                                                    order_by=c.order_by))
-    try:
+    marked = exact_dedup.mark_duplicates(ctx.lake.read("filtered"), normalise=c.normalise, order_by=c.order_by)
+    with _persisted(marked) as marked:
         ctx.lake.overwrite("exact_deduped", exact_dedup.kept_rows(marked), lineage=lineage)
         ctx.lake.overwrite("exact_duplicates", exact_dedup.duplicate_rows(marked), lineage=lineage)
-    finally:
-        marked.unpersist()
 
 
 def _run_near_dedup(ctx: Context, lineage: Lineage) -> None:
