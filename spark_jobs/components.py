@@ -71,16 +71,19 @@ def _converged(edges: DataFrame) -> bool:
 
 
 def connected_components(edges: DataFrame, *, src: str = "src", dst: str = "dst", checkpoint: Checkpoint = "local",
-                         max_iterations: int = 64) -> DataFrame:
+                         max_iterations: int = 64, distinct_pairs: bool = False) -> DataFrame:
     """(node, component) for every node that has at least one edge; component = smallest node id of its component.
 
-    Self-loops are ignored; nodes without edges are not listed (they are their own component).
+    Self-loops are ignored; nodes without edges are not listed (they are their own component). `distinct_pairs`:
+    the caller guarantees no unordered pair occurs twice (in either direction), which saves a shuffle.
     """
     from pyspark.sql import functions as F
 
     current = (edges.select(F.col(src).alias("u"), F.col(dst).alias("v"))
                .where(F.col("u").isNotNull() & F.col("v").isNotNull() & (F.col("u") != F.col("v")))
-               .select(F.greatest("u", "v").alias("u"), F.least("u", "v").alias("v")).distinct())
+               .select(F.greatest("u", "v").alias("u"), F.least("u", "v").alias("v")))
+    if not distinct_pairs:
+        current = current.distinct()
     current = _checkpoint(current, checkpoint)
     # LSH links each document to its bucket's smallest id, so candidate graphs are often stars already: checking
     # first saves a whole round (two shuffles and a checkpoint) for them.

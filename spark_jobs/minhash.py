@@ -75,6 +75,24 @@ def _as_bytes(contents) -> tuple[np.ndarray, np.ndarray]:
     return offsets, data
 
 
+_TABLES: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+
+def _power_tables(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(BASE^i, BASE^-i, sum_{j<=i} BASE^j) for i < n, mod 2^64; cached, grown to the largest chunk seen."""
+    global _TABLES
+    if _TABLES is None or len(_TABLES[0]) < n:
+        size = max(n, _CHUNK_BYTES + 1)
+        powers = np.full(size, _BASE, dtype=np.uint64)
+        powers[0] = 1
+        np.cumprod(powers, out=powers)
+        inv = np.full(size, _BASE_INV, dtype=np.uint64)
+        inv[0] = 1
+        np.cumprod(inv, out=inv)
+        _TABLES = (powers, inv, np.cumsum(powers, dtype=np.uint64))
+    return _TABLES
+
+
 def _token_hashes(data: np.ndarray, doc_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Hashes of the normalised tokens of `data` (docs begin at `doc_starts`): (token_hash uint64, token_doc int)."""
     n = len(data)
@@ -95,16 +113,13 @@ def _token_hashes(data: np.ndarray, doc_starts: np.ndarray) -> tuple[np.ndarray,
     next_break[:-1] = ~word[1:] | boundary[1:]
     ends = np.flatnonzero(next_break & word) + 1  # exclusive ends of word runs, one per start, in order
     # Polynomial hash of bytes [s, e): (C[e] - C[s]) * BASE^-s with C the prefix sums of (byte+1) * BASE^i, all
-    # mod 2^64 (numpy's uint64 arithmetic wraps).
-    powers = np.full(n, _BASE, dtype=np.uint64)
-    powers[0] = 1
-    np.cumprod(powers, out=powers)
+    # mod 2^64 (numpy's uint64 arithmetic wraps). C = cumsum(byte * BASE^i) + cumsum(BASE^i): the powers, their
+    # inverses and their prefix sums are the same for every chunk, so they are computed once per process.
+    powers, inv, power_sums = _power_tables(n)
     prefix = np.zeros(n + 1, dtype=np.uint64)
-    np.cumsum((low.astype(np.uint64) + np.uint64(1)) * powers, out=prefix[1:])
-    del powers
-    inv = np.full(n, _BASE_INV, dtype=np.uint64)
-    inv[0] = 1
-    np.cumprod(inv, out=inv)
+    np.multiply(low, powers[:n], out=prefix[1:], dtype=np.uint64)
+    np.cumsum(prefix[1:], out=prefix[1:])
+    prefix[1:] += power_sums[:n]
     hashes = (prefix[ends] - prefix[starts]) * inv[starts]
     hashes += (ends - starts).astype(np.uint64)
     docs = np.searchsorted(doc_starts, starts, side="right") - 1
@@ -217,6 +232,23 @@ def signatures(contents, *, num_perm: int = 256, ngram: int = 5, seed: int = 42)
     return sig, n_shingles
 
 
+def band_keys(sig: np.ndarray, *, bands: int, rows: int) -> np.ndarray:
+    """(n_docs, bands) int64 LSH bucket keys: band i of a document hashes its values i*rows .. (i+1)*rows - 1.
+
+    Each key mixes the band's index with its values, so keys of different bands never meet by construction (only
+    by a 2^-64 collision) and one column of keys can be grouped on without a band column. Vectorised over
+    documents and bands; the loop is over the `rows` positions of a band.
+    """
+    if bands * rows > sig.shape[1]:
+        raise ValueError(f"bands x rows = {bands * rows} exceeds the signature length {sig.shape[1]}")
+    cells = sig[:, :bands * rows].reshape(len(sig), bands, rows).astype(np.uint64)
+    acc = np.broadcast_to(np.arange(1, bands + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15),
+                          (len(sig), bands)).copy()
+    for r in range(rows):
+        acc = _mix64(acc ^ cells[:, :, r])
+    return acc.view(np.int64)
+
+
 def shingle_sets(contents, ngram: int = 5) -> list[np.ndarray]:
     """Sorted unique shingle hashes per document."""
     offsets, _ = _as_bytes(contents)
@@ -305,6 +337,6 @@ def as_int32(sig: np.ndarray) -> np.ndarray:
 
 
 __all__: Sequence[str] = (
-    "as_int32", "collision_probability", "estimated_similarity", "jaccard", "optimal_bands",
+    "as_int32", "band_keys", "collision_probability", "estimated_similarity", "jaccard", "optimal_bands",
     "pair_jaccard", "permutations", "shingle_hashes", "shingle_sets", "signatures",
 )

@@ -125,31 +125,78 @@ class NearDedupJob:
 
 
 # ---------------------------------------------------------------------------------------------- transforms
+def band_column(bands: int, rows: int) -> str:
+    """Name of the LSH bucket-key column for a banding: keys made with another banding never get mixed up."""
+    return f"lsh_{bands}x{rows}"
+
+
 def minhash_signatures(df: DataFrame, *, num_perm: int = 256, ngram: int = 5, seed: int = 42,
-                       id_col: str = "doc_id", content_col: str = "content") -> DataFrame:
-    """(id_col, signature array<int>, n_shingles int) per row, computed per Arrow batch with numpy."""
+                       id_col: str = "doc_id", content_col: str = "content", bands: int | None = None,
+                       rows: int | None = None) -> DataFrame:
+    """(id_col, signature array<int>, n_shingles int) per row, computed per Arrow batch with numpy.
+
+    With `bands` and `rows`, also the LSH bucket keys (`band_column(bands, rows)`, array<bigint>), hashed in the
+    same pass so that banding costs no Spark expression per band.
+    """
     import pyarrow as pa
     from pyspark.sql import types as T
 
     from spark_jobs import minhash
 
-    schema = T.StructType([
-        T.StructField(id_col, df.schema[id_col].dataType, True),
-        T.StructField("signature", T.ArrayType(T.IntegerType(), False), False),
-        T.StructField("n_shingles", T.IntegerType(), False),
-    ])
+    fields = [T.StructField(id_col, df.schema[id_col].dataType, True),
+              T.StructField("signature", T.ArrayType(T.IntegerType(), False), False),
+              T.StructField("n_shingles", T.IntegerType(), False)]
+    names = [id_col, "signature", "n_shingles"]
+    if bands and rows:
+        fields.append(T.StructField(band_column(bands, rows), T.ArrayType(T.LongType(), False), False))
+        names.append(band_column(bands, rows))
 
     def compute(batches):
         for batch in batches:
             sig, n_shingles = minhash.signatures(batch.column(1), num_perm=num_perm, ngram=ngram, seed=seed)
-            flat = pa.array(minhash.as_int32(sig).reshape(-1), type=pa.int32())
-            offsets = pa.array(range(0, (len(sig) + 1) * num_perm, num_perm), type=pa.int32())
-            yield pa.RecordBatch.from_arrays(
-                [batch.column(0), pa.ListArray.from_arrays(offsets, flat),
-                 pa.array(n_shingles.astype("int32"), type=pa.int32())],
-                names=[id_col, "signature", "n_shingles"])
+            columns = [batch.column(0), _list_array(minhash.as_int32(sig), pa.int32()),
+                       pa.array(n_shingles.astype("int32"), type=pa.int32())]
+            if bands and rows:
+                columns.append(_list_array(minhash.band_keys(sig, bands=bands, rows=rows), pa.int64()))
+            yield pa.RecordBatch.from_arrays(columns, names=names)
 
-    return df.select(id_col, content_col).mapInArrow(compute, schema)
+    return df.select(id_col, content_col).mapInArrow(compute, T.StructType(fields))
+
+
+def _list_array(matrix, value_type):
+    """A (n, k) numpy matrix as an Arrow list array of n rows of k values, without a copy per row."""
+    import pyarrow as pa
+
+    n, k = matrix.shape
+    offsets = pa.array(range(0, (n + 1) * k, k), type=pa.int32())
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1), type=value_type))
+
+
+def with_band_keys(signatures: DataFrame, *, bands: int, rows: int) -> DataFrame:
+    """`signatures` plus its LSH bucket keys (for signatures stored without them, e.g. in incremental runs)."""
+    import numpy as np
+    import pyarrow as pa
+    from pyspark.sql import types as T
+
+    from spark_jobs import minhash
+
+    column = band_column(bands, rows)
+    if column in signatures.columns:
+        return signatures
+    schema = T.StructType(list(signatures.schema.fields)
+                          + [T.StructField(column, T.ArrayType(T.LongType(), False), False)])
+    position = signatures.columns.index("signature")
+
+    def compute(batches):
+        for batch in batches:
+            lists = batch.column(position)
+            values = lists.flatten().to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+            sig = values.view(np.uint32).reshape(len(batch), -1)
+            keys = minhash.band_keys(sig, bands=bands, rows=rows)
+            yield pa.RecordBatch.from_arrays(list(batch.columns) + [_list_array(keys, pa.int64())],
+                                             names=list(batch.schema.names) + [column])
+
+    return signatures.mapInArrow(compute, schema)
 
 
 def lsh_candidates(signatures: DataFrame, *, bands: int, rows: int, id_col: str = "doc_id",
@@ -159,26 +206,29 @@ def lsh_candidates(signatures: DataFrame, *, bands: int, rows: int, id_col: str 
     The centre is the bucket's smallest id, or with `new_col` (incremental runs) its smallest already-kept id when
     it has one; only new documents are linked, and only in buckets they share with someone. Linking to a centre
     instead of emitting all pairs keeps a bucket of k near-copies at k - 1 edges. Documents without shingles
-    take no part.
+    take no part. Bucket keys come from `minhash_signatures(..., bands=, rows=)` or are hashed here.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
+    signatures = with_band_keys(signatures, bands=bands, rows=rows)
     is_new = F.col(new_col) if new_col else F.lit(True)
     keyed = (signatures.where(F.col("n_shingles") > 0)
-             .select(F.col(id_col).alias("id"), is_new.alias("is_new"), F.posexplode(F.expr(
-                 f"transform(sequence(0, {bands - 1}), i -> xxhash64(slice(signature, i * {rows} + 1, {rows})))"))
-                     .alias("band", "bucket")))
-    bucket = Window.partitionBy("band", "bucket")
+             .select(F.col(id_col).alias("id"), is_new.alias("is_new"),
+                     F.explode(band_column(bands, rows)).alias("bucket")))
     # min over (is_new, id): false < true, so an already-kept document is the centre whenever the bucket has one.
-    centre = F.min(F.struct("is_new", "id")).over(bucket)
+    centre = F.min(F.struct("is_new", "id")).over(Window.partitionBy("bucket"))
     return (keyed.select("id", "is_new", centre["id"].alias("centre"))
             .where(F.col("is_new") & (F.col("id") != F.col("centre")))
             .select(F.col("id").alias("src"), F.col("centre").alias("dst")).distinct())
 
 
 def estimate_candidates(edges: DataFrame, signatures: DataFrame, *, id_col: str = "doc_id") -> DataFrame:
-    """(src, dst, estimate): candidate pairs with the MinHash estimate of their Jaccard similarity."""
+    """(src, dst, estimate): candidate pairs with the MinHash estimate of their Jaccard similarity.
+
+    Materialise `edges` first: Spark then knows it is small and broadcasts it, so the signatures are scanned
+    in place instead of being shuffled twice.
+    """
     from pyspark.sql import functions as F
 
     sig = signatures.select(F.col(id_col).alias("src"), F.col("signature").alias("_a"))
@@ -188,32 +238,64 @@ def estimate_candidates(edges: DataFrame, signatures: DataFrame, *, id_col: str 
 
 
 def verify_candidates(edges: DataFrame, docs: DataFrame, *, ngram: int = 5, threshold: float = 0.7,
-                      id_col: str = "doc_id", content_col: str = "content") -> DataFrame:
-    """(src, dst, jaccard) for the candidate pairs whose exact shingle-set Jaccard similarity reaches threshold."""
+                      id_col: str = "doc_id", content_col: str = "content", broadcast: bool = False) -> DataFrame:
+    """(src, dst, jaccard) for the candidate pairs whose exact shingle-set Jaccard similarity reaches threshold.
+
+    Pairs are verified in groups that share their `dst` (LSH links every document to its bucket's centre, so
+    groups are clusters): each document's text is shuffled once per group it belongs to, not once per pair, and
+    the group's `dst` is shingled once. A group streams through Python in Arrow batches; only the shingle sets
+    of members seen before the group's `dst` are held. The texts of documents outside every pair are filtered
+    out before the shuffle: by a broadcast join with `broadcast` (the caller knows the pairs are few), else by a
+    shuffle join on the ids.
+    """
+    from collections.abc import Iterator
+
     import pyarrow as pa
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
     from spark_jobs import minhash
 
-    text = docs.select(F.col(id_col).alias("_id"), F.col(content_col).alias("_text"))
-    # Candidates are a small fraction of the corpus: keep only their texts before the pair joins, so the contents
-    # of all other files are scanned once and never shuffled. The semi-join broadcasts the candidate ids when
-    # `edges` is materialised and small (Spark then knows its size), else it shuffles ids, not contents.
-    nodes = edges.select(F.col("src").alias("_id")).union(edges.select(F.col("dst").alias("_id"))).distinct()
-    text = text.join(nodes, on="_id", how="left_semi")
-    pairs = (edges.join(text.withColumnRenamed("_id", "src").withColumnRenamed("_text", "a"), on="src")
-             .join(text.withColumnRenamed("_id", "dst").withColumnRenamed("_text", "b"), on="dst")
-             .select("src", "dst", "a", "b"))
-    schema = T.StructType([edges.schema["src"], edges.schema["dst"], T.StructField("jaccard", T.DoubleType())])
+    members = (edges.select(F.col("src").alias("_id"), F.col("dst").alias("_group"))
+               .unionByName(edges.select(F.col("dst").alias("_id"), F.col("dst").alias("_group"))).distinct())
+    if broadcast:
+        members = members.hint("broadcast")
+    text = (docs.select(F.col(id_col).alias("_id"), F.col(content_col).alias("_text"))
+            .join(members, on="_id").select("_group", "_id", "_text"))
+    id_type = edges.schema["src"].dataType
+    schema = T.StructType([T.StructField("src", id_type), T.StructField("dst", id_type),
+                           T.StructField("jaccard", T.DoubleType())])
 
-    def compute(batches):
+    def verify(key, batches):
+        centre = key[0].as_py()
+        centre_set, waiting = None, []
         for batch in batches:
-            sim = minhash.pair_jaccard(batch.column(2), batch.column(3), ngram)
-            yield pa.RecordBatch.from_arrays([batch.column(0), batch.column(1), pa.array(sim, type=pa.float64())],
-                                             names=["src", "dst", "jaccard"])
+            ids = batch.column(1).to_pylist()
+            sets = minhash.shingle_sets(batch.column(2), ngram)
+            for doc, shingles in zip(ids, sets):
+                if doc == centre:
+                    centre_set = shingles
+                else:
+                    waiting.append((doc, shingles))
+            if centre_set is not None and waiting:
+                yield _jaccard_batch(waiting, centre, centre_set)
+                waiting = []
+        if waiting:  # the centre never arrived: its text is missing, so none of these pairs can be confirmed
+            yield _jaccard_batch(waiting, centre, None)
 
-    return pairs.mapInArrow(compute, schema).where(F.col("jaccard") >= F.lit(threshold))
+    def _jaccard_batch(items, centre, centre_set):
+        sims = [minhash.jaccard(shingles, centre_set) if centre_set is not None else 0.0 for _, shingles in items]
+        return pa.RecordBatch.from_arrays(
+            [pa.array([d for d, _ in items], type=text_arrow_type), pa.array([centre] * len(items),
+                                                                             type=text_arrow_type),
+             pa.array(sims, type=pa.float64())], names=["src", "dst", "jaccard"])
+
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    text_arrow_type = to_arrow_type(id_type)
+    # The iterator form of applyInArrow is chosen from these hints (typing objects, not strings).
+    verify.__annotations__ = {"key": tuple, "batches": Iterator[pa.RecordBatch], "return": Iterator[pa.RecordBatch]}
+    return text.groupBy("_group").applyInArrow(verify, schema).where(F.col("jaccard") >= F.lit(threshold))
 
 
 def _order_columns(df: DataFrame, representative: Sequence[str], id_col: str) -> list:
@@ -251,33 +333,43 @@ def cluster_documents(docs: DataFrame, signatures: DataFrame, *, cfg: NearDedupC
     from pyspark.sql import functions as F
 
     bands, rows = cfg.band_params()
-    edges = lsh_candidates(signatures, bands=bands, rows=rows, id_col=id_col, new_col=new_col)
+    edges = _materialise(lsh_candidates(signatures, bands=bands, rows=rows, id_col=id_col, new_col=new_col),
+                         cfg.checkpoint)
+    # Every later table (pairs, cluster members, ranked members, cluster rows) has at most two rows per candidate
+    # pair: when the pairs are few they all go to the joins as broadcasts, and the signatures, texts and policy
+    # columns they are joined with are scanned in place instead of shuffled. Spark's own size estimates of
+    # checkpointed data are not reliable enough for that choice (they once made it broadcast the signatures).
+    small = _broadcastable(edges, rows=2 * edges.count())
+
+    def bcast(df: DataFrame) -> DataFrame:
+        return df.hint("broadcast") if small else df
+
     if cfg.verify:
-        # Materialised: read twice below, and its known (small) size lets the verification joins broadcast it.
-        edges = _materialise(estimate_candidates(edges, signatures, id_col=id_col), cfg.checkpoint)
+        edges = _materialise(estimate_candidates(bcast(edges), signatures, id_col=id_col), cfg.checkpoint)
         lo, hi = cfg.threshold - cfg.verify_margin, cfg.threshold + cfg.verify_margin
         sure = edges.where(F.col("estimate") >= F.lit(hi)).select("src", "dst")
         unsure = edges.where((F.col("estimate") >= F.lit(lo)) & (F.col("estimate") < F.lit(hi)))
         verified = verify_candidates(unsure.select("src", "dst"), docs, ngram=cfg.ngram, threshold=cfg.threshold,
-                                     id_col=id_col, content_col=content_col)
+                                     id_col=id_col, content_col=content_col, broadcast=small)
         edges = sure.unionByName(verified.select("src", "dst"))
+    # LSH pairs are distinct and never occur in both directions (a pair's centre is the smaller of the two in
+    # (is_new, id) order, in every bucket), and `sure` and `verified` are disjoint.
     labels = connected_components(edges, src="src", dst="dst", checkpoint=cfg.checkpoint,  # type: ignore[arg-type]
-                                  max_iterations=cfg.max_iterations)
+                                  max_iterations=cfg.max_iterations, distinct_pairs=True)
     order = _order_columns(docs, cfg.representative, id_col)
     policy = list(dict.fromkeys([id_col] + [k.split()[0] for k in cfg.representative]))
     # Only the policy columns travel to the ranking window, not the file contents.
-    members = labels.join(docs.select(*policy).withColumnRenamed(id_col, "node"), on="node")
+    members = bcast(labels).join(docs.select(*policy).withColumnRenamed(id_col, "node"), on="node")
     if new_col:
         members = members.join(signatures.select(F.col(id_col).alias("node"), new_col), on="node")
         order = [F.col(new_col).asc()] + order  # kept earlier (False) before new (True)
-    ranked = members.withColumnRenamed("node", id_col).withColumn(
-        "_rank", F.row_number().over(Window.partitionBy("component").orderBy(*order)))
-    reps = ranked.where(F.col("_rank") == 1).select("component", F.col(id_col).alias("representative"))
+    # The first member in policy order is the representative: one window, no self-join.
+    ranked = bcast(_materialise(members.withColumnRenamed("node", id_col).select(
+        id_col, F.first(id_col).over(Window.partitionBy("component").orderBy(*order)).alias("representative")),
+        cfg.checkpoint))
     sig = signatures.select(F.col(id_col).alias("_sid"), F.col("signature").alias("_sig"))
-    clusters = (ranked.select(id_col, "component").join(reps, on="component")
-                .join(sig.withColumnRenamed("_sid", id_col), on=id_col)
-                .join(sig.withColumnRenamed("_sid", "representative").withColumnRenamed("_sig", "_rsig"),
-                      on="representative"))
+    clusters = bcast(ranked.join(sig.withColumnRenamed("_sid", id_col), on=id_col)).join(
+        sig.withColumnRenamed("_sid", "representative").withColumnRenamed("_sig", "_rsig"), on="representative")
     return clusters.select(
         F.col(id_col).alias("doc_id"), F.col("representative").alias("cluster_id"), "representative",
         similarity_expr("_sig", "_rsig").alias("similarity"))
@@ -302,8 +394,9 @@ def near_duplicates(df: DataFrame, *, num_perm: int = 256, ngram: int = 5, thres
         from spark_jobs.config import ConfigError
 
         raise ConfigError(problems)
+    bands, rows = cfg.band_params()
     sigs = _materialise(minhash_signatures(df, num_perm=num_perm, ngram=ngram, seed=seed, id_col=id_col,
-                                           content_col=content_col), checkpoint)
+                                           content_col=content_col, bands=bands, rows=rows), checkpoint)
     # Materialised once: `kept` and `clusters` both read it.
     clusters = _materialise(cluster_documents(df, sigs, cfg=cfg, id_col=id_col, content_col=content_col),
                             checkpoint)
@@ -314,7 +407,20 @@ def _kept(df: DataFrame, clusters: DataFrame, id_col: str) -> DataFrame:
     from pyspark.sql import functions as F
 
     removed = clusters.where(F.col("doc_id") != F.col("representative")).select(F.col("doc_id").alias(id_col))
+    if _broadcastable(clusters, rows=clusters.count()):
+        removed = removed.hint("broadcast")  # the corpus is then scanned in place, not shuffled
     return df.join(removed, on=id_col, how="left_anti").select(*df.columns)
+
+
+# Bytes per row assumed for the id-pair tables when deciding to broadcast them: three ids of up to ~64 bytes, a
+# double, and Spark's row overhead.
+_ROW_BYTES = 256
+
+
+def _broadcastable(df: DataFrame, *, rows: int) -> bool:
+    """True when `rows` rows of an id-pair table fit under the session's broadcast-join threshold."""
+    limit = df.sparkSession._jsparkSession.sessionState().conf().autoBroadcastJoinThreshold()
+    return 0 <= rows * _ROW_BYTES <= limit
 
 
 def _materialise(df: DataFrame, checkpoint: str) -> DataFrame:
@@ -349,8 +455,9 @@ def run_near_dedup(lake: Lake, cfg: NearDedupConfig, *, source: str = "exact_ded
                 "previously_kept": 0}
     policy_cols = [k.split()[0] for k in cfg.representative if k.split()[0] != "doc_id"]
     if not prior:
-        sigs = _materialise(minhash_signatures(src, num_perm=cfg.num_perm, ngram=cfg.ngram, seed=cfg.seed),
-                            cfg.checkpoint)
+        bands, rows = cfg.band_params()
+        sigs = _materialise(minhash_signatures(src, num_perm=cfg.num_perm, ngram=cfg.ngram, seed=cfg.seed,
+                                               bands=bands, rows=rows), cfg.checkpoint)
         clusters = _materialise(cluster_documents(src, sigs, cfg=cfg), cfg.checkpoint)
         kept = _kept(src, clusters, "doc_id")
         removed = clusters.where(F.col("doc_id") != F.col("representative")).select("doc_id")
@@ -373,9 +480,11 @@ def run_near_dedup(lake: Lake, cfg: NearDedupConfig, *, source: str = "exact_ded
                            f"needs '{cfg.params()}'; run with incremental: false to rebuild"])
     new_docs = src.join(stored.select("doc_id"), on="doc_id", how="left_anti")
     old_kept = lake.read(KEPT_TABLE)
-    new_sigs = _materialise(minhash_signatures(new_docs, num_perm=cfg.num_perm, ngram=cfg.ngram, seed=cfg.seed),
-                            cfg.checkpoint)
-    old_sigs = stored.where("kept").select("doc_id", "signature", "n_shingles")
+    bands, rows = cfg.band_params()
+    new_sigs = _materialise(minhash_signatures(new_docs, num_perm=cfg.num_perm, ngram=cfg.ngram, seed=cfg.seed,
+                                               bands=bands, rows=rows), cfg.checkpoint)
+    old_sigs = with_band_keys(stored.where("kept").select("doc_id", "signature", "n_shingles"), bands=bands,
+                              rows=rows)
     all_sigs = (old_sigs.withColumn("_new", F.lit(False))
                 .unionByName(new_sigs.withColumn("_new", F.lit(True))))
     doc_cols = ["doc_id", "content", *policy_cols]

@@ -54,3 +54,12 @@ def test_integer_ids_and_max_iterations(spark):
         connected_components(df, src="a", dst="b", max_iterations=1, checkpoint="none")
     got = {r["node"]: r["component"] for r in connected_components(df, src="a", dst="b").collect()}
     assert got == {i: 0 for i in range(17)}
+
+
+def test_distinct_pairs_input_gives_the_same_components(spark):
+    # LSH candidate pairs are already distinct; skipping the de-duplication must not change any label.
+    edges = sorted({tuple(sorted(e, reverse=True)) for e in _graph() if e[0] != e[1]})
+    expected = _union_find(edges)
+    df = spark.createDataFrame(edges, "src string, dst string").repartition(3)
+    got = connected_components(df, src="src", dst="dst", distinct_pairs=True)
+    assert {r["node"]: r["component"] for r in got.collect()} == expected

@@ -91,3 +91,17 @@ def test_optimal_bands_put_the_s_curve_at_the_threshold(threshold):
     # Weighting missed duplicates more moves the curve left (higher recall before verification).
     b2, r2 = minhash.optimal_bands(threshold, 256, fp_weight=0.2, fn_weight=0.8)
     assert minhash.collision_probability(threshold, bands=b2, rows=r2) >= p(threshold)
+
+
+def test_band_keys_equal_exactly_when_a_band_is_equal():
+    rng = np.random.default_rng(3)
+    sig = rng.integers(0, 2**32, size=(3, 12), dtype=np.uint64).astype(np.uint32)
+    sig[1, 4:8] = sig[0, 4:8]  # doc 1 shares band 1 (rows 4..7) with doc 0, nothing else
+    sig[2, :4] = sig[0, 4:8]  # doc 2 has doc 0's band-1 values, but in band 0
+    keys = minhash.band_keys(sig, bands=3, rows=4)
+    assert keys.shape == (3, 3) and keys.dtype == np.int64
+    assert keys[1, 1] == keys[0, 1]
+    assert keys[1, 0] != keys[0, 0] and keys[1, 2] != keys[0, 2]
+    assert keys[2, 0] != keys[0, 1]  # the same values in another band are another bucket
+    with pytest.raises(ValueError, match="exceeds the signature length"):
+        minhash.band_keys(sig, bands=4, rows=4)

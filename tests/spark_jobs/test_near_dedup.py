@@ -156,6 +156,36 @@ def test_estimate_decides_only_clear_candidates(spark):
     assert edges.where(F.col("src") == F.col("dst")).count() == 0
 
 
+def test_band_keys_from_signature_pass_equal_keys_from_stored_signatures(spark):
+    from spark_jobs.near_dedup import band_column, with_band_keys
+
+    df = spark.createDataFrame(ROWS, SCHEMA)
+    with_keys = minhash_signatures(df, bands=28, rows=9)
+    column = band_column(28, 9)
+    recomputed = with_band_keys(with_keys.drop(column), bands=28, rows=9)
+    a = {r["doc_id"]: list(r[column]) for r in with_keys.collect()}
+    b = {r["doc_id"]: list(r[column]) for r in recomputed.collect()}
+    assert a == b and all(len(k) == 28 for k in a.values())
+
+
+def test_verify_candidates_gives_exact_jaccard_per_pair(spark):
+    from spark_jobs.near_dedup import verify_candidates
+
+    df = spark.createDataFrame(ROWS, SCHEMA)
+    contents = {r[0]: r[1] for r in ROWS}
+    sets = dict(zip(contents, minhash.shingle_sets(list(contents.values()))))
+    ids = sorted(contents)
+    # One group with several members (same dst), one pair in another group, one pair whose dst has no text.
+    pairs = [(ids[1], ids[0]), (ids[2], ids[0]), (ids[3], ids[0]), (ids[5], ids[4]), (ids[6], "missing")]
+    edges = spark.createDataFrame(pairs, "src string, dst string").repartition(3)
+    got = {(r["src"], r["dst"]): r["jaccard"] for r in verify_candidates(edges, df, threshold=0.0).collect()}
+    expected = {(a, b): minhash.jaccard(sets[a], sets[b]) for a, b in pairs if b in sets}
+    assert got.keys() == expected.keys() | {(ids[6], "missing")}
+    assert got[(ids[6], "missing")] == 0.0  # nothing to compare with: never confirmed
+    for pair, value in expected.items():
+        assert got[pair] == pytest.approx(value), pair
+
+
 def test_incremental_equals_union_semantics(spark, lake):
     from pyspark.sql import functions as F
 
