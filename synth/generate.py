@@ -11,7 +11,10 @@
    repeated commit is a no-op. A restart skips every seed already in `synthetic_raw` for the same key.
 3. Post-processing (`synth.postprocess`): extraction, language, length and syntax checks, exact and near dedup
    against the seeds and each other, benchmark decontamination; `synthetic` is rebuilt from all of `synthetic_raw`
-   in one overwrite, every generation kept with `status` and `reject_reason`.
+   in one overwrite, every generation kept with `status` and `reject_reason`. Its per-row half (checks and
+   benchmark matching) runs on a background thread, one committed chunk at a time, while the engine generates the
+   next chunk; only the cross-row half (dedup) and the write wait for the last chunk. The background thread writes
+   nothing, so a killed job still loses at most the chunk in flight.
 
 The job runs on a GPU node without spark-submit (embedded Spark for the table I/O); scale-out is vLLM's own
 (`engine.engine_args.tensor_parallel_size`, `data_parallel_size`) or one job per node on disjoint seed shards
@@ -230,8 +233,12 @@ def generate_chunk(rows: Sequence[Any], *, engine: Engine, template: PromptTempl
 
 
 def run_generation(lake: Lake, cfg: SynthConfig, *, engine: Engine | None = None,
-                   engine_factory: Callable[[], Engine] | None = None) -> dict[str, Any]:
-    """Generates every pending seed in committed chunks; returns counts and timings."""
+                   engine_factory: Callable[[], Engine] | None = None,
+                   on_commit: Callable[[DataFrame, int], None] | None = None) -> dict[str, Any]:
+    """Generates every pending seed in committed chunks; returns counts and timings.
+
+    `on_commit(rows, n)` is called with each chunk this run committed (a commit skipped because its write id was
+    already in the table wrote nothing and is not reported)."""
     from spark_jobs.lake import Lineage
     from synth.models import resolve_model
     from synth.prompts import load_template
@@ -269,10 +276,14 @@ def run_generation(lake: Lake, cfg: SynthConfig, *, engine: Engine | None = None
         stats["generate_s"] += time.perf_counter() - t
         t = time.perf_counter()
         write_id = chunk_write_id([r["synth_id"] for r in chunk], template=template, model=model, revision=revision)
-        lake.append(cfg.raw_table, lake.spark.createDataFrame(rows, schema),
-                    lineage=Lineage(JOB, cfg_hash, inputs, write_id=write_id,
-                                    extra={"run_id": run_id, "seeds": len(rows)}))
+        written = lake.exists(cfg.raw_table) and any(
+            h["lineage"].get("write_id") == write_id for h in lake.history(cfg.raw_table))
+        df = lake.spark.createDataFrame(rows, schema)
+        lake.append(cfg.raw_table, df, lineage=Lineage(JOB, cfg_hash, inputs, write_id=write_id,
+                                                       extra={"run_id": run_id, "seeds": len(rows)}))
         stats["commit_s"] += time.perf_counter() - t
+        if on_commit is not None and not written:
+            on_commit(df, len(rows))
         stats["chunks"] += 1
         stats["generated"] += len(rows)
         stats["prompt_tokens"] += sum(r[13] for r in rows)
@@ -290,6 +301,14 @@ def _make_engine(ecfg: EngineConfig) -> Engine:
 
 
 # ---------------------------------------------------------------------------------------- post-processing
+def _check_rows(raw: DataFrame, benchmarks: DataFrame | None, cfg: FilterConfig,
+                decon: DecontaminateConfig) -> DataFrame:
+    from synth.postprocess import check_rows
+
+    return check_rows(raw, benchmarks, cfg=cfg, ngram=decon.ngram, min_overlap=decon.min_overlap,
+                      min_matched_ngrams=decon.min_matched_ngrams, min_short_chars=decon.min_short_chars)
+
+
 def build_synthetic(raw: DataFrame, seeds: DataFrame | None, benchmarks: DataFrame | None, *, cfg: FilterConfig,
                     decon: DecontaminateConfig) -> DataFrame:
     """The `synthetic` table from `synthetic_raw`: every generation, accepted or rejected with its reason.
@@ -297,32 +316,105 @@ def build_synthetic(raw: DataFrame, seeds: DataFrame | None, benchmarks: DataFra
     `seeds` (doc_id, content) are the seed files the generations must not duplicate; `benchmarks` the output of
     `spark_jobs.decontaminate.load_benchmarks` (None skips decontamination).
     """
-    from synth.postprocess import decontaminate, dedup_against_seeds, row_checks
+    from synth.postprocess import finish
 
-    out = row_checks(raw.drop("prompt", "seed_text"), cfg=cfg)
-    out = dedup_against_seeds(out, seeds, cfg=cfg)
-    if cfg.decontaminate and benchmarks is not None:
-        out = decontaminate(out, benchmarks, ngram=decon.ngram, min_overlap=decon.min_overlap,
-                            min_matched_ngrams=decon.min_matched_ngrams, min_short_chars=decon.min_short_chars)
-    return out.select(*SYNTHETIC_COLUMNS)
+    return finish(_check_rows(raw, benchmarks, cfg, decon), seeds, cfg=cfg).select(*SYNTHETIC_COLUMNS)
 
 
-def run_postprocess(lake: Lake, cfg: SynthConfig) -> dict[str, Any]:
-    """Rebuilds `output_table` from all of `raw_table` (one atomic overwrite); returns counts per status/reason."""
+class ChunkChecks:
+    """The per-row half of post-processing (`synth.postprocess.check_rows`) of each committed chunk, on one
+    background thread while the engine generates the next chunk: what is left after the last chunk is the
+    cross-row half. On a GPU node the driver's CPU is idle during generation, so these checks cost no time.
+
+    Results are cached Spark data (`localCheckpoint`), never table writes: a killed job loses them with nothing
+    to clean up, and `run_postprocess` checks any raw row they do not cover (rows of earlier runs) itself.
+    """
+
+    # Merge the cached chunks every so often: a plan over thousands of small cached frames is slow to analyse.
+    COMPACT_EVERY = 32
+
+    def __init__(self, lake: Lake, cfg: SynthConfig):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.lake, self.cfg = lake, cfg
+        self.rows = 0
+        self.busy_s = 0.0
+        self._frames: list[DataFrame] = []  # touched only by the worker thread until `result`
+        self._futures: list = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synth-checks")
+
+    def submit(self, rows: DataFrame, n: int) -> None:
+        self._raise_failed()
+        self.rows += n
+        self._futures.append(self._pool.submit(self._check, rows))
+
+    def _check(self, rows: DataFrame) -> None:
+        from spark_jobs.decontaminate import load_benchmarks
+
+        t = time.perf_counter()
+        benchmarks = (load_benchmarks(self.lake.spark, self.cfg.decontaminate) if self.cfg.filter.decontaminate
+                      else None)
+        self._frames.append(_check_rows(rows, benchmarks, self.cfg.filter, self.cfg.decontaminate)
+                            .localCheckpoint(eager=True))
+        if len(self._frames) >= self.COMPACT_EVERY:
+            self._frames = [_union(self._frames).localCheckpoint(eager=True)]
+        self.busy_s += time.perf_counter() - t
+
+    def _raise_failed(self) -> None:
+        """A failed check stops the job now rather than after hours of generation."""
+        for f in self._futures:
+            if f.done() and f.exception() is not None:
+                raise f.exception()
+
+    def result(self) -> DataFrame | None:
+        """The checked rows of every submitted chunk (None when none was submitted); waits for the thread."""
+        for f in self._futures:
+            f.result()
+        self._pool.shutdown(wait=True)
+        return _union(self._frames) if self._frames else None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _union(frames: Sequence[DataFrame]) -> DataFrame:
+    out = frames[0]
+    for f in frames[1:]:
+        out = out.unionByName(f)
+    return out
+
+
+def run_postprocess(lake: Lake, cfg: SynthConfig, *, checks: ChunkChecks | None = None) -> dict[str, Any]:
+    """Rebuilds `output_table` from all of `raw_table` (one atomic overwrite); returns counts per status/reason.
+
+    `checks` holds the per-row checks already done for this run's chunks; raw rows it does not cover are checked
+    here, so the result is the same with or without it.
+    """
     from pyspark.sql import functions as F
 
     from spark_jobs.decontaminate import load_benchmarks
     from spark_jobs.lake import Lineage
+    from synth.postprocess import finish
 
     t0 = time.perf_counter()
     raw = lake.read(cfg.raw_table)
+    benchmarks = load_benchmarks(lake.spark, cfg.decontaminate) if cfg.filter.decontaminate else None
+    checked = checks.result() if checks is not None else None
+    wait_s = time.perf_counter() - t0
+    if checked is None or lake.info(cfg.raw_table).rows != checks.rows:
+        # Rows of earlier runs (the Delta log's row counts tell, without a Spark job), or no chunk checked ahead.
+        rest = raw if checked is None else raw.join(checked.select("synth_id"), on="synth_id", how="left_anti")
+        rest = _check_rows(rest, benchmarks, cfg.filter, cfg.decontaminate)
+        # Materialised: the dedup steps read it several times; the per-row checks then run once.
+        checked = (rest if checked is None else checked.unionByName(rest)).localCheckpoint(eager=True)
+    t1 = time.perf_counter()
     seeds = read_seeds(lake, cfg.seeds)
     used = raw.select(F.col("seed_doc_id").alias("doc_id")).distinct()
     seeds = seeds.join(used, on="doc_id").select("doc_id", "content")
-    benchmarks = load_benchmarks(lake.spark, cfg.decontaminate) if cfg.filter.decontaminate else None
-    out = build_synthetic(raw, seeds, benchmarks, cfg=cfg.filter, decon=cfg.decontaminate)
+    out = finish(checked, seeds, cfg=cfg.filter).select(*SYNTHETIC_COLUMNS)
     # localCheckpoint: the counts below and the write read one computed result, not three re-computations.
     out = out.localCheckpoint(eager=True)
+    t2 = time.perf_counter()
     inputs = lake.versions([cfg.raw_table, cfg.seeds.table])
     settings = [dataclasses.asdict(cfg.filter), dataclasses.asdict(cfg.decontaminate), cfg.seeds.table]
     # Same raw and seed versions with the same settings = the same `synthetic`: the rewrite is skipped.
@@ -330,7 +422,10 @@ def run_postprocess(lake: Lake, cfg: SynthConfig) -> dict[str, Any]:
     lake.overwrite(cfg.output_table, out, lineage=lineage, allow_schema_change=True)
     counts = {f"{r['status']}:{r['reject_reason'] or ''}".rstrip(":"): r["count"]
               for r in out.groupBy("status", "reject_reason").count().collect()}
-    return {"rows": sum(counts.values()), "by_reason": counts, "elapsed_s": time.perf_counter() - t0}
+    return {"rows": sum(counts.values()), "by_reason": counts, "elapsed_s": time.perf_counter() - t0,
+            "wait_checks_s": wait_s, "checks_s": t1 - t0 - wait_s, "dedup_s": t2 - t1,
+            "write_s": time.perf_counter() - t2, "overlapped_checks_s": checks.busy_s if checks else 0.0,
+            "overlapped_rows": checks.rows if checks else 0}
 
 
 def run(cfg: SynthConfig, *, spark: SparkSession | None = None, engine: Engine | None = None) -> dict[str, Any]:
@@ -339,15 +434,22 @@ def run(cfg: SynthConfig, *, spark: SparkSession | None = None, engine: Engine |
 
     lake = Lake.open(spark or get_spark("codemill-synth"), cfg.lake)
     stats: dict[str, Any] = {}
-    if cfg.generate:
-        stats["generation"] = run_generation(lake, cfg, engine=engine)
-    if cfg.postprocess and cfg.num_shards > 1:
-        # Other shards may still be generating: rebuilding `synthetic` now would miss their rows. Run it once at
-        # the end instead (`--generate false --num_shards 1`).
-        print(f"[{JOB}] shard {cfg.shard_index}/{cfg.num_shards}: post-processing skipped; run it once all shards "
-              "are done with --generate false", file=sys.stderr)
-    elif cfg.postprocess and lake.exists(cfg.raw_table):
-        stats["postprocess"] = run_postprocess(lake, cfg)
+    # On a shard of a multi-node run `synthetic` is not rebuilt here (below), so nothing is checked ahead.
+    checks = ChunkChecks(lake, cfg) if cfg.generate and cfg.postprocess and cfg.num_shards == 1 else None
+    try:
+        if cfg.generate:
+            stats["generation"] = run_generation(lake, cfg, engine=engine,
+                                                 on_commit=checks.submit if checks else None)
+        if cfg.postprocess and cfg.num_shards > 1:
+            # Other shards may still be generating: rebuilding `synthetic` now would miss their rows. Run it once
+            # at the end instead (`--generate false --num_shards 1`).
+            print(f"[{JOB}] shard {cfg.shard_index}/{cfg.num_shards}: post-processing skipped; run it once all "
+                  "shards are done with --generate false", file=sys.stderr)
+        elif cfg.postprocess and lake.exists(cfg.raw_table):
+            stats["postprocess"] = run_postprocess(lake, cfg, checks=checks)
+    finally:
+        if checks is not None:
+            checks.close()
     return stats
 
 

@@ -12,6 +12,9 @@ Every generation is kept, accepted or rejected with the first failing check as `
 7. `benchmark_contamination`: n-gram overlap with a benchmark (`spark_jobs.decontaminate`).
 
 Checks 1-4 are per row (a vectorised `mapInPandas`); 5-7 reuse the curation transforms on the accepted rows.
+The work splits in two (`synth.generate` overlaps the first with generation, one committed chunk at a time):
+`check_rows` (checks 1-4, and the benchmark match of 7, which depends on nothing but the row) and `finish`
+(5-6, which need every generation, then the verdict of 7 in its place in the order).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 ACCEPTED, REJECTED = "accepted", "rejected"
+# Set by `check_rows`: the strongest benchmark hit of a row that passed checks 1-4, applied by `finish`.
+CONTAMINATION_COL = "_contamination"
 # ```lang or ~~~lang at the start of a line; the info string's first word is the language.
 _FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w+#.-]*)[^\n]*\n", re.MULTILINE)
 
@@ -193,6 +198,8 @@ def dedup_against_seeds(checked: DataFrame, seeds: DataFrame | None, *, cfg: Fil
         out = _reject(out, flagged, "exact_duplicate")
     if cfg.near_dedup:
         cands = _candidates(out, seeds)
+        if not _any_lsh_candidate(cands, cfg):
+            return out
         _, clusters = near_duplicates(cands, num_perm=cfg.near_num_perm, ngram=cfg.near_ngram,
                                       threshold=cfg.near_threshold, representative=["origin asc", "doc_id asc"])
         flagged = clusters.where((F.col("doc_id") != F.col("representative")) & ~F.col("doc_id").startswith("seed:"))
@@ -203,10 +210,23 @@ def dedup_against_seeds(checked: DataFrame, seeds: DataFrame | None, *, cfg: Fil
     return out
 
 
-def decontaminate(checked: DataFrame, benchmarks: DataFrame, *, ngram: int = 10, min_overlap: float = 0.5,
-                  min_matched_ngrams: int = 1, min_short_chars: int = 30) -> DataFrame:
-    """Rejects accepted generations that contain a benchmark text (`spark_jobs.decontaminate.find_contamination`,
-    the curation stage's own matcher, with its settings); `benchmarks` comes from `load_benchmarks`."""
+def _any_lsh_candidate(cands: DataFrame, cfg: FilterConfig) -> bool:
+    """Whether any two of `cands` share an LSH bucket under the banding `near_duplicates` uses. Without such a
+    pair it finds no cluster, so its verification and connected-components rounds (a dozen Spark jobs, most of
+    post-processing's time on a small run) are skipped; a fresh generation seldom collides with anything."""
+    from spark_jobs.near_dedup import NearDedupConfig, lsh_candidates, minhash_signatures
+
+    near = NearDedupConfig(num_perm=cfg.near_num_perm, ngram=cfg.near_ngram, threshold=cfg.near_threshold)
+    bands, rows = near.band_params()
+    sigs = minhash_signatures(cands, num_perm=near.num_perm, ngram=near.ngram, seed=near.seed)
+    return not lsh_candidates(sigs, bands=bands, rows=rows).isEmpty()
+
+
+def contamination_details(checked: DataFrame, benchmarks: DataFrame, *, ngram: int = 10, min_overlap: float = 0.5,
+                          min_matched_ngrams: int = 1, min_short_chars: int = 30) -> DataFrame:
+    """Adds CONTAMINATION_COL: the strongest benchmark text found in an accepted row's content (null when clean),
+    by `spark_jobs.decontaminate.find_contamination`, the curation stage's own matcher with its settings;
+    `benchmarks` comes from `load_benchmarks`."""
     from pyspark.sql import functions as F
 
     from spark_jobs.decontaminate import find_contamination
@@ -214,7 +234,33 @@ def decontaminate(checked: DataFrame, benchmarks: DataFrame, *, ngram: int = 10,
     docs = checked.where(F.col("status") == ACCEPTED).select("synth_id", "content")
     hits = find_contamination(docs, benchmarks, ngram=ngram, id_col="synth_id", min_overlap=min_overlap,
                               min_matched_ngrams=min_matched_ngrams, min_short_chars=min_short_chars)
-    # The strongest hit per generation is the one reported.
-    flagged = hits.groupBy("synth_id").agg(F.max_by(
-        F.format_string("%s %s (overlap %.2f)", "benchmark", "task_id", "overlap"), F.col("overlap")).alias("detail"))
-    return _reject(checked, flagged, "benchmark_contamination")
+    strongest = hits.groupBy("synth_id").agg(F.max_by(
+        F.format_string("%s %s (overlap %.2f)", "benchmark", "task_id", "overlap"), F.col("overlap"))
+        .alias(CONTAMINATION_COL))
+    return checked.join(strongest, on="synth_id", how="left").select(*checked.columns, CONTAMINATION_COL)
+
+
+def check_rows(raw: DataFrame, benchmarks: DataFrame | None, *, cfg: FilterConfig, ngram: int = 10,
+               min_overlap: float = 0.5, min_matched_ngrams: int = 1, min_short_chars: int = 30) -> DataFrame:
+    """The per-row half of post-processing: checks 1-4 (`row_checks`) and, for the rows that pass them, the
+    benchmark match (CONTAMINATION_COL; null everywhere when `benchmarks` is None or `cfg.decontaminate` is off).
+    A row's result depends on that row alone, so chunks can be checked as they are committed."""
+    from pyspark.sql import functions as F
+
+    out = row_checks(raw.drop("prompt", "seed_text"), cfg=cfg)
+    if cfg.decontaminate and benchmarks is not None:
+        return contamination_details(out, benchmarks, ngram=ngram, min_overlap=min_overlap,
+                                     min_matched_ngrams=min_matched_ngrams, min_short_chars=min_short_chars)
+    return out.withColumn(CONTAMINATION_COL, F.lit(None).cast("string"))
+
+
+def finish(checked: DataFrame, seeds: DataFrame | None, *, cfg: FilterConfig) -> DataFrame:
+    """The cross-row half: exact and near dedup over every checked row and the seeds, then the benchmark verdict
+    (`check_rows` found the hits) on the rows still accepted, so the first failing check in the documented order
+    is the one reported. Drops CONTAMINATION_COL."""
+    from pyspark.sql import functions as F
+
+    out = dedup_against_seeds(checked, seeds, cfg=cfg)
+    flagged = out.where(F.col(CONTAMINATION_COL).isNotNull()).select(
+        "synth_id", F.col(CONTAMINATION_COL).alias("detail"))
+    return _reject(out, flagged, "benchmark_contamination").drop(CONTAMINATION_COL)

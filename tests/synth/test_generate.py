@@ -89,6 +89,60 @@ def test_restart_after_a_crash_skips_done_seeds_without_duplicates(lake, engine)
     assert len({r.run_id for r in rows}) == 2  # two runs wrote rows: the crashed one and the restart
 
 
+class _Canned:
+    """An engine whose answers are fixed files chosen by the seed in the prompt: this test is about which rows the
+    job post-processes and when, and needs answers that pass the row checks and duplicate each other."""
+
+    kind, model, revision = "canned", "embedded", "canned-1"
+
+    def __init__(self, engine, answers):
+        self.inner, self.answers = engine, answers
+
+    def render_chat(self, messages):
+        return self.inner.render_chat(messages)
+
+    def generate(self, prompts, sampling):
+        from synth.engines import Generation
+
+        return [Generation(next(f"```python\n{code}\n```\n" for key, code in self.answers.items() if key in p),
+                           10, 50, "stop") for p in prompts]
+
+
+def test_overlapped_row_checks_match_a_full_rebuild_across_a_restart(lake, engine):
+    """Chunks checked in the background, chunks of a crashed earlier run checked at the end, duplicates across
+    chunks: `synthetic` equals what the one-pass rebuild (`build_synthetic`) makes of `synthetic_raw`."""
+    from synth.generate import SYNTHETIC_COLUMNS, build_synthetic
+    from tests.synth.test_postprocess import GOOD
+
+    seeds = SEED_FILES + [("seed-d", "python", 0.8, "x = [i * i for i in range(10)]\nprint(sum(x))\n")]
+    write_seeds(lake, seeds)
+    other = GOOD.replace("Inventory", "Ledger").replace("item", "entry").replace("count", "amount")
+    near = other.replace('inv.add("apple", 3)', 'inv.add("pear", 3)')
+    # seed-a and seed-b get the same file, seed-c and seed-d near copies: wherever chunks split them, one of each
+    # pair must be rejected.
+    canned = _Canned(engine, {"fibonacci": GOOD, "json.load": GOOD, "class Stack": other, "x = [i * i": near})
+    cfg = _cfg(lake, **{"seeds.mode": "file"})
+    with pytest.raises(_Killed):
+        run(cfg, spark=lake.spark, engine=_DiesAfter(canned, 1))
+    assert lake.read("synthetic_raw").count() == 2 and not lake.exists("synthetic")
+    stats = run(cfg, spark=lake.spark, engine=canned)
+    assert stats["postprocess"]["overlapped_rows"] == 2  # the restart's chunk; the crashed run's rows came later
+
+    got = {r.synth_id: r for r in lake.read("synthetic").collect()}
+    raw = lake.read("synthetic_raw")
+    used = raw.select(raw.seed_doc_id.alias("doc_id")).distinct()
+    want = {r.synth_id: r for r in build_synthetic(
+        raw, lake.read("selected_hq").join(used, on="doc_id").select("doc_id", "content"), None, cfg=cfg.filter,
+        decon=cfg.decontaminate).collect()}
+    assert len(got) == 4 and got.keys() == want.keys()
+    for sid, row in got.items():
+        assert [row[c] for c in SYNTHETIC_COLUMNS] == [want[sid][c] for c in SYNTHETIC_COLUMNS]
+    by_seed = {r.seed_doc_id: r for r in got.values()}
+    assert sorted(r.reject_reason or "" for r in got.values()) == ["", "", "exact_duplicate", "near_duplicate"]
+    dup, kept = sorted([by_seed["seed-a"], by_seed["seed-b"]], key=lambda r: r.status == "accepted")
+    assert dup.reject_detail == f"same as {kept.synth_id}" and kept.synth_id < dup.synth_id
+
+
 @pytest.mark.slow
 def test_killed_process_restarts_without_duplicates_or_missing_seeds(lake, engine, tmp_path):
     write_seeds(lake)
