@@ -7,9 +7,10 @@ written as a `documents` table. In the same run it measures:
 
 - baseline: `Tokenizer.encode_batch_fast` over the same texts in this process, with tokenizers' own thread pool
   over the same cores Spark gets (`local[N]`), batches of 2000 documents like Spark's Arrow batches;
-- the Spark job: `spark_jobs.tokenize_shards` building phase 1 end to end (read, tokenize, shuffle, pack, write
-  litdata chunks, merge the index, commit the `shards` table) on `local[N]`; and its encode stage alone
-  (`tokenize_documents` + a sum), which is what is compared per core with the baseline;
+- the Spark job: `spark_jobs.tokenize_shards` building phase 1 end to end (read, split, shuffle, then per shard
+  tokenize, pack and write litdata chunks, merge the index, commit the `shards` table) on `local[N]` with one
+  shard per core; and Spark encoding alone (`tokenize_documents` + a sum, as the job runs it with
+  `encode: mappers` and for phase 3), which is what is compared per core with the baseline;
 - shard reads: `litdata.StreamingDataLoader` over the written train split (batch 8, no workers), in tokens/s,
   against `--trainer_tokens_per_s` (default 50k: ~1.3B-parameter model on one H100 at 40% MFU,
   6 * 1.3e9 FLOP/token against ~4e14 FLOP/s).
@@ -17,6 +18,9 @@ written as a `documents` table. In the same run it measures:
 Ends with `RESULT {"tokens_per_s", "baseline_tokens_per_s", "ratio", ...}` where tokens_per_s is the full Spark
 job and ratio = tokens_per_s / baseline_tokens_per_s (same cores on both sides, so also the per-core ratio). Each side
 runs `--repeats` times, alternating, and the medians are compared (the baseline runs twice per round).
+`cpu_ratio` is the same comparison in tokens per CPU-second (this process, the Spark JVM and its Python workers,
+median per side): an extra figure, less swayed than wall time by other jobs on a shared machine; `ratio` stays the
+wall-clock goal.
 """
 
 from __future__ import annotations
@@ -54,6 +58,27 @@ def load_texts(mb: float, max_chars: int) -> list[str]:
         if total >= mb * 1e6:
             break
     return texts
+
+
+_CPU_SEEN: dict[int, float] = {}
+
+
+def process_tree_cpu_s() -> float:
+    """CPU seconds used so far by this process and its descendants (the Spark JVM, its Python workers).
+
+    Each process keeps the last figure seen for it: Spark stops idle Python workers, and an exited process's time
+    must neither vanish from the sum nor be counted again through its parent's children_* times.
+    """
+    import psutil
+
+    me = psutil.Process()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        _CPU_SEEN[proc.pid] = t.user + t.system
+    return sum(_CPU_SEEN.values())
 
 
 def main(argv=None) -> dict:
@@ -123,11 +148,19 @@ def main(argv=None) -> dict:
 
     # Shared machines are noisy: alternate the sides and compare medians of the same number of runs.
     base_runs, enc_runs, job_runs = [], [], []
+    cpu: dict[str, list[float]] = {"baseline": [], "encode": [], "job": []}
+
+    def run(side: str, fn) -> tuple[int, float]:
+        c0 = process_tree_cpu_s()
+        out = fn()
+        cpu[side].append(process_tree_cpu_s() - c0)
+        return out
+
     for _ in range(args.repeats):
-        base_runs.append(baseline())
-        enc_runs.append(encode_stage())
-        base_runs.append(baseline())
-        job_runs.append(job())
+        base_runs.append(run("baseline", baseline))
+        enc_runs.append(run("encode", encode_stage))
+        base_runs.append(run("baseline", baseline))
+        job_runs.append(run("job", job))
     base_tokens = base_runs[0][0]
     assert all(n == base_tokens for n, _ in base_runs + enc_runs + job_runs), (base_runs, enc_runs, job_runs)
     baseline_tps = statistics.median(base_tokens / s for _, s in base_runs)
@@ -149,6 +182,10 @@ def main(argv=None) -> dict:
     read_s = time.perf_counter() - t0
     read_tps = read_tokens / read_s
 
+    print("seconds per run: baseline " + " ".join(f"{s:.1f}" for _, s in base_runs) + " | encode stage "
+          + " ".join(f"{s:.1f}" for _, s in enc_runs) + " | job " + " ".join(f"{s:.1f}" for _, s in job_runs))
+    print("CPU seconds per run: " + " | ".join(f"{k} " + " ".join(f"{c:.1f}" for c in v) for k, v in cpu.items()))
+    cpu_ratio = statistics.median(cpu["baseline"]) / statistics.median(cpu["job"])
     print(f"baseline encode_batch_fast ({cores} threads): {baseline_tps:,.0f} tokens/s  ({base_s:.1f} s)")
     print(f"spark encode stage (local[{cores}]):        {enc_tokens / enc_s:,.0f} tokens/s  "
           f"({enc_s:.1f} s)  = {enc_tokens / enc_s / baseline_tps:.2f}x baseline")
@@ -161,6 +198,8 @@ def main(argv=None) -> dict:
         "ratio": round(job_tps / baseline_tps, 3),
         "encode_stage_tokens_per_s": round(enc_tokens / enc_s),
         "encode_stage_ratio": round(enc_tokens / enc_s / baseline_tps, 3),
+        "cpu_ratio": round(cpu_ratio, 3),
+        "encode_stage_cpu_ratio": round(statistics.median(cpu["baseline"]) / statistics.median(cpu["encode"]), 3),
         "cores": cores, "tokens": base_tokens, "mb": round(n_bytes / 1e6, 1),
         "read_tokens_per_s": round(read_tps), "read_vs_trainer": round(read_tps / args.trainer_tokens_per_s, 2),
     }

@@ -16,6 +16,7 @@ os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # litdata otherwise
 
 from spark_jobs import tokenizer as T  # noqa: E402
 from spark_jobs.tokenize_shards import (  # noqa: E402
+    _build_shards,
     _ShardWriter,
     decode_documents,
     main,
@@ -68,7 +69,8 @@ def _argv(lake_root: str, shards_root: str, *extra: str) -> list[str]:
 def built(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("tokenize")
     lake, rows = _make_lake(spark, str(root / "lake"))
-    manifests = main(_argv(str(root / "lake"), str(root / "shards")))
+    # Phases 1 and 2 encode in the shard writers here; test_same_input_gives_identical_shards builds with "mappers".
+    manifests = main(_argv(str(root / "lake"), str(root / "shards"), "--encode", "writers"))
     tok = T.load(str(root / "shards" / "tokenizer"))
     return {"root": root, "lake": lake, "rows": rows, "manifests": manifests, "tok": tok,
             "shards": root / "shards"}
@@ -167,18 +169,62 @@ def test_phase3_raises_python_share_and_keeps_other_proportions(built):
     assert manifest["tokens_per_source"]["synthetic"] == sum(_encode_len(tok, r[3]) for r in accepted)
 
 
+def _copy_tokenizer(built, root: Path) -> None:
+    (root / "tokenizer").mkdir(parents=True)
+    for f in (built["shards"] / "tokenizer").iterdir():
+        (root / "tokenizer" / f.name).write_bytes(f.read_bytes())
+
+
 def test_same_input_gives_identical_shards(built, spark):
     other = built["root"] / "shards_again"
-    (other / "tokenizer").mkdir(parents=True)
-    for f in (built["shards"] / "tokenizer").iterdir():
-        (other / "tokenizer" / f.name).write_bytes(f.read_bytes())
-    main(_argv(str(built["root"] / "lake"), str(other), "--build", "[phase3]"))
-    a, b = built["shards"] / "phase3", other / "phase3"
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name != "manifest.json")
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name != "manifest.json")
-    assert files_a == files_b and any(str(f).endswith(".bin") for f in files_a)
-    for f in files_a:
-        assert (a / f).read_bytes() == (b / f).read_bytes(), f
+    _copy_tokenizer(built, other)
+    # Encoding before the shuffle instead of in the writers (the fixture's build) must not change a byte.
+    main(_argv(str(built["root"] / "lake"), str(other), "--build", "[phase1, phase3]", "--encode", "mappers"))
+    for phase in ("phase1", "phase3"):
+        a, b = built["shards"] / phase, other / phase
+        files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name != "manifest.json")
+        files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name != "manifest.json")
+        assert files_a == files_b and any(str(f).endswith(".bin") for f in files_a)
+        for f in files_a:
+            assert (a / f).read_bytes() == (b / f).read_bytes(), f
+        manifest_a = json.loads((a / "manifest.json").read_text())
+        manifest_b = json.loads((b / "manifest.json").read_text())
+        assert {k: v for k, v in manifest_a.items() if k != "tokenizer"} == {
+            k: v for k, v in manifest_b.items() if k != "tokenizer"}
+
+
+@pytest.mark.parametrize("optimistic", [False, True], ids=["fallback_first", "rebuild_on_empty_val"])
+def test_job_gives_a_small_phase_its_validation_document(built, spark, tmp_path, monkeypatch, optimistic):
+    from pyspark.sql import functions as F
+
+    import spark_jobs.tokenize_shards as ts
+    from spark_jobs.lake import Lake
+    from spark_jobs.tokenize_shards import assign_split
+
+    if optimistic:
+        # As if many val documents were expected: build without the fallback, then rebuild when val is empty.
+        monkeypatch.setattr(ts, "VAL_DOCS_WITHOUT_FALLBACK", 0)
+    builds = []
+    monkeypatch.setattr(ts, "_build_shards", lambda *a, **k: builds.append(k["ensure_val"]) or _build_shards(*a, **k))
+
+    lake = Lake(spark, str(tmp_path / "lake"))
+    texts = [f"def f{i}():\n    return {i}\n" for i in range(24)]
+    lake.overwrite("documents", spark.createDataFrame(
+        [(f"d{i:03d}", "python", f"org/r{i}", t, 1, len(t), len(t) // 3, [f"f{i}"]) for i, t in enumerate(texts)],
+        "document_id string, lang string, repo string, text string, n_files long, n_chars long, est_tokens long, "
+        "doc_ids array<string>"))
+    docs = lake.read("documents").select(F.col("document_id").alias("doc_key"), F.lit("documents").alias("source"),
+                                         "lang", "text")
+    # By hash alone 0.5 % of 24 documents is none: the job must fall back to the lowest-hash document.
+    assert assign_split(docs, val_fraction=0.005, seed=1234, ensure_val=False).where("split = 'val'").count() == 0
+    expected = [r["text"] for r in assign_split(docs, val_fraction=0.005, seed=1234).where("split = 'val'").collect()]
+    assert len(expected) == 1
+    _copy_tokenizer(built, tmp_path / "shards")
+    manifest = main(_argv(str(tmp_path / "lake"), str(tmp_path / "shards"), "--build", "[phase1]",
+                          "--val_fraction", "0.005", "--seed", "1234"))["phase1"]
+    assert manifest["splits"]["val"]["documents"] == 1 and manifest["splits"]["train"]["documents"] == 23
+    assert decode_documents(str(tmp_path / "shards" / "phase1" / "val"), built["tok"]) == expected
+    assert builds == ([False, True] if optimistic else [True])
 
 
 def test_reader_resumes_mid_epoch_exactly(built):
@@ -230,9 +276,9 @@ def test_config_errors_name_their_keys(tmp_path):
 
     with pytest.raises(ConfigError) as err:
         main(["--config", "conf/spark/tokenize.yaml", "--seq_len", "1", "--val_fraction", "1.5",
-              "--build", "[phase9]", "--chunk_bytes", "lots"])
+              "--build", "[phase9]", "--chunk_bytes", "lots", "--encode", "sometimes"])
     text = str(err.value)
-    for key in ("seq_len:", "val_fraction:", "build:", "chunk_bytes:"):
+    for key in ("seq_len:", "val_fraction:", "build:", "chunk_bytes:", "encode:"):
         assert key in text
 
 
@@ -272,3 +318,14 @@ def test_small_inputs_still_get_a_validation_document(spark):
     assert counts(assign_split(docs(24), val_fraction=0.005, seed=1)) == {"val": 1, "train": 23}
     assert counts(assign_split(docs(1), val_fraction=0.005, seed=1)) == {"train": 1}
     assert counts(assign_split(docs(24), val_fraction=0.0, seed=1)) == {"train": 24}
+
+
+def test_writing_untokenized_rows_needs_the_tokenizer(spark, tmp_path):
+    from spark_jobs.tokenize_shards import assign_shards, write_shards
+
+    docs = spark.createDataFrame([("d0", "documents", "python", "x = 1\n", "train")],
+                                 "doc_key string, source string, lang string, text string, split string")
+    shuffled = assign_shards(docs, num_shards=2, val_shards=1, seed=1)
+    assert "text" in shuffled.columns and "ids" not in shuffled.columns
+    with pytest.raises(ValueError, match="tokenizer_json"):
+        write_shards(shuffled, out_dir=str(tmp_path), seq_len=8, pad_id=3, chunk_bytes="1MB")
