@@ -1,6 +1,6 @@
 """Near-dedup benchmark: codemill's MinHash LSH vs datatrove's MinHash dedup on real code with planted duplicates.
 
-    .venv/bin/python bench/dedup.py                 # ~20 + 80 MB corpora (~10 min on 2 busy cores); make bench-dedup
+    .venv/bin/python bench/dedup.py                 # ~40 + 170 MB corpora (~2 min on 2 quiet cores); make bench-dedup
     .venv/bin/python bench/dedup.py --mb 8 --small-mb 2   # smaller/faster
 
 1. Builds a labelled corpus from the Python files on this machine (the standard library and .venv site-packages):
