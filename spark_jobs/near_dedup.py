@@ -331,6 +331,7 @@ def cluster_documents(docs: DataFrame, signatures: DataFrame, *, cfg: NearDedupC
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
+    from pyspark.sql import types as T
 
     bands, rows = cfg.band_params()
     edges = _materialise(lsh_candidates(signatures, bands=bands, rows=rows, id_col=id_col, new_col=new_col),
@@ -339,7 +340,13 @@ def cluster_documents(docs: DataFrame, signatures: DataFrame, *, cfg: NearDedupC
     # pair: when the pairs are few they all go to the joins as broadcasts, and the signatures, texts and policy
     # columns they are joined with are scanned in place instead of shuffled. Spark's own size estimates of
     # checkpointed data are not reliable enough for that choice (they once made it broadcast the signatures).
-    small = _broadcastable(edges, rows=2 * edges.count())
+    n_edges = edges.count()
+    if n_edges == 0:  # no two documents share a bucket: no cluster, and none of the steps below has work to do
+        id_type = signatures.schema[id_col].dataType
+        return signatures.sparkSession.createDataFrame([], T.StructType([
+            T.StructField("doc_id", id_type), T.StructField("cluster_id", id_type),
+            T.StructField("representative", id_type), T.StructField("similarity", T.DoubleType())]))
+    small = _broadcastable(edges, rows=2 * n_edges)
 
     def bcast(df: DataFrame) -> DataFrame:
         return df.hint("broadcast") if small else df

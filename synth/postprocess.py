@@ -198,8 +198,6 @@ def dedup_against_seeds(checked: DataFrame, seeds: DataFrame | None, *, cfg: Fil
         out = _reject(out, flagged, "exact_duplicate")
     if cfg.near_dedup:
         cands = _candidates(out, seeds)
-        if not _any_lsh_candidate(cands, cfg):
-            return out
         _, clusters = near_duplicates(cands, num_perm=cfg.near_num_perm, ngram=cfg.near_ngram,
                                       threshold=cfg.near_threshold, representative=["origin asc", "doc_id asc"])
         flagged = clusters.where((F.col("doc_id") != F.col("representative")) & ~F.col("doc_id").startswith("seed:"))
@@ -208,18 +206,6 @@ def dedup_against_seeds(checked: DataFrame, seeds: DataFrame | None, *, cfg: Fil
             F.format_string("similar to %s (%.2f)", F.col("representative"), F.col("similarity")).alias("detail"))
         out = _reject(out, flagged, "near_duplicate")
     return out
-
-
-def _any_lsh_candidate(cands: DataFrame, cfg: FilterConfig) -> bool:
-    """Whether any two of `cands` share an LSH bucket under the banding `near_duplicates` uses. Without such a
-    pair it finds no cluster, so its verification and connected-components rounds (a dozen Spark jobs, most of
-    post-processing's time on a small run) are skipped; a fresh generation seldom collides with anything."""
-    from spark_jobs.near_dedup import NearDedupConfig, lsh_candidates, minhash_signatures
-
-    near = NearDedupConfig(num_perm=cfg.near_num_perm, ngram=cfg.near_ngram, threshold=cfg.near_threshold)
-    bands, rows = near.band_params()
-    sigs = minhash_signatures(cands, num_perm=near.num_perm, ngram=near.ngram, seed=near.seed)
-    return not lsh_candidates(sigs, bands=bands, rows=rows).isEmpty()
 
 
 def contamination_details(checked: DataFrame, benchmarks: DataFrame, *, ngram: int = 10, min_overlap: float = 0.5,

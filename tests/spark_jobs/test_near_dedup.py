@@ -267,3 +267,11 @@ def test_main_wires_config_to_tables(spark, lake):
     assert lake.read("near_deduped").count() == 3
     with pytest.raises(ConfigError, match="near_dedup.ngram"):
         main(["--lake", lake.root, "--near_dedup.ngram", "0"])
+
+
+def test_no_candidate_pair_gives_empty_clusters_and_keeps_everything(spark):
+    df = spark.createDataFrame([r for r in ROWS if r[0] in ("b1", "b5")], SCHEMA)  # two unrelated files
+    kept, clusters = near_duplicates(df)
+    assert clusters.columns == ["doc_id", "cluster_id", "representative", "similarity"]
+    assert clusters.count() == 0
+    assert sorted(r["doc_id"] for r in kept.collect()) == ["b1", "b5"]
