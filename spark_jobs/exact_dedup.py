@@ -71,15 +71,27 @@ def _orderings(order_by: list[str]) -> list[Column]:
     return cols
 
 
-def mark_duplicates(df: DataFrame, *, normalise: list[str] = ("trailing_whitespace", "strip"),
-                    order_by: list[str] = ("stars desc", "doc_id asc")) -> DataFrame:
-    """Adds `content_hash` and `representative` (the doc_id kept for the group; equal to doc_id when kept)."""
+def with_content_hash(df: DataFrame, *, normalise: list[str] = ("trailing_whitespace", "strip")) -> DataFrame:
+    """Adds `content_hash`, the sha256 of the normalised `content`: a row's group key, which depends on that row
+    alone (callers that see rows in batches can hash each batch as it comes and group later)."""
+    from pyspark.sql import functions as F
+
+    return df.withColumn("content_hash", F.sha2(normalised(F.col("content"), list(normalise)), 256))
+
+
+def mark_hashed_duplicates(hashed: DataFrame, *, order_by: list[str] = ("stars desc", "doc_id asc")) -> DataFrame:
+    """Adds `representative` to rows that carry `content_hash` (`with_content_hash`): see `mark_duplicates`."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    hashed = df.withColumn("content_hash", F.sha2(normalised(F.col("content"), list(normalise)), 256))
     w = Window.partitionBy("content_hash").orderBy(*_orderings(list(order_by)))
     return hashed.withColumn("representative", F.first("doc_id").over(w))
+
+
+def mark_duplicates(df: DataFrame, *, normalise: list[str] = ("trailing_whitespace", "strip"),
+                    order_by: list[str] = ("stars desc", "doc_id asc")) -> DataFrame:
+    """Adds `content_hash` and `representative` (the doc_id kept for the group; equal to doc_id when kept)."""
+    return mark_hashed_duplicates(with_content_hash(df, normalise=normalise), order_by=order_by)
 
 
 def kept_rows(marked: DataFrame) -> DataFrame:

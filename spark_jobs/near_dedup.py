@@ -223,17 +223,21 @@ def lsh_candidates(signatures: DataFrame, *, bands: int, rows: int, id_col: str 
             .select(F.col("id").alias("src"), F.col("centre").alias("dst")).distinct())
 
 
-def estimate_candidates(edges: DataFrame, signatures: DataFrame, *, id_col: str = "doc_id") -> DataFrame:
+def estimate_candidates(edges: DataFrame, signatures: DataFrame, *, id_col: str = "doc_id",
+                        broadcast: bool = False) -> DataFrame:
     """(src, dst, estimate): candidate pairs with the MinHash estimate of their Jaccard similarity.
 
     Materialise `edges` first: Spark then knows it is small and broadcasts it, so the signatures are scanned
-    in place instead of being shuffled twice.
+    in place instead of being shuffled. With `broadcast` (the caller knows the pairs with their `src` signature
+    fit in a broadcast), the second join broadcasts that side too, and no signature is shuffled at all.
     """
     from pyspark.sql import functions as F
 
     sig = signatures.select(F.col(id_col).alias("src"), F.col("signature").alias("_a"))
-    return (edges.join(sig, on="src").join(sig.withColumnRenamed("src", "dst").withColumnRenamed("_a", "_b"),
-                                           on="dst")
+    with_src = edges.join(sig, on="src")
+    if broadcast:
+        with_src = with_src.hint("broadcast")
+    return (with_src.join(sig.withColumnRenamed("src", "dst").withColumnRenamed("_a", "_b"), on="dst")
             .select("src", "dst", similarity_expr("_a", "_b").alias("estimate")))
 
 
@@ -352,7 +356,10 @@ def cluster_documents(docs: DataFrame, signatures: DataFrame, *, cfg: NearDedupC
         return df.hint("broadcast") if small else df
 
     if cfg.verify:
-        edges = _materialise(estimate_candidates(bcast(edges), signatures, id_col=id_col), cfg.checkpoint)
+        # A pair with one signature: ~4 bytes per permutation on top of the ids.
+        with_sig_small = _broadcastable(edges, rows=n_edges, row_bytes=_ROW_BYTES + 4 * cfg.num_perm)
+        edges = _materialise(estimate_candidates(bcast(edges), signatures, id_col=id_col,
+                                                 broadcast=with_sig_small), cfg.checkpoint)
         lo, hi = cfg.threshold - cfg.verify_margin, cfg.threshold + cfg.verify_margin
         sure = edges.where(F.col("estimate") >= F.lit(hi)).select("src", "dst")
         unsure = edges.where((F.col("estimate") >= F.lit(lo)) & (F.col("estimate") < F.lit(hi)))
@@ -424,10 +431,11 @@ def _kept(df: DataFrame, clusters: DataFrame, id_col: str) -> DataFrame:
 _ROW_BYTES = 256
 
 
-def _broadcastable(df: DataFrame, *, rows: int) -> bool:
-    """True when `rows` rows of an id-pair table fit under the session's broadcast-join threshold."""
+def _broadcastable(df: DataFrame, *, rows: int, row_bytes: int = _ROW_BYTES) -> bool:
+    """True when `rows` rows of `row_bytes` (default: an id-pair table's) fit under the session's broadcast-join
+    threshold."""
     limit = df.sparkSession._jsparkSession.sessionState().conf().autoBroadcastJoinThreshold()
-    return 0 <= rows * _ROW_BYTES <= limit
+    return 0 <= rows * row_bytes <= limit
 
 
 def _materialise(df: DataFrame, checkpoint: str) -> DataFrame:

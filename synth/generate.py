@@ -12,9 +12,10 @@
 3. Post-processing (`synth.postprocess`): extraction, language, length and syntax checks, exact and near dedup
    against the seeds and each other, benchmark decontamination; `synthetic` is rebuilt from all of `synthetic_raw`
    in one overwrite, every generation kept with `status` and `reject_reason`. Its per-row half (checks and
-   benchmark matching) runs on a background thread, one committed chunk at a time, while the engine generates the
-   next chunk; only the cross-row half (dedup) and the write wait for the last chunk. The background thread writes
-   nothing, so a killed job still loses at most the chunk in flight.
+   benchmark matching, and the per-row dedup keys: content hashes and MinHash signatures of the generations and of
+   the run's seeds) runs on a background thread, one committed chunk at a time, while the engine generates the
+   next chunk; only the cross-row half (comparing those keys) and the write wait for the last chunk. The
+   background thread writes nothing, so a killed job still loses at most the chunk in flight.
 
 The job runs on a GPU node without spark-submit (embedded Spark for the table I/O); scale-out is vLLM's own
 (`engine.engine_args.tensor_parallel_size`, `data_parallel_size`) or one job per node on disjoint seed shards
@@ -234,11 +235,12 @@ def generate_chunk(rows: Sequence[Any], *, engine: Engine, template: PromptTempl
 
 def run_generation(lake: Lake, cfg: SynthConfig, *, engine: Engine | None = None,
                    engine_factory: Callable[[], Engine] | None = None,
-                   on_commit: Callable[[DataFrame, int], None] | None = None) -> dict[str, Any]:
+                   checks: ChunkChecks | None = None) -> dict[str, Any]:
     """Generates every pending seed in committed chunks; returns counts and timings.
 
-    `on_commit(rows, n)` is called with each chunk this run committed (a commit skipped because its write id was
-    already in the table wrote nothing and is not reported)."""
+    `checks` hears of the run's seeds and the engine before the first chunk (`ChunkChecks.start`), and of each
+    chunk this run committed (`submit`; a commit skipped because its write id was already in the table wrote
+    nothing and is not reported)."""
     from spark_jobs.lake import Lineage
     from synth.models import resolve_model
     from synth.prompts import load_template
@@ -271,6 +273,8 @@ def run_generation(lake: Lake, cfg: SynthConfig, *, engine: Engine | None = None
     for chunk in chunked((r.asDict() for r in todo.toLocalIterator()), cfg.chunk_size):
         if engine is None:
             engine = engine_factory() if engine_factory else _make_engine(cfg.engine)
+        if checks is not None and stats["chunks"] == 0:
+            checks.start(seeds)
         t = time.perf_counter()
         rows = generate_chunk(chunk, engine=engine, template=template, sampling=cfg.sampling, run_id=run_id)
         stats["generate_s"] += time.perf_counter() - t
@@ -282,8 +286,8 @@ def run_generation(lake: Lake, cfg: SynthConfig, *, engine: Engine | None = None
         lake.append(cfg.raw_table, df, lineage=Lineage(JOB, cfg_hash, inputs, write_id=write_id,
                                                        extra={"run_id": run_id, "seeds": len(rows)}))
         stats["commit_s"] += time.perf_counter() - t
-        if on_commit is not None and not written:
-            on_commit(df, len(rows))
+        if checks is not None and not written:
+            checks.submit(df, len(rows))
         stats["chunks"] += 1
         stats["generated"] += len(rows)
         stats["prompt_tokens"] += sum(r[13] for r in rows)
@@ -322,9 +326,11 @@ def build_synthetic(raw: DataFrame, seeds: DataFrame | None, benchmarks: DataFra
 
 
 class ChunkChecks:
-    """The per-row half of post-processing (`synth.postprocess.check_rows`) of each committed chunk, on one
-    background thread while the engine generates the next chunk: what is left after the last chunk is the
-    cross-row half. On a GPU node the driver's CPU is idle during generation, so these checks cost no time.
+    """The per-row half of post-processing (`synth.postprocess.check_rows`: checks, benchmark matching and dedup
+    keys) of each committed chunk, and the dedup keys of the run's seeds (`seed_keys`), on one background thread
+    while the engine generates: what is left after the last chunk is comparing the keys. On a GPU node the
+    driver's CPU is idle during generation, so this work costs no time; with an engine on the same CPU cores it
+    takes their CPU time from the engine (docs/synth.md measures how much).
 
     Results are cached Spark data (`localCheckpoint`), never table writes: a killed job loses them with nothing
     to clean up, and `run_postprocess` checks any raw row they do not cover (rows of earlier runs) itself.
@@ -340,8 +346,24 @@ class ChunkChecks:
         self.rows = 0
         self.busy_s = 0.0
         self._frames: list[DataFrame] = []  # touched only by the worker thread until `result`
+        self._seed_keys: DataFrame | None = None  # idem
         self._futures: list = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synth-checks")
+
+    def start(self, seeds: DataFrame) -> None:
+        """Before the first chunk: queues the dedup keys of `seeds` (doc_id, ...), the run's selected seeds. Not
+        `pending` ones: that frame reads `raw_table`, which the chunks change meanwhile. When every raw row is this
+        run's (`run_postprocess` checks), nothing was done before the run, so these are exactly the seeds the rows
+        were generated from."""
+        self._futures.append(self._pool.submit(self._keys_of_seeds, seeds.select("doc_id")))
+
+    def _keys_of_seeds(self, ids: DataFrame) -> None:
+        from synth.postprocess import seed_keys
+
+        t = time.perf_counter()
+        seeds = read_seeds(self.lake, self.cfg.seeds).join(ids, on="doc_id")
+        self._seed_keys = seed_keys(seeds, cfg=self.cfg.filter).localCheckpoint(eager=True)
+        self.busy_s += time.perf_counter() - t
 
     def submit(self, rows: DataFrame, n: int) -> None:
         self._raise_failed()
@@ -350,12 +372,18 @@ class ChunkChecks:
 
     def _check(self, rows: DataFrame) -> None:
         from spark_jobs.decontaminate import load_benchmarks
+        from synth.postprocess import match_rows, row_checks
 
         t = time.perf_counter()
-        benchmarks = (load_benchmarks(self.lake.spark, self.cfg.decontaminate) if self.cfg.filter.decontaminate
-                      else None)
-        self._frames.append(_check_rows(rows, benchmarks, self.cfg.filter, self.cfg.decontaminate)
-                            .localCheckpoint(eager=True))
+        f, d = self.cfg.filter, self.cfg.decontaminate
+        benchmarks = load_benchmarks(self.lake.spark, d) if f.decontaminate else None
+        # `check_rows` in two materialised steps: the dedup keys and the benchmark match both read the row checks'
+        # output, and a chunk is small enough to join their results back as broadcasts. Measured on 8-row chunks:
+        # 6 Spark jobs and ~1.1 CPU-s per chunk instead of 9 jobs and ~1.8 CPU-s (CPU the engine loses on a CPU).
+        checked = row_checks(rows.drop("prompt", "seed_text"), cfg=f).localCheckpoint(eager=True)
+        self._frames.append(match_rows(checked, benchmarks, cfg=f, ngram=d.ngram, min_overlap=d.min_overlap,
+                                       min_matched_ngrams=d.min_matched_ngrams, min_short_chars=d.min_short_chars,
+                                       small=True).localCheckpoint(eager=True))
         if len(self._frames) >= self.COMPACT_EVERY:
             self._frames = [_union(self._frames).localCheckpoint(eager=True)]
         self.busy_s += time.perf_counter() - t
@@ -366,12 +394,13 @@ class ChunkChecks:
             if f.done() and f.exception() is not None:
                 raise f.exception()
 
-    def result(self) -> DataFrame | None:
-        """The checked rows of every submitted chunk (None when none was submitted); waits for the thread."""
+    def result(self) -> tuple[DataFrame | None, DataFrame | None]:
+        """(checked rows of every submitted chunk, dedup keys of the run's seeds), None where nothing was
+        submitted; waits for the thread."""
         for f in self._futures:
             f.result()
         self._pool.shutdown(wait=True)
-        return _union(self._frames) if self._frames else None
+        return (_union(self._frames) if self._frames else None), self._seed_keys
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -394,24 +423,34 @@ def run_postprocess(lake: Lake, cfg: SynthConfig, *, checks: ChunkChecks | None 
 
     from spark_jobs.decontaminate import load_benchmarks
     from spark_jobs.lake import Lineage
-    from synth.postprocess import finish
+    from synth.postprocess import finish, seed_keys
 
     t0 = time.perf_counter()
     raw = lake.read(cfg.raw_table)
     benchmarks = load_benchmarks(lake.spark, cfg.decontaminate) if cfg.filter.decontaminate else None
-    checked = checks.result() if checks is not None else None
+    checked, keys = checks.result() if checks is not None else (None, None)
     wait_s = time.perf_counter() - t0
-    if checked is None or lake.info(cfg.raw_table).rows != checks.rows:
-        # Rows of earlier runs (the Delta log's row counts tell, without a Spark job), or no chunk checked ahead.
+    jobs0 = _jobs_started(lake.spark)
+    used = raw.select(F.col("seed_doc_id").alias("doc_id")).distinct()
+    # The used seeds' content: near dedup reads it only to verify a pair of files that share an LSH bucket.
+    seeds = read_seeds(lake, cfg.seeds).join(used, on="doc_id").select("doc_id", "content")
+    if checked is None or keys is None or lake.info(cfg.raw_table).rows != checks.rows:
+        # Rows of earlier runs (the Delta log's row counts tell, without a Spark job), or no chunk checked ahead:
+        # check them, and key the seeds they were generated from.
         rest = raw if checked is None else raw.join(checked.select("synth_id"), on="synth_id", how="left_anti")
         rest = _check_rows(rest, benchmarks, cfg.filter, cfg.decontaminate)
         # Materialised: the dedup steps read it several times; the per-row checks then run once.
         checked = (rest if checked is None else checked.unionByName(rest)).localCheckpoint(eager=True)
+        if keys is None:
+            keys = seed_keys(seeds, cfg=cfg.filter)
+        else:
+            keys = keys.join(used, on="doc_id", how="left_semi").unionByName(seed_keys(
+                seeds.join(keys.select("doc_id"), on="doc_id", how="left_anti"), cfg=cfg.filter))
+        keys = keys.localCheckpoint(eager=True)
+    # else: every raw row is this run's and was checked ahead, so the seeds keyed ahead (the run's selected seeds,
+    # none done before it, all generated by it) are exactly the used seeds (`ChunkChecks.start`).
     t1 = time.perf_counter()
-    seeds = read_seeds(lake, cfg.seeds)
-    used = raw.select(F.col("seed_doc_id").alias("doc_id")).distinct()
-    seeds = seeds.join(used, on="doc_id").select("doc_id", "content")
-    out = finish(checked, seeds, cfg=cfg.filter).select(*SYNTHETIC_COLUMNS)
+    out = finish(checked, seeds, cfg=cfg.filter, keys=keys).select(*SYNTHETIC_COLUMNS)
     # localCheckpoint: the counts below and the write read one computed result, not three re-computations.
     out = out.localCheckpoint(eager=True)
     t2 = time.perf_counter()
@@ -424,8 +463,14 @@ def run_postprocess(lake: Lake, cfg: SynthConfig, *, checks: ChunkChecks | None 
               for r in out.groupBy("status", "reject_reason").count().collect()}
     return {"rows": sum(counts.values()), "by_reason": counts, "elapsed_s": time.perf_counter() - t0,
             "wait_checks_s": wait_s, "checks_s": t1 - t0 - wait_s, "dedup_s": t2 - t1,
-            "write_s": time.perf_counter() - t2, "overlapped_checks_s": checks.busy_s if checks else 0.0,
-            "overlapped_rows": checks.rows if checks else 0}
+            "write_s": time.perf_counter() - t2, "chunk_checks_s": checks.busy_s if checks else 0.0,
+            "chunk_checked_rows": checks.rows if checks else 0, "spark_jobs": _jobs_started(lake.spark) - jobs0}
+
+
+def _jobs_started(spark: SparkSession) -> int:
+    """Spark jobs this application has started so far (job ids count up from 0)."""
+    ids = spark.sparkContext.statusTracker().getJobIdsForGroup(None)
+    return max(ids, default=-1) + 1
 
 
 def run(cfg: SynthConfig, *, spark: SparkSession | None = None, engine: Engine | None = None) -> dict[str, Any]:
@@ -438,8 +483,7 @@ def run(cfg: SynthConfig, *, spark: SparkSession | None = None, engine: Engine |
     checks = ChunkChecks(lake, cfg) if cfg.generate and cfg.postprocess and cfg.num_shards == 1 else None
     try:
         if cfg.generate:
-            stats["generation"] = run_generation(lake, cfg, engine=engine,
-                                                 on_commit=checks.submit if checks else None)
+            stats["generation"] = run_generation(lake, cfg, engine=engine, checks=checks)
         if cfg.postprocess and cfg.num_shards > 1:
             # Other shards may still be generating: rebuilding `synthetic` now would miss their rows. Run it once
             # at the end instead (`--generate false --num_shards 1`).

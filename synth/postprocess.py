@@ -13,8 +13,9 @@ Every generation is kept, accepted or rejected with the first failing check as `
 
 Checks 1-4 are per row (a vectorised `mapInPandas`); 5-7 reuse the curation transforms on the accepted rows.
 The work splits in two (`synth.generate` overlaps the first with generation, one committed chunk at a time):
-`check_rows` (checks 1-4, and the benchmark match of 7, which depends on nothing but the row) and `finish`
-(5-6, which need every generation, then the verdict of 7 in its place in the order).
+`check_rows` (checks 1-4, the benchmark match of 7, and the per-row keys of 5-6: the normalised content hash and
+the MinHash signature with its LSH band keys, all of which depend on nothing but the row) and `finish` (5-6, which
+compare every generation and seed by those keys, then the verdict of 7 in its place in the order).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 ACCEPTED, REJECTED = "accepted", "rejected"
 # Set by `check_rows`: the strongest benchmark hit of a row that passed checks 1-4, applied by `finish`.
 CONTAMINATION_COL = "_contamination"
+# Per-row dedup keys set by `check_rows` on the rows that passed checks 1-4 (`dedup_keys`), read by `finish`.
+HASH_COL = "content_hash"
+NEAR_KEY_COLS = ("signature", "n_shingles")
 # ```lang or ~~~lang at the start of a line; the info string's first word is the language.
 _FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([\w+#.-]*)[^\n]*\n", re.MULTILINE)
 
@@ -61,8 +65,8 @@ class FilterConfig:
             problems.append(f"max_chars: must exceed min_chars ({self.min_chars}), got {self.max_chars}")
         if self.min_lines < 0:
             problems.append(f"min_lines: must be >= 0, got {self.min_lines}")
-        if not 0 < self.near_threshold <= 1:
-            problems.append(f"near_threshold: must be in (0, 1], got {self.near_threshold}")
+        if not 0 < self.near_threshold < 1:
+            problems.append(f"near_threshold: must be in (0, 1), got {self.near_threshold}")
         return problems
 
 
@@ -165,41 +169,101 @@ def _reject(df: DataFrame, flagged: DataFrame, reason: str) -> DataFrame:
     ).select(*df.columns)
 
 
-def _candidates(checked: DataFrame, seeds: DataFrame | None) -> DataFrame:
-    """doc_id, content, origin (0 = seed, 1 = generation): the accepted generations plus the seeds' content."""
+def near_dedup_config(cfg: FilterConfig):
+    """The curation stage's near-dedup settings for these filter keys: seeds win their cluster (origin 0 sorts
+    first), then the smallest id, so which generation survives does not depend on chunking or run order."""
+    from spark_jobs.config import ConfigError
+    from spark_jobs.near_dedup import NearDedupConfig
+
+    ncfg = NearDedupConfig(num_perm=cfg.near_num_perm, ngram=cfg.near_ngram, threshold=cfg.near_threshold,
+                           representative=["origin asc", "doc_id asc"])
+    problems = ncfg.validate()
+    if problems:
+        raise ConfigError([f"filter.near_{p}" for p in problems])
+    return ncfg
+
+
+def key_columns(cfg: FilterConfig) -> list[str]:
+    """The columns `dedup_keys` adds for these settings."""
+    from spark_jobs.near_dedup import band_column
+
+    cols = [HASH_COL] if cfg.exact_dedup else []
+    if cfg.near_dedup:
+        cols += [*NEAR_KEY_COLS, band_column(*near_dedup_config(cfg).band_params())]
+    return cols
+
+
+def dedup_keys(df: DataFrame, *, cfg: FilterConfig, id_col: str = "synth_id", where=None,
+               small: bool = False) -> DataFrame:
+    """Adds `key_columns(cfg)`: what exact dedup groups by (`spark_jobs.exact_dedup.with_content_hash` of the
+    normalised content) and what near dedup compares (`spark_jobs.near_dedup.minhash_signatures` with its LSH
+    band keys), for the rows where the Column `where` holds (all rows when None; null elsewhere). A row's keys
+    depend on that row alone, so they can be computed chunk by chunk and compared once at the end. `small`: the
+    caller knows `df` is small (one chunk), so the signatures are joined back as a broadcast, without a shuffle."""
+    from pyspark.sql import functions as F
+
+    from spark_jobs.exact_dedup import with_content_hash
+    from spark_jobs.near_dedup import minhash_signatures
+
+    out = df
+    if cfg.exact_dedup:
+        out = with_content_hash(out, normalise=list(cfg.normalise))
+        if where is not None:
+            out = out.withColumn(HASH_COL, F.when(where, F.col(HASH_COL)))
+    if cfg.near_dedup:
+        ncfg = near_dedup_config(cfg)
+        bands, rows = ncfg.band_params()
+        sigs = minhash_signatures(df if where is None else df.where(where), num_perm=ncfg.num_perm,
+                                  ngram=ncfg.ngram, seed=ncfg.seed, id_col=id_col, bands=bands, rows=rows)
+        out = out.join(F.broadcast(sigs) if small else sigs, on=id_col, how="left")
+    return out
+
+
+def seed_keys(seeds: DataFrame, *, cfg: FilterConfig) -> DataFrame:
+    """doc_id and the dedup keys (`dedup_keys`) of seed files (doc_id, content)."""
+    return dedup_keys(seeds.select("doc_id", "content"), cfg=cfg, id_col="doc_id").drop("content")
+
+
+def _candidates(checked: DataFrame, seeds: DataFrame | None, columns: list[str]) -> DataFrame:
+    """doc_id, `columns`, origin (0 = seed, 1 = generation): the accepted generations and the seeds."""
     from pyspark.sql import functions as F
 
     gens = checked.where(F.col("status") == ACCEPTED).select(
-        F.col("synth_id").alias("doc_id"), "content", F.lit(1).alias("origin"))
+        F.col("synth_id").alias("doc_id"), *columns, F.lit(1).alias("origin"))
     if seeds is None:
         return gens
-    seed_rows = seeds.select(F.concat(F.lit("seed:"), F.col("doc_id")).alias("doc_id"), "content",
+    seed_rows = seeds.select(F.concat(F.lit("seed:"), F.col("doc_id")).alias("doc_id"), *columns,
                              F.lit(0).alias("origin"))
     return seed_rows.unionByName(gens)
 
 
-def dedup_against_seeds(checked: DataFrame, seeds: DataFrame | None, *, cfg: FilterConfig) -> DataFrame:
+def dedup_against_seeds(checked: DataFrame, seeds: DataFrame | None, *, cfg: FilterConfig,
+                        keys: DataFrame | None = None) -> DataFrame:
     """Rejects accepted generations that exactly / nearly duplicate a seed or another generation.
 
-    Seeds always win their group (origin 0 sorts first), then the smallest synth_id, so which generation survives
-    does not depend on chunking or on the order of runs.
+    `checked` carries the dedup keys of its accepted rows (`check_rows`); `keys` are the seeds' (`seed_keys`;
+    computed here from `seeds` (doc_id, content) when None). The seeds' content is read only when two files
+    share an LSH bucket and the pair needs verifying. Seeds always win their group (origin 0 sorts first), then
+    the smallest synth_id, so which generation survives does not depend on chunking or on the order of runs.
     """
     from pyspark.sql import functions as F
 
-    from spark_jobs.exact_dedup import mark_duplicates
-    from spark_jobs.near_dedup import near_duplicates
+    from spark_jobs.exact_dedup import mark_hashed_duplicates
+    from spark_jobs.near_dedup import band_column, cluster_documents
 
+    if keys is None and seeds is not None:
+        keys = seed_keys(seeds, cfg=cfg)
     out = checked
     if cfg.exact_dedup:
-        marked = mark_duplicates(_candidates(out, seeds), normalise=list(cfg.normalise),
-                                 order_by=["origin asc", "doc_id asc"])
+        marked = mark_hashed_duplicates(_candidates(out, keys, [HASH_COL]), order_by=["origin asc", "doc_id asc"])
         flagged = marked.where((F.col("origin") == 1) & (F.col("doc_id") != F.col("representative"))).select(
             F.col("doc_id").alias("synth_id"), F.concat(F.lit("same as "), F.col("representative")).alias("detail"))
         out = _reject(out, flagged, "exact_duplicate")
     if cfg.near_dedup:
-        cands = _candidates(out, seeds)
-        _, clusters = near_duplicates(cands, num_perm=cfg.near_num_perm, ngram=cfg.near_ngram,
-                                      threshold=cfg.near_threshold, representative=["origin asc", "doc_id asc"])
+        # spark_jobs.near_dedup.near_duplicates on stored signatures, as its incremental path does.
+        ncfg = near_dedup_config(cfg)
+        sigs = _candidates(out, keys, [*NEAR_KEY_COLS, band_column(*ncfg.band_params())])
+        clusters = cluster_documents(_candidates(out, seeds, ["content"]), sigs, cfg=ncfg)
         flagged = clusters.where((F.col("doc_id") != F.col("representative")) & ~F.col("doc_id").startswith("seed:"))
         flagged = flagged.select(
             F.col("doc_id").alias("synth_id"),
@@ -209,10 +273,10 @@ def dedup_against_seeds(checked: DataFrame, seeds: DataFrame | None, *, cfg: Fil
 
 
 def contamination_details(checked: DataFrame, benchmarks: DataFrame, *, ngram: int = 10, min_overlap: float = 0.5,
-                          min_matched_ngrams: int = 1, min_short_chars: int = 30) -> DataFrame:
+                          min_matched_ngrams: int = 1, min_short_chars: int = 30, small: bool = False) -> DataFrame:
     """Adds CONTAMINATION_COL: the strongest benchmark text found in an accepted row's content (null when clean),
     by `spark_jobs.decontaminate.find_contamination`, the curation stage's own matcher with its settings;
-    `benchmarks` comes from `load_benchmarks`."""
+    `benchmarks` comes from `load_benchmarks`. `small`: as in `dedup_keys`."""
     from pyspark.sql import functions as F
 
     from spark_jobs.decontaminate import find_contamination
@@ -223,30 +287,43 @@ def contamination_details(checked: DataFrame, benchmarks: DataFrame, *, ngram: i
     strongest = hits.groupBy("synth_id").agg(F.max_by(
         F.format_string("%s %s (overlap %.2f)", "benchmark", "task_id", "overlap"), F.col("overlap"))
         .alias(CONTAMINATION_COL))
-    return checked.join(strongest, on="synth_id", how="left").select(*checked.columns, CONTAMINATION_COL)
+    return checked.join(F.broadcast(strongest) if small else strongest, on="synth_id", how="left").select(
+        *checked.columns, CONTAMINATION_COL)
 
 
 def check_rows(raw: DataFrame, benchmarks: DataFrame | None, *, cfg: FilterConfig, ngram: int = 10,
                min_overlap: float = 0.5, min_matched_ngrams: int = 1, min_short_chars: int = 30) -> DataFrame:
-    """The per-row half of post-processing: checks 1-4 (`row_checks`) and, for the rows that pass them, the
+    """The per-row half of post-processing: checks 1-4 (`row_checks`), then `match_rows`. A row's result depends
+    on that row alone, so chunks can be checked as they are committed."""
+    return match_rows(row_checks(raw.drop("prompt", "seed_text"), cfg=cfg), benchmarks, cfg=cfg, ngram=ngram,
+                      min_overlap=min_overlap, min_matched_ngrams=min_matched_ngrams, min_short_chars=min_short_chars)
+
+
+def match_rows(checked: DataFrame, benchmarks: DataFrame | None, *, cfg: FilterConfig, ngram: int = 10,
+               min_overlap: float = 0.5, min_matched_ngrams: int = 1, min_short_chars: int = 30,
+               small: bool = False) -> DataFrame:
+    """For the rows of `row_checks` output that passed checks 1-4: their dedup keys (`dedup_keys`) and the
     benchmark match (CONTAMINATION_COL; null everywhere when `benchmarks` is None or `cfg.decontaminate` is off).
-    A row's result depends on that row alone, so chunks can be checked as they are committed."""
+    Both read `checked` again: materialise it first when it is expensive (`synth.generate.ChunkChecks` does)."""
     from pyspark.sql import functions as F
 
-    out = row_checks(raw.drop("prompt", "seed_text"), cfg=cfg)
+    out = dedup_keys(checked, cfg=cfg, where=F.col("status") == ACCEPTED, small=small)
     if cfg.decontaminate and benchmarks is not None:
         return contamination_details(out, benchmarks, ngram=ngram, min_overlap=min_overlap,
-                                     min_matched_ngrams=min_matched_ngrams, min_short_chars=min_short_chars)
+                                     min_matched_ngrams=min_matched_ngrams, min_short_chars=min_short_chars,
+                                     small=small)
     return out.withColumn(CONTAMINATION_COL, F.lit(None).cast("string"))
 
 
-def finish(checked: DataFrame, seeds: DataFrame | None, *, cfg: FilterConfig) -> DataFrame:
-    """The cross-row half: exact and near dedup over every checked row and the seeds, then the benchmark verdict
-    (`check_rows` found the hits) on the rows still accepted, so the first failing check in the documented order
-    is the one reported. Drops CONTAMINATION_COL."""
+def finish(checked: DataFrame, seeds: DataFrame | None, *, cfg: FilterConfig,
+           keys: DataFrame | None = None) -> DataFrame:
+    """The cross-row half: exact and near dedup over every checked row and the seeds (`keys`: the seeds' dedup
+    keys when computed ahead, see `dedup_against_seeds`), then the benchmark verdict (`check_rows` found the
+    hits) on the rows still accepted, so the first failing check in the documented order is the one reported.
+    Drops CONTAMINATION_COL and the dedup keys."""
     from pyspark.sql import functions as F
 
-    out = dedup_against_seeds(checked, seeds, cfg=cfg)
+    out = dedup_against_seeds(checked, seeds, cfg=cfg, keys=keys)
     flagged = out.where(F.col(CONTAMINATION_COL).isNotNull()).select(
         "synth_id", F.col(CONTAMINATION_COL).alias("detail"))
-    return _reject(out, flagged, "benchmark_contamination").drop(CONTAMINATION_COL)
+    return _reject(out, flagged, "benchmark_contamination").drop(CONTAMINATION_COL, *key_columns(cfg))

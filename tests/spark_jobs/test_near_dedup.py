@@ -103,6 +103,15 @@ def partitioned_runs(spark):
     for parts in (1, 2, 8):
         kept, clusters = near_duplicates(df.repartition(parts), representative=POLICY)
         runs[parts] = (sorted(r["doc_id"] for r in kept.collect()), sorted(tuple(r) for r in clusters.collect()))
+    # Broadcast joins off: every join of the pairs with signatures, texts and policy columns becomes a shuffle join.
+    previous = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
+    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+    try:
+        kept, clusters = near_duplicates(df.repartition(2), representative=POLICY)
+        runs["no_broadcast"] = (sorted(r["doc_id"] for r in kept.collect()),
+                                sorted(tuple(r) for r in clusters.collect()))
+    finally:
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", previous)
     return runs
 
 
@@ -122,6 +131,10 @@ def test_planted_clustered_hard_negatives_not(partitioned_runs):
 
 def test_clusters_identical_for_1_2_8_partitions(partitioned_runs):
     assert partitioned_runs[1] == partitioned_runs[2] == partitioned_runs[8]
+
+
+def test_shuffle_joins_give_the_same_clusters_as_broadcast_joins(partitioned_runs):
+    assert partitioned_runs["no_broadcast"] == partitioned_runs[1]
 
 
 def test_verification_rejects_shared_boilerplate(spark):

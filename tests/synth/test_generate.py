@@ -111,7 +111,6 @@ class _Canned:
 def test_overlapped_row_checks_match_a_full_rebuild_across_a_restart(lake, engine):
     """Chunks checked in the background, chunks of a crashed earlier run checked at the end, duplicates across
     chunks: `synthetic` equals what the one-pass rebuild (`build_synthetic`) makes of `synthetic_raw`."""
-    from synth.generate import SYNTHETIC_COLUMNS, build_synthetic
     from tests.synth.test_postprocess import GOOD
 
     seeds = SEED_FILES + [("seed-d", "python", 0.8, "x = [i * i for i in range(10)]\nprint(sum(x))\n")]
@@ -126,7 +125,18 @@ def test_overlapped_row_checks_match_a_full_rebuild_across_a_restart(lake, engin
         run(cfg, spark=lake.spark, engine=_DiesAfter(canned, 1))
     assert lake.read("synthetic_raw").count() == 2 and not lake.exists("synthetic")
     stats = run(cfg, spark=lake.spark, engine=canned)
-    assert stats["postprocess"]["overlapped_rows"] == 2  # the restart's chunk; the crashed run's rows came later
+    assert stats["postprocess"]["chunk_checked_rows"] == 2  # the restart's chunk; the crashed run's rows came later
+
+    got = _assert_matches_full_rebuild(lake, cfg)
+    assert len(got) == 4
+    by_seed = {r.seed_doc_id: r for r in got.values()}
+    assert sorted(r.reject_reason or "" for r in got.values()) == ["", "", "exact_duplicate", "near_duplicate"]
+    dup, kept = sorted([by_seed["seed-a"], by_seed["seed-b"]], key=lambda r: r.status == "accepted")
+    assert dup.reject_detail == f"same as {kept.synth_id}" and kept.synth_id < dup.synth_id
+
+
+def _assert_matches_full_rebuild(lake, cfg):
+    from synth.generate import SYNTHETIC_COLUMNS, build_synthetic
 
     got = {r.synth_id: r for r in lake.read("synthetic").collect()}
     raw = lake.read("synthetic_raw")
@@ -134,13 +144,34 @@ def test_overlapped_row_checks_match_a_full_rebuild_across_a_restart(lake, engin
     want = {r.synth_id: r for r in build_synthetic(
         raw, lake.read("selected_hq").join(used, on="doc_id").select("doc_id", "content"), None, cfg=cfg.filter,
         decon=cfg.decontaminate).collect()}
-    assert len(got) == 4 and got.keys() == want.keys()
+    assert got.keys() == want.keys()
     for sid, row in got.items():
         assert [row[c] for c in SYNTHETIC_COLUMNS] == [want[sid][c] for c in SYNTHETIC_COLUMNS]
+    return got
+
+
+def test_dedup_keys_computed_ahead_match_a_full_rebuild(lake, engine):
+    """One clean run: every row and every seed is keyed in the background, only the comparison is left for the
+    end; a generation copying its seed and (near) copies across chunks are rejected as in one pass."""
+    from tests.synth.test_postprocess import GOOD
+
+    seed_file = GOOD.replace("Inventory", "Warehouse").replace("item", "crate")
+    seeds = SEED_FILES + [("seed-d", "python", 0.8, seed_file),
+                          ("seed-e", "python", 0.7, "def shout(s):\n    return s.upper() + '!'\n")]
+    write_seeds(lake, seeds)
+    other = GOOD.replace("Inventory", "Ledger").replace("item", "entry").replace("count", "amount")
+    near = other.replace('inv.add("apple", 3)', 'inv.add("pear", 3)')
+    canned = _Canned(engine, {"fibonacci": GOOD, "json.load": GOOD, "class Stack": other, "Warehouse": seed_file,
+                              "def shout": near})
+    cfg = _cfg(lake, **{"seeds.mode": "file"})
+    post = run(cfg, spark=lake.spark, engine=canned)["postprocess"]
+    assert post["chunk_checked_rows"] == 5
+    got = _assert_matches_full_rebuild(lake, cfg)
     by_seed = {r.seed_doc_id: r for r in got.values()}
-    assert sorted(r.reject_reason or "" for r in got.values()) == ["", "", "exact_duplicate", "near_duplicate"]
-    dup, kept = sorted([by_seed["seed-a"], by_seed["seed-b"]], key=lambda r: r.status == "accepted")
-    assert dup.reject_detail == f"same as {kept.synth_id}" and kept.synth_id < dup.synth_id
+    assert by_seed["seed-d"].reject_reason == "exact_duplicate"
+    assert by_seed["seed-d"].reject_detail == "same as seed:seed-d"
+    assert sorted(r.reject_reason or "" for r in got.values()) == [
+        "", "", "exact_duplicate", "exact_duplicate", "near_duplicate"]
 
 
 @pytest.mark.slow
