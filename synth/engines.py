@@ -200,16 +200,17 @@ class VLLMEngine(Engine):
         if problems:
             raise ValueError("; ".join(problems))
         path, revision = resolve_model(model)
-        self.llm = LLM(model=path, **engine_args)
-        super().__init__(model, engine_args.get("revision") or revision, self.llm.get_tokenizer())
         from vllm.platforms import current_platform
 
-        # vLLM's model runner rewinds a request's own random generator when it discards a token sampled after a
-        # partial (chunked) prefill, through a CUDA-only generator call: on CPU (vllm 0.32) that raises
-        # "RuntimeError: CPU Generator does not use offset" and kills the engine as soon as a batch's prompts
-        # exceed `max_num_batched_tokens`. On CPU the engine-wide seed (`engine_args.seed`, vLLM's default 0)
-        # therefore stands in for per-request seeds: runs stay reproducible for the same prompts and batches.
-        self.per_request_seed = not current_platform.is_cpu()
+        if current_platform.is_cpu() and "enable_chunked_prefill" not in engine_args:
+            # vLLM's model runner rewinds a seeded request's own random generator when it discards the token
+            # sampled after a partial (chunked) prefill, through a CUDA-only generator call: on CPU (vllm 0.32)
+            # that raises "RuntimeError: CPU Generator does not use offset" and kills the engine as soon as a
+            # batch's prompts exceed `max_num_batched_tokens`. Without chunked prefill every prompt is prefilled
+            # whole, so per-request seeds (`sampling.seed`) keep working.
+            engine_args = {**engine_args, "enable_chunked_prefill": False}
+        self.llm = LLM(model=path, **engine_args)
+        super().__init__(model, engine_args.get("revision") or revision, self.llm.get_tokenizer())
 
     def generate(self, prompts: Sequence[str], sampling: SamplingConfig) -> list[Generation]:
         from vllm import SamplingParams
@@ -219,7 +220,7 @@ class VLLMEngine(Engine):
             temperature=sampling.temperature,
             top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
             max_tokens=sampling.max_new_tokens,
-            seed=sampling.seed if self.per_request_seed else None,
+            seed=sampling.seed,
             stop=list(sampling.stop) or None,
         )
         outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
