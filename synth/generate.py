@@ -238,7 +238,7 @@ def run_generation(lake: Lake, cfg: SynthConfig, *, engine: Engine | None = None
                    checks: ChunkChecks | None = None) -> dict[str, Any]:
     """Generates every pending seed in committed chunks; returns counts and timings.
 
-    `checks` hears of the run's seeds and the engine before the first chunk (`ChunkChecks.start`), and of each
+    `checks` hears of the run's seeds before the first chunk (`ChunkChecks.start`), and of each
     chunk this run committed (`submit`; a commit skipped because its write id was already in the table wrote
     nothing and is not reported)."""
     from spark_jobs.lake import Lineage
@@ -280,13 +280,13 @@ def run_generation(lake: Lake, cfg: SynthConfig, *, engine: Engine | None = None
         stats["generate_s"] += time.perf_counter() - t
         t = time.perf_counter()
         write_id = chunk_write_id([r["synth_id"] for r in chunk], template=template, model=model, revision=revision)
-        written = lake.exists(cfg.raw_table) and any(
-            h["lineage"].get("write_id") == write_id for h in lake.history(cfg.raw_table))
+        before = lake.version(cfg.raw_table) if lake.exists(cfg.raw_table) else -1
         df = lake.spark.createDataFrame(rows, schema)
-        lake.append(cfg.raw_table, df, lineage=Lineage(JOB, cfg_hash, inputs, write_id=write_id,
-                                                       extra={"run_id": run_id, "seeds": len(rows)}))
+        # `append` skips a write id the table already has and then returns the unchanged version.
+        skipped = before == lake.append(cfg.raw_table, df, lineage=Lineage(
+            JOB, cfg_hash, inputs, write_id=write_id, extra={"run_id": run_id, "seeds": len(rows)}))
         stats["commit_s"] += time.perf_counter() - t
-        if checks is not None and not written:
+        if checks is not None and not skipped:
             checks.submit(df, len(rows))
         stats["chunks"] += 1
         stats["generated"] += len(rows)
