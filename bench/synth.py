@@ -4,18 +4,24 @@
     .venv-vllm/bin/python bench/synth.py --engine vllm   # the vLLM CPU engine (make test-vllm builds .venv-vllm)
 
 Seeds are real Python files from this interpreter's standard library, written to a temporary `selected_hq`.
-The engine is loaded once, then the whole job runs once on a separate throw-away lake with one chunk of the seeds
-(`--warmup-max-new-tokens`): this warms what a job process pays once whatever its size (the engine's first
-batches, the JVM's class loading and JIT, Spark's code generation for the job's plans, the Python worker
-processes, the benchmark index read from its disk cache and broadcast). Then:
-1. the whole job (`synth.generate.run`: seed selection in Spark, prompts, chunked generation with one Delta commit
+The engine is loaded once, then the whole job runs once on a separate throw-away lake over all the seeds with few
+new tokens (`--warmup-max-new-tokens`): this warms what a job process pays once whatever its size (the engine's
+first batches, the JVM's class loading and JIT, Spark's code generation for the job's plans, the Python worker
+processes, the benchmark index read from its disk cache and broadcast), and it renders the prompts the measured job
+will render (same seeds, template, model and snippet seed, so the same synth_ids and prompts). Then, A-B-A:
+1. the same engine's raw `generate` runs on those prompts, in the job's order and batches (chunks of
+   `--chunk-size`), with the same per-request seeds;
+2. the whole job (`synth.generate.run`: seed selection in Spark, prompts, chunked generation with one Delta commit
    per chunk, the per-row post-processing of each committed chunk beside the next chunk's generation, then dedup
    and the write of `synthetic`) is timed end to end on a fresh lake;
-2. the same engine's `generate` runs on exactly the prompts the job rendered (read back from `synthetic_raw`), in
-   the same order and batches, with the same per-request seeds. Both produce about the same tokens (vLLM's
-   batched kernels are not bit-identical across batch compositions, so counts can differ slightly): rates, not
-   times, are compared.
-Prints both rates, their ratio (goal >= 0.9), the warm-up time and the split of the job's time (with the number of
+3. the raw `generate` runs again on the prompts the job rendered (read back from `synthetic_raw`; the bench stops
+   if they differ from step 1's).
+The engine's rate is both raw runs' tokens over both raw runs' time. On this machine an engine's speed drifts by
+up to ~10% between stretches of a few minutes (the earlier single raw run after the job put the same code at 0.885
+and 1.052): a raw run on each side of the job cancels a drift that is steady over the run, and the bench prints
+both raw rates so a drift is visible. Both produce about the same tokens (vLLM's batched kernels are not
+bit-identical across batch compositions, so counts can differ slightly): rates, not times, are compared.
+Prints the rates, their ratio (goal >= 0.9), the warm-up time and the split of the job's time (with the number of
 Spark jobs after the last chunk's checks), then one `RESULT {json}` line.
 
 Size: 48 seeds in chunks of 16 (`conf/synth/local.yaml`'s `chunk_size`), about 8,000 generated tokens. A real
@@ -61,7 +67,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--chunk-size", type=int, default=16)
     ap.add_argument("--engine", choices=["transformers", "vllm"], default="transformers")
-    ap.add_argument("--warmup-max-new-tokens", type=int, default=64)
+    ap.add_argument("--warmup-max-new-tokens", type=int, default=16)
     args = ap.parse_args()
     os.environ.setdefault("CODEMILL_SPARK_DRIVER_MEMORY", "2g")
     os.environ.setdefault("CODEMILL_SPARK_LOG_LEVEL", "ERROR")
@@ -94,37 +100,47 @@ def main() -> None:
             "seeds.default_quota": None, "engine.kind": args.engine, "engine.engine_args": engine_args})
         return lake, cfg
 
+    def raw_generate(prompts: list[str], sampling) -> tuple[int, float]:
+        """(completion tokens, seconds) of the raw engine on `prompts`, in the job's chunks so batches match."""
+        t0 = time.perf_counter()
+        outs = []
+        for i in range(0, len(prompts), args.chunk_size):
+            outs += engine.generate(prompts[i:i + args.chunk_size], sampling)
+        return sum(g.completion_tokens for g in outs), time.perf_counter() - t0
+
+    def rendered(lake: Lake) -> list[str]:
+        return [r.prompt for r in sorted(lake.read("synthetic_raw").select("synth_id", "prompt").collect())]
+
     with tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp:
         # One-off costs of the process (module docstring), paid on a lake of its own so the measured run starts
         # from nothing: no seed of the measured lake is generated or deduplicated here.
         t0 = time.perf_counter()
-        _, warm_cfg = job_lake(f"{tmp}/warmup", seeds[:args.chunk_size])
+        warm_lake, warm_cfg = job_lake(f"{tmp}/warmup", seeds)
         warm_cfg.sampling.max_new_tokens = args.warmup_max_new_tokens
         run(warm_cfg, spark=spark, engine=engine)
         warmup_s = time.perf_counter() - t0
+        prompts = rendered(warm_lake)
 
         lake, cfg = job_lake(f"{tmp}/lake", seeds)
+        before_tokens, before_s = raw_generate(prompts, cfg.sampling)
         t0 = time.perf_counter()
         stats = run(cfg, spark=spark, engine=engine)
         job_s = time.perf_counter() - t0
         gen = stats["generation"]
+        if rendered(lake) != prompts:
+            sys.exit("bench/synth.py: the measured job rendered other prompts than the warm-up job; the raw runs "
+                     "would not measure the same work")
+        after_tokens, after_s = raw_generate(prompts, cfg.sampling)
 
-        raw = sorted(lake.read("synthetic_raw").select("synth_id", "prompt").collect())
-        prompts = [r.prompt for r in raw]
-        t0 = time.perf_counter()
-        outs = []
-        for i in range(0, len(prompts), args.chunk_size):  # the job's chunks, so batches match
-            outs += engine.generate(prompts[i:i + args.chunk_size], cfg.sampling)
-        engine_s = time.perf_counter() - t0
-        engine_tokens = sum(g.completion_tokens for g in outs)
-
+    engine_tokens, engine_s = before_tokens + after_tokens, before_s + after_s
     job_tps = gen["completion_tokens"] / job_s
     engine_tps = engine_tokens / engine_s
     ratio = job_tps / engine_tps
     post = stats.get("postprocess", {})
     print(f"engine: {args.engine}, seeds: {len(prompts)}, max_new_tokens: {args.max_new_tokens}, "
           f"batch {args.batch_size}, chunk {args.chunk_size}")
-    print(f"raw engine.generate : {engine_tokens} tokens in {engine_s:.1f} s = {engine_tps:.1f} tok/s (1.00x)")
+    print(f"raw engine.generate : {engine_tokens} tokens in {engine_s:.1f} s = {engine_tps:.1f} tok/s (1.00x); "
+          f"before the job {before_tokens / before_s:.1f} tok/s, after it {after_tokens / after_s:.1f} tok/s")
     print(f"whole job           : {gen['completion_tokens']} tokens in {job_s:.1f} s = {job_tps:.1f} tok/s "
           f"({ratio:.2f}x)")
     rest = gen["elapsed_s"] - gen["generate_s"] - gen["commit_s"]
@@ -145,6 +161,8 @@ def main() -> None:
                                   "ratio": round(ratio, 3), "generation_stage_ratio": round(gen_ratio, 3),
                                   "postprocess_s": round(post.get("elapsed_s", 0.0), 1),
                                   "warmup_s": round(warmup_s, 1),
+                                  "engine_tokens_per_s_before": round(before_tokens / before_s, 2),
+                                  "engine_tokens_per_s_after": round(after_tokens / after_s, 2),
                                   "spark_jobs_after_last_chunk": post.get("spark_jobs")}))
     engine.close()
     spark.stop()

@@ -141,8 +141,6 @@ def minhash_signatures(df: DataFrame, *, num_perm: int = 256, ngram: int = 5, se
     import pyarrow as pa
     from pyspark.sql import types as T
 
-    from spark_jobs import minhash
-
     fields = [T.StructField(id_col, df.schema[id_col].dataType, True),
               T.StructField("signature", T.ArrayType(T.IntegerType(), False), False),
               T.StructField("n_shingles", T.IntegerType(), False)]
@@ -153,14 +151,27 @@ def minhash_signatures(df: DataFrame, *, num_perm: int = 256, ngram: int = 5, se
 
     def compute(batches):
         for batch in batches:
-            sig, n_shingles = minhash.signatures(batch.column(1), num_perm=num_perm, ngram=ngram, seed=seed)
-            columns = [batch.column(0), _list_array(minhash.as_int32(sig), pa.int32()),
-                       pa.array(n_shingles.astype("int32"), type=pa.int32())]
-            if bands and rows:
-                columns.append(_list_array(minhash.band_keys(sig, bands=bands, rows=rows), pa.int64()))
-            yield pa.RecordBatch.from_arrays(columns, names=names)
+            columns = signature_arrays(batch.column(1), num_perm=num_perm, ngram=ngram, seed=seed, bands=bands,
+                                       rows=rows)
+            yield pa.RecordBatch.from_arrays([batch.column(0), *columns], names=names)
 
     return df.select(id_col, content_col).mapInArrow(compute, T.StructType(fields))
+
+
+def signature_arrays(contents, *, num_perm: int = 256, ngram: int = 5, seed: int = 42, bands: int | None = None,
+                     rows: int | None = None) -> list:
+    """The columns `minhash_signatures` adds, as Arrow arrays, for an Arrow string array of contents: signature
+    (list<int32>), n_shingles (int32) and, with `bands` and `rows`, the LSH bucket keys (list<int64>). For callers
+    that already hold the rows in this process (`synth.postprocess.check_rows_local`)."""
+    import pyarrow as pa
+
+    from spark_jobs import minhash
+
+    sig, n_shingles = minhash.signatures(contents, num_perm=num_perm, ngram=ngram, seed=seed)
+    columns = [_list_array(minhash.as_int32(sig), pa.int32()), pa.array(n_shingles.astype("int32"), type=pa.int32())]
+    if bands and rows:
+        columns.append(_list_array(minhash.band_keys(sig, bands=bands, rows=rows), pa.int64()))
+    return columns
 
 
 def _list_array(matrix, value_type):

@@ -41,6 +41,7 @@ from synth.postprocess import FilterConfig
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
     from spark_jobs.lake import Lake
     from synth.engines import Engine
@@ -287,7 +288,7 @@ def run_generation(lake: Lake, cfg: SynthConfig, *, engine: Engine | None = None
             JOB, cfg_hash, inputs, write_id=write_id, extra={"run_id": run_id, "seeds": len(rows)}))
         stats["commit_s"] += time.perf_counter() - t
         if checks is not None and not skipped:
-            checks.submit(df, len(rows))
+            checks.submit(rows, schema)
         stats["chunks"] += 1
         stats["generated"] += len(rows)
         stats["prompt_tokens"] += sum(r[13] for r in rows)
@@ -326,11 +327,12 @@ def build_synthetic(raw: DataFrame, seeds: DataFrame | None, benchmarks: DataFra
 
 
 class ChunkChecks:
-    """The per-row half of post-processing (`synth.postprocess.check_rows`: checks, benchmark matching and dedup
-    keys) of each committed chunk, and the dedup keys of the run's seeds (`seed_keys`), on one background thread
-    while the engine generates: what is left after the last chunk is comparing the keys. On a GPU node the
-    driver's CPU is idle during generation, so this work costs no time; with an engine on the same CPU cores it
-    takes their CPU time from the engine (docs/synth.md measures how much).
+    """The per-row half of post-processing (checks, benchmark matching and dedup keys, by
+    `synth.postprocess.check_rows_local` on the rows the engine returned) of each committed chunk, and the dedup
+    keys of the run's seeds (`seed_keys`), on one background thread while the engine generates: what is left
+    after the last chunk is comparing the keys. On a GPU node the driver's CPU is idle during generation, so this
+    work costs no time; with an engine on the same CPU cores it takes their CPU time from the engine
+    (docs/synth.md measures how much).
 
     Results are cached Spark data (`localCheckpoint`), never table writes: a killed job loses them with nothing
     to clean up, and `run_postprocess` checks any raw row they do not cover (rows of earlier runs) itself.
@@ -365,25 +367,25 @@ class ChunkChecks:
         self._seed_keys = seed_keys(seeds, cfg=self.cfg.filter).localCheckpoint(eager=True)
         self.busy_s += time.perf_counter() - t
 
-    def submit(self, rows: DataFrame, n: int) -> None:
+    def submit(self, rows: Sequence[tuple], schema: StructType) -> None:
+        """Queues the checks of a committed chunk: `rows` as committed, tuples of `schema`."""
         self._raise_failed()
-        self.rows += n
-        self._futures.append(self._pool.submit(self._check, rows))
+        self.rows += len(rows)
+        self._futures.append(self._pool.submit(self._check, rows, schema))
 
-    def _check(self, rows: DataFrame) -> None:
-        from spark_jobs.decontaminate import load_benchmarks
-        from synth.postprocess import match_rows, row_checks
+    def _check(self, rows: Sequence[tuple], schema: StructType) -> None:
+        from spark_jobs.decontaminate import benchmark_index
+        from synth.postprocess import check_rows_local
 
         t = time.perf_counter()
         f, d = self.cfg.filter, self.cfg.decontaminate
-        benchmarks = load_benchmarks(self.lake.spark, d) if f.decontaminate else None
-        # `check_rows` in two materialised steps: the dedup keys and the benchmark match both read the row checks'
-        # output, and a chunk is small enough to join their results back as broadcasts. Measured on 8-row chunks:
-        # 6 Spark jobs and ~1.1 CPU-s per chunk instead of 9 jobs and ~1.8 CPU-s (CPU the engine loses on a CPU).
-        checked = row_checks(rows.drop("prompt", "seed_text"), cfg=f).localCheckpoint(eager=True)
-        self._frames.append(match_rows(checked, benchmarks, cfg=f, ngram=d.ngram, min_overlap=d.min_overlap,
-                                       min_matched_ngrams=d.min_matched_ngrams, min_short_chars=d.min_short_chars,
-                                       small=True).localCheckpoint(eager=True))
+        # The chunk is in this process already: `check_rows_local` checks it here (one Spark job per chunk, to
+        # store the result) rather than through `check_rows`' Spark jobs; `run_postprocess`'s own `check_rows`
+        # gives the same rows (tests/synth/test_generate.py).
+        index = benchmark_index(d) if f.decontaminate else None
+        self._frames.append(check_rows_local(self.lake.spark, rows, schema, cfg=f, index=index, ngram=d.ngram,
+                                             min_overlap=d.min_overlap, min_matched_ngrams=d.min_matched_ngrams)
+                            .localCheckpoint(eager=True))
         if len(self._frames) >= self.COMPACT_EVERY:
             self._frames = [_union(self._frames).localCheckpoint(eager=True)]
         self.busy_s += time.perf_counter() - t

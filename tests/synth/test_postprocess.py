@@ -123,3 +123,42 @@ def test_build_synthetic_rejects_duplicates_and_contamination_with_reasons(spark
     assert got["g5"].reject_detail == "same as g1"
     assert got["g7"].reject_detail.startswith("similar to g1")
     assert task_id in got["g6"].reject_detail
+
+
+def test_checks_of_rows_held_in_process_equal_the_spark_checks(spark, tmp_path):
+    """`check_rows_local` (what the job runs on each generated chunk) gives `check_rows`' rows column for column:
+    verdicts, extracted files, dedup keys and the strongest benchmark hit, also when two benchmarks tie."""
+    import datetime as dt
+
+    from spark_jobs.config import REPO_ROOT
+    from spark_jobs.decontaminate import DecontaminateConfig, benchmark_index, load_benchmarks
+    from synth.generate import _raw_schema
+    from synth.postprocess import CONTAMINATION_COL, check_rows, check_rows_local
+
+    _, bench_code = _humaneval_text(REPO_ROOT / "data" / "benchmarks")
+    responses = [fenced(GOOD), "I cannot help with that.", fenced("print(1)"), fenced(GOOD + "\n"),
+                 fenced(bench_code), fenced(GOOD.replace("return [", "return [[")), "```python\n" + GOOD[:200],
+                 fenced(GOOD, "javascript"), fenced(GOOD.replace("apple", "pear"))]
+    now = dt.datetime(2026, 1, 1, 12, 30)
+    rows = [(f"g{i}", "seed-x", "python", 0.9, "seed", "prompt", resp, "oss_instruct_pretrain", 1, "embedded", "rev",
+             "transformers", "{}", 10, 20, "stop", "run", now) for i, resp in enumerate(responses)]
+    bench_yaml = tmp_path / "benchmarks.yaml"
+    # HumanEval+ repeats HumanEval's prompts: a benchmark file matches both, with equal overlaps.
+    bench_yaml.write_text(
+        "benchmarks:\n  - {name: humaneval, files: humaneval/HumanEval.jsonl.gz, id: task_id, fields: [prompt]}\n"
+        "  - {name: humaneval_plus, files: humaneval_plus/HumanEvalPlus.jsonl.gz, id: task_id, fields: [prompt]}\n")
+    decon = DecontaminateConfig(benchmarks_file=str(bench_yaml))
+    cfg = FilterConfig(min_chars=80, min_lines=3)
+    kwargs = dict(cfg=cfg, ngram=decon.ngram, min_overlap=decon.min_overlap,
+                  min_matched_ngrams=decon.min_matched_ngrams)
+    want = check_rows(spark.createDataFrame(rows, _raw_schema()), load_benchmarks(spark, decon),
+                      min_short_chars=decon.min_short_chars, **kwargs)
+    got = check_rows_local(spark, rows, _raw_schema(), index=benchmark_index(decon), **kwargs)
+    assert got.columns == want.columns
+    got_rows, want_rows = ({r.synth_id: r.asDict() for r in df.collect()} for df in (got, want))
+    assert got_rows == want_rows
+    assert {r["reject_reason"] for r in got_rows.values()} == {
+        None, "no_code_block", "too_short", "syntax_error", "unclosed_code_block", "wrong_language"}
+    assert got_rows["g4"][CONTAMINATION_COL].startswith("humaneval_plus ")  # the tie goes to the greater name
+    assert got_rows["g0"]["content_hash"] == got_rows["g3"]["content_hash"] and got_rows["g0"]["signature"]
+    assert got_rows["g1"]["signature"] is None and got_rows["g1"]["content_hash"] is None
