@@ -344,7 +344,7 @@ def check_rows_local(spark: SparkSession, rows: Sequence[tuple], schema: StructT
     what is a Spark expression (the content hash, the text of the strongest hit) runs in Spark, in the one job
     that materialises the result. `synth.generate.ChunkChecks` checks each chunk the engine returned this way.
     Why not `check_rows` on the chunk: measured on 16-row chunks after warm-up, it ran 6 Spark jobs and used
-    1.9-2.8 CPU-s per chunk (JVM 1.3-2.3, Python workers 0.55), almost all of it Spark's cost per job, while the
+    1.7-2.9 CPU-s per chunk (JVM 1.2-2.3, Python workers 0.5-0.6), almost all of it Spark's cost per job, while the
     Python work itself takes ~15 ms; with the engine on the same CPU cores, that CPU is taken from generation.
     """
     import pyarrow as pa
