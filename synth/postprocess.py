@@ -16,6 +16,7 @@ The work splits in two (`synth.generate` overlaps the first with generation, one
 `check_rows` (checks 1-4, the benchmark match of 7, and the per-row keys of 5-6: the normalised content hash and
 the MinHash signature with its LSH band keys, all of which depend on nothing but the row) and `finish` (5-6, which
 compare every generation and seed by those keys, then the verdict of 7 in its place in the order).
+`check_rows_local` gives `check_rows`' output for rows the process already holds (each chunk the engine returns).
 """
 
 from __future__ import annotations
