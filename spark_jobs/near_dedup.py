@@ -141,13 +141,8 @@ def minhash_signatures(df: DataFrame, *, num_perm: int = 256, ngram: int = 5, se
     import pyarrow as pa
     from pyspark.sql import types as T
 
-    fields = [T.StructField(id_col, df.schema[id_col].dataType, True),
-              T.StructField("signature", T.ArrayType(T.IntegerType(), False), False),
-              T.StructField("n_shingles", T.IntegerType(), False)]
-    names = [id_col, "signature", "n_shingles"]
-    if bands and rows:
-        fields.append(T.StructField(band_column(bands, rows), T.ArrayType(T.LongType(), False), False))
-        names.append(band_column(bands, rows))
+    fields = [T.StructField(id_col, df.schema[id_col].dataType, True), *signature_fields(bands, rows)]
+    names = [f.name for f in fields]
 
     def compute(batches):
         for batch in batches:
@@ -156,6 +151,17 @@ def minhash_signatures(df: DataFrame, *, num_perm: int = 256, ngram: int = 5, se
             yield pa.RecordBatch.from_arrays([batch.column(0), *columns], names=names)
 
     return df.select(id_col, content_col).mapInArrow(compute, T.StructType(fields))
+
+
+def signature_fields(bands: int | None = None, rows: int | None = None, *, nullable: bool = False) -> list:
+    """The Spark fields of the columns `signature_arrays` computes (`nullable`: for rows that may have none)."""
+    from pyspark.sql import types as T
+
+    fields = [T.StructField("signature", T.ArrayType(T.IntegerType(), False), nullable),
+              T.StructField("n_shingles", T.IntegerType(), nullable)]
+    if bands and rows:
+        fields.append(T.StructField(band_column(bands, rows), T.ArrayType(T.LongType(), False), nullable))
+    return fields
 
 
 def signature_arrays(contents, *, num_perm: int = 256, ngram: int = 5, seed: int = 42, bands: int | None = None,

@@ -349,6 +349,7 @@ class ChunkChecks:
         self.busy_s = 0.0
         self._frames: list[DataFrame] = []  # touched only by the worker thread until `result`
         self._seed_keys: DataFrame | None = None  # idem
+        self._index = None  # the benchmark index, found once by the worker thread's first check
         self._futures: list = []
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="synth-checks")
 
@@ -380,12 +381,13 @@ class ChunkChecks:
         t = time.perf_counter()
         f, d = self.cfg.filter, self.cfg.decontaminate
         # The chunk is in this process already: `check_rows_local` checks it here (one Spark job per chunk, to
-        # store the result) rather than through `check_rows`' Spark jobs; `run_postprocess`'s own `check_rows`
-        # gives the same rows (tests/synth/test_generate.py).
-        index = benchmark_index(d) if f.decontaminate else None
-        self._frames.append(check_rows_local(self.lake.spark, rows, schema, cfg=f, index=index, ngram=d.ngram,
-                                             min_overlap=d.min_overlap, min_matched_ngrams=d.min_matched_ngrams)
-                            .localCheckpoint(eager=True))
+        # store the result) rather than through `check_rows`' Spark jobs; both give the same rows
+        # (tests/synth/test_postprocess.py).
+        if f.decontaminate and self._index is None:
+            self._index = benchmark_index(d)  # reads the benchmark list and hashes its files: once per run
+        checked = check_rows_local(self.lake.spark, rows, schema, cfg=f, index=self._index, ngram=d.ngram,
+                                   min_overlap=d.min_overlap, min_matched_ngrams=d.min_matched_ngrams)
+        self._frames.append(checked.localCheckpoint(eager=True))
         if len(self._frames) >= self.COMPACT_EVERY:
             self._frames = [_union(self._frames).localCheckpoint(eager=True)]
         self.busy_s += time.perf_counter() - t

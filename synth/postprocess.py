@@ -350,34 +350,30 @@ def check_rows_local(spark: SparkSession, rows: Sequence[tuple], schema: StructT
     """
     import pyarrow as pa
     from pyspark.sql import functions as F
-    from pyspark.sql.types import ArrayType, DoubleType, IntegerType, LongType, StringType, StructField
+    from pyspark.sql.types import DoubleType, StringType, StructField
     from pyspark.sql.types import StructType as Struct
 
     from spark_jobs.decontaminate import match_text
     from spark_jobs.exact_dedup import with_content_hash
-    from spark_jobs.near_dedup import band_column, signature_arrays
+    from spark_jobs.near_dedup import signature_arrays, signature_fields
 
     names = schema.fieldNames()
     keep = [i for i, n in enumerate(names) if n not in ("prompt", "seed_text")]
     checks = check_values([r[names.index("response")] for r in rows], [r[names.index("lang")] for r in rows], cfg)
-    accepted = [i for i, c in enumerate(checks) if c[1] == ACCEPTED]
     extra: list[list] = [list(c) for c in checks]
     fields = [schema.fields[i] for i in keep] + [StructField(c, StringType(), True) for c in CHECK_COLUMNS]
     if cfg.near_dedup:
         ncfg = near_dedup_config(cfg)
         bands, band_rows = ncfg.band_params()
-        fields += [StructField("signature", ArrayType(IntegerType(), False), True),
-                   StructField("n_shingles", IntegerType(), True),
-                   StructField(band_column(bands, band_rows), ArrayType(LongType(), False), True)]
-        values = [[None] * 3 for _ in rows]
-        if accepted:
-            columns = signature_arrays(pa.array([checks[i][0] for i in accepted], pa.string()), num_perm=ncfg.num_perm,
-                                       ngram=ncfg.ngram, seed=ncfg.seed, bands=bands, rows=band_rows)
-            for k, column in enumerate(c.to_pylist() for c in columns):
-                for i, v in zip(accepted, column):
-                    values[i][k] = v
-        for e, v in zip(extra, values):
-            e += v
+        sig_fields = signature_fields(bands, band_rows, nullable=True)
+        fields += sig_fields
+        accepted = [content for content, status, _, _ in checks if status == ACCEPTED]
+        # One row of signature values per accepted row, in order; rejected rows get nulls.
+        signed = iter(zip(*(c.to_pylist() for c in signature_arrays(
+            pa.array(accepted, pa.string()), num_perm=ncfg.num_perm, ngram=ncfg.ngram, seed=ncfg.seed, bands=bands,
+            rows=band_rows))) if accepted else ())
+        for (_, status, _, _), e in zip(checks, extra):
+            e += next(signed) if status == ACCEPTED else [None] * len(sig_fields)
     hits = cfg.decontaminate and index is not None
     if hits:
         fields += [StructField("_benchmark", StringType(), True), StructField("_task_id", StringType(), True),
