@@ -1,7 +1,7 @@
-"""Vectorised MinHash for source code: numpy kernels used by `spark_jobs.near_dedup` inside `mapInArrow`.
+"""MinHash for source code, used by `spark_jobs.near_dedup` inside `mapInArrow`.
 
-Everything here works on a whole Arrow string array at once: there is no Python loop per byte, token, shingle or
-permutation, only a loop over memory-bounded chunks.
+Everything here works on a whole Arrow string array at once: the per-byte and per-shingle loops are compiled
+(`spark_jobs.minhash_kernels`, numba), the rest is numpy; Python only loops over memory-bounded chunks.
 
 - `shingle_hashes(contents, ngram=5)`: 64-bit hashes of the n-grams of *normalised code tokens*: lowercased runs
   of letters, digits, underscore or non-ASCII bytes (identifiers, keywords, numbers, words of strings and
@@ -26,15 +26,12 @@ import numpy as np
 MASK64 = (1 << 64) - 1
 # Odd 64-bit constants: the polynomial base for token hashes and the per-position weights of shingle hashes.
 _BASE = np.uint64(0x100000001B3)
-_BASE_INV = np.uint64(pow(0x100000001B3, -1, 1 << 64))
 _POS_WEIGHTS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
                          0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53, 0x94D049BB133111EB, 0xBF58476D1CE4E5B9],
                         dtype=np.uint64)
-# Bytes of text hashed per chunk: bounds the temporary arrays to ~10 x this many bytes of memory.
+# Bytes of text hashed per chunk: bounds the temporary arrays to ~15 x this many bytes of memory.
 _CHUNK_BYTES = 4 << 20
-# Shingles x permutations evaluated per chunk: 16 MiB of uint64 temporaries.
-_CHUNK_CELLS = 1 << 21
-# Documents per chunk: their chunk-local index is packed into the low 16 bits of a sort key (`signatures`).
+# Documents per chunk: their chunk-local index is packed into the top 16 bits of a sort key (`signatures`).
 _CHUNK_DOCS = 1 << 16
 _LOW48 = np.uint64((1 << 48) - 1)
 
@@ -44,16 +41,6 @@ for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
 _WORD[128:] = True  # UTF-8 continuation/lead bytes: identifiers and strings in any script stay whole tokens
 _LOWER = np.arange(256, dtype=np.uint8)
 _LOWER[ord("A"):ord("Z") + 1] += 32
-
-
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser, in place: spreads every input bit over the whole word."""
-    x ^= x >> np.uint64(30)
-    x *= np.uint64(0xBF58476D1CE4E5B9)
-    x ^= x >> np.uint64(27)
-    x *= np.uint64(0x94D049BB133111EB)
-    x ^= x >> np.uint64(31)
-    return x
 
 
 def _as_bytes(contents) -> tuple[np.ndarray, np.ndarray]:
@@ -75,94 +62,25 @@ def _as_bytes(contents) -> tuple[np.ndarray, np.ndarray]:
     return offsets, data
 
 
-_TABLES: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-
-def _power_tables(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(BASE^i, BASE^-i, sum_{j<=i} BASE^j) for i < n, mod 2^64; cached, grown to the largest chunk seen."""
-    global _TABLES
-    if _TABLES is None or len(_TABLES[0]) < n:
-        size = max(n, _CHUNK_BYTES + 1)
-        powers = np.full(size, _BASE, dtype=np.uint64)
-        powers[0] = 1
-        np.cumprod(powers, out=powers)
-        inv = np.full(size, _BASE_INV, dtype=np.uint64)
-        inv[0] = 1
-        np.cumprod(inv, out=inv)
-        _TABLES = (powers, inv, np.cumsum(powers, dtype=np.uint64))
-    return _TABLES
-
-
-def _token_hashes(data: np.ndarray, doc_starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Hashes of the normalised tokens of `data` (docs begin at `doc_starts`): (token_hash uint64, token_doc int)."""
-    n = len(data)
-    if n == 0:
-        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    low = _LOWER[data]
-    word = _WORD[low]
-    boundary = np.zeros(n, dtype=bool)
-    boundary[doc_starts[doc_starts < n]] = True
-    prev_word = np.empty(n, dtype=bool)
-    prev_word[0] = False
-    prev_word[1:] = word[:-1]
-    # A token starts at a word byte after a non-word byte (or a document start) and ends at the end of its run.
-    starts = np.flatnonzero(word & (~prev_word | boundary))
-    if len(starts) == 0:
-        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    next_break = np.ones(n, dtype=bool)
-    next_break[:-1] = ~word[1:] | boundary[1:]
-    ends = np.flatnonzero(next_break & word) + 1  # exclusive ends of word runs, one per start, in order
-    # Polynomial hash of bytes [s, e): (C[e] - C[s]) * BASE^-s with C the prefix sums of (byte+1) * BASE^i, all
-    # mod 2^64 (numpy's uint64 arithmetic wraps). C = cumsum(byte * BASE^i) + cumsum(BASE^i): the powers, their
-    # inverses and their prefix sums are the same for every chunk, so they are computed once per process.
-    powers, inv, power_sums = _power_tables(n)
-    prefix = np.zeros(n + 1, dtype=np.uint64)
-    np.multiply(low, powers[:n], out=prefix[1:], dtype=np.uint64)
-    np.cumsum(prefix[1:], out=prefix[1:])
-    prefix[1:] += power_sums[:n]
-    hashes = (prefix[ends] - prefix[starts]) * inv[starts]
-    hashes += (ends - starts).astype(np.uint64)
-    docs = np.searchsorted(doc_starts, starts, side="right") - 1
-    return _mix64(hashes), docs
-
-
-def _shingles_from_tokens(tok: np.ndarray, tok_doc: np.ndarray, ngram: int) -> tuple[np.ndarray, np.ndarray]:
-    """n-gram hashes over consecutive tokens of the same doc; a doc shorter than n tokens gets one shingle."""
-    m = len(tok)
-    if m == 0:
-        return np.zeros(0, np.uint64), np.zeros(0, np.int64)
-    weights = np.resize(_POS_WEIGHTS, ngram)
-    acc = np.zeros(m, dtype=np.uint64)
-    full = np.ones(m, dtype=bool)
-    for j in range(ngram):  # n is a handful: this loop is over n-gram positions, vectorised over all shingles
-        shifted = np.zeros(m, dtype=np.uint64)
-        same = np.zeros(m, dtype=bool)
-        shifted[:m - j] = tok[j:]
-        same[:m - j] = tok_doc[j:] == tok_doc[:m - j]
-        acc += np.where(same, shifted * weights[j], np.uint64(0))
-        full &= same
-    first = np.ones(m, dtype=bool)
-    first[1:] = tok_doc[1:] != tok_doc[:-1]
-    # Docs with fewer than n tokens: keep the one partial shingle starting at their first token.
-    short = first & ~full
-    keep = full | short
-    acc[short] += np.uint64(0x5851F42D4C957F2D)  # partial shingles must not equal any full one
-    return _mix64(acc[keep]), tok_doc[keep]
-
-
 def shingle_hashes(contents, ngram: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """(hashes uint64, doc index int64) of every shingle of every document, in document order."""
     offsets, data = _as_bytes(contents)
     out_h, out_d = [], []
     for lo, hi in _doc_chunks(offsets):
-        base = int(offsets[lo])
-        tok, tok_doc = _token_hashes(data[base:int(offsets[hi])], offsets[lo:hi] - base)
-        sh, sh_doc = _shingles_from_tokens(tok, tok_doc, ngram)
+        sh, sh_doc = _shingles(data, offsets, lo, hi, ngram)
         out_h.append(sh)
         out_d.append(sh_doc + lo)
     if not out_h:
         return np.zeros(0, np.uint64), np.zeros(0, np.int64)
     return np.concatenate(out_h), np.concatenate(out_d)
+
+
+def _shingles(data: np.ndarray, offsets: np.ndarray, lo: int, hi: int, ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shingle hashes of documents lo..hi-1 with their chunk-local document index (compiled kernel)."""
+    from spark_jobs import minhash_kernels
+
+    return minhash_kernels.shingles(data, offsets, lo, hi, ngram, np.resize(_POS_WEIGHTS, ngram), _LOWER, _WORD,
+                                    _BASE)
 
 
 @functools.lru_cache(maxsize=8)
@@ -195,40 +113,27 @@ def signatures(contents, *, num_perm: int = 256, ngram: int = 5, seed: int = 42)
     document with probability < n^2 / 2^49 (< 2e-5 for 10^5 shingles): no visible effect on Jaccard estimates.
     A document without any token has n_shingles 0 and an all-0xFFFFFFFF signature; callers keep it out of LSH.
     """
+    from spark_jobs import minhash_kernels
+
     offsets, data = _as_bytes(contents)
     n_docs = len(offsets) - 1
     n_shingles = np.zeros(n_docs, dtype=np.int64)
     sig = np.full((n_docs, num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
     a, b = permutations(num_perm, seed)
-    a, b = a[:, None], b[:, None]
-    step = max(1, _CHUNK_CELLS // num_perm)
-    buf = np.empty((num_perm, step), dtype=np.uint64)
     for lo, hi in _doc_chunks(offsets):
-        base = int(offsets[lo])
-        tok, tok_doc = _token_hashes(data[base:int(offsets[hi])], offsets[lo:hi] - base)
-        sh, sh_doc = _shingles_from_tokens(tok, tok_doc, ngram)
-        del tok, tok_doc
+        sh, sh_doc = _shingles(data, offsets, lo, hi, ngram)
         keys = (sh_doc.astype(np.uint64) << np.uint64(48)) | (sh >> np.uint64(16))
+        del sh, sh_doc
         keys.sort()
         keep = np.ones(len(keys), dtype=bool)
         np.not_equal(keys[1:], keys[:-1], out=keep[1:])
         keys = keys[keep]
-        sh_doc = (keys >> np.uint64(48)).astype(np.int64)
-        sh = keys & _LOW48  # (n_unique,) 48-bit shingle hashes, grouped by document
-        del keys, keep
-        n_shingles[lo:hi] = np.bincount(sh_doc, minlength=hi - lo)
-        for s_lo in range(0, len(sh), step):  # loop over memory-bounded chunks of shingles, not over shingles
-            s = sh[s_lo:s_lo + step]
-            d = sh_doc[s_lo:s_lo + step]
-            v = buf[:, :len(s)]
-            # (num_perm, chunk): permutations on rows so the per-document minimum reduces along contiguous memory.
-            np.multiply(a, s[None, :], out=v)
-            v += b
-            seg = np.flatnonzero(np.r_[True, d[1:] != d[:-1]])
-            # The minimum of the full 64-bit values has the minimal top 32 bits: shift only the per-doc minima.
-            mins = (np.minimum.reduceat(v, seg, axis=1) >> np.uint64(32)).astype(np.uint32).T
-            docs = d[seg] + lo
-            sig[docs] = np.minimum(sig[docs], mins)  # docs are distinct within a chunk: no write conflicts
+        counts = np.bincount((keys >> np.uint64(48)).astype(np.int64), minlength=hi - lo)
+        n_shingles[lo:hi] = counts
+        seg = np.zeros(hi - lo + 1, dtype=np.int64)
+        np.cumsum(counts, out=seg[1:])
+        # (n_unique,) 48-bit shingle hashes grouped by document; documents without shingles keep all-ones rows.
+        minhash_kernels.permutation_minima(keys & _LOW48, seg, a, b, sig[lo:hi])
     return sig, n_shingles
 
 
@@ -239,13 +144,15 @@ def band_keys(sig: np.ndarray, *, bands: int, rows: int) -> np.ndarray:
     by a 2^-64 collision) and one column of keys can be grouped on without a band column. Vectorised over
     documents and bands; the loop is over the `rows` positions of a band.
     """
+    from spark_jobs import minhash_kernels
+
     if bands * rows > sig.shape[1]:
         raise ValueError(f"bands x rows = {bands * rows} exceeds the signature length {sig.shape[1]}")
     cells = sig[:, :bands * rows].reshape(len(sig), bands, rows).astype(np.uint64)
     acc = np.broadcast_to(np.arange(1, bands + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15),
                           (len(sig), bands)).copy()
     for r in range(rows):
-        acc = _mix64(acc ^ cells[:, :, r])
+        acc = minhash_kernels.mix64(acc ^ cells[:, :, r])
     return acc.view(np.int64)
 
 
@@ -253,9 +160,7 @@ def shingle_sets(contents, ngram: int = 5) -> list[np.ndarray]:
     """Sorted unique shingle hashes per document."""
     offsets, _ = _as_bytes(contents)
     n_docs = len(offsets) - 1
-    sh, sh_doc = shingle_hashes(contents, ngram)
-    order = np.lexsort((sh, sh_doc))
-    sh, sh_doc = sh[order], sh_doc[order]
+    sh, sh_doc = shingle_hashes(contents, ngram)  # in document order: each document's shingles are one slice
     bounds = np.searchsorted(sh_doc, np.arange(n_docs + 1))
     return [np.unique(sh[bounds[i]:bounds[i + 1]]) for i in range(n_docs)]
 

@@ -33,6 +33,20 @@ REQUIRED_CONF = {
 }
 
 
+# JVM options of the embedded session's one JVM (driver and executors in one process). In runs of seconds to
+# minutes, the JIT's optimising compiler (C2) took half of the JVM's CPU, compiling Spark code that runs only a
+# few thousand times (each distinct query plan brings new generated classes, and their callers' profiles change):
+# 4.9-5.9 CPU-s of a 13-16 s near-dedup run after a warm-up. Raising its thresholds ~15x leaves truly hot code
+# (Parquet encoding, tight loops) to C2 and the rest at C1; the parallel collector spends less CPU than G1's
+# concurrent threads on a 2-3 GB heap. Measured side by side on this 2-core machine (docs/near_dedup.md):
+# bench/curate.py --mb 80 --small-mb 20, whole process tree, two pairs in both orders: 152.9 -> 108.0 and
+# 127.1 -> 96.5 CPU-s (wall 93.9 -> 75.0, 72.9 -> 67.4 s); bench/lake.py's plain Parquet write 0.69-0.78 s ->
+# 0.61 s. C1 alone (-XX:TieredStopAtLevel=1) saves more in short jobs but made that Parquet write 3.2x slower.
+# A cluster's JVMs keep their own options: spark-submit sessions never get these.
+EMBEDDED_JAVA_OPTIONS = ("-XX:Tier4InvocationThreshold=200000 -XX:Tier4MinInvocationThreshold=100000 "
+                         "-XX:Tier4CompileThreshold=300000 -XX:Tier4BackEdgeThreshold=1000000 -XX:+UseParallelGC")
+
+
 def embedded_conf(*, cores: int | None = None, driver_memory: str | None = None) -> dict[str, str]:
     """Settings for the embedded `local[*]` session (offline, single machine)."""
     cores = cores or int(os.environ.get("CODEMILL_SPARK_CORES", "0")) or os.cpu_count() or 2
@@ -61,6 +75,7 @@ def embedded_conf(*, cores: int | None = None, driver_memory: str | None = None)
         # alternating pairs 23.9 / 26.5 / 21.5 s with 100, 23.9 / 21.9 / 20.0 s with 1000 (~9% less). Compiled
         # classes are small.
         "spark.sql.codegen.cache.maxEntries": "1000",
+        "spark.driver.extraJavaOptions": EMBEDDED_JAVA_OPTIONS,
         **REQUIRED_CONF,
     }
 

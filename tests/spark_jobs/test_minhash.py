@@ -1,8 +1,9 @@
-"""The numpy MinHash kernels: tokenisation, shingles, signatures, LSH parameters, exact Jaccard."""
+"""The MinHash kernels: tokenisation, shingles, signatures, LSH parameters, exact Jaccard."""
 
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import pytest
@@ -63,12 +64,68 @@ def test_signatures_do_not_depend_on_chunking(monkeypatch):
     texts = [_code(s, 30 + s) for s in range(12)] + [""]
     full, n_full = minhash.signatures(texts, num_perm=64)
     monkeypatch.setattr(minhash, "_CHUNK_BYTES", 700)
-    monkeypatch.setattr(minhash, "_CHUNK_CELLS", 64 * 37)
     chunked, n_chunked = minhash.signatures(texts, num_perm=64)
     assert np.array_equal(full, chunked) and np.array_equal(n_full, n_chunked)
     single = np.vstack([minhash.signatures([t], num_perm=64)[0] for t in texts])
     assert np.array_equal(full, single)
     assert (full[-1] == np.uint32(0xFFFFFFFF)).all() and n_full[-1] == 0
+
+
+M64 = (1 << 64) - 1
+
+
+def _mix(x: int) -> int:
+    x ^= x >> 30
+    x = (x * 0xBF58476D1CE4E5B9) & M64
+    x ^= x >> 27
+    x = (x * 0x94D049BB133111EB) & M64
+    return x ^ (x >> 31)
+
+
+def _reference_shingles(text: str | None, ngram: int) -> list[int]:
+    """The documented definition, one Python int at a time: tokens are runs of [A-Za-z0-9_] or non-ASCII bytes,
+    hashed over their lowercased bytes; a shingle mixes n consecutive token hashes with per-position weights."""
+    tokens = re.findall(rb"[A-Za-z0-9_\x80-\xff]+", (text or "").encode())
+    hashes = []
+    for token in tokens:
+        h, p = 0, 1
+        for byte in token.lower():
+            h = (h + (byte + 1) * p) & M64
+            p = (p * int(minhash._BASE)) & M64
+        hashes.append(_mix((h + len(token)) & M64))
+    weights = [int(w) for w in np.resize(minhash._POS_WEIGHTS, ngram)]
+    if not hashes:
+        return []
+    if len(hashes) < ngram:  # one partial shingle, marked so that it never equals a full one
+        return [_mix((sum(h * w for h, w in zip(hashes, weights)) + 0x5851F42D4C957F2D) & M64)]
+    return [_mix(sum(hashes[i + j] * weights[j] for j in range(ngram)) & M64)
+            for i in range(len(hashes) - ngram + 1)]
+
+
+@pytest.mark.parametrize("ngram", [1, 3, 5, 9])
+def test_compiled_shingles_and_signatures_equal_the_plain_python_definition(ngram):
+    texts = [_code(7, 25), "", None, "x", "naïve_λ = größe + 1", "A b\tC;;d(e) [f] g_1 2 3 Hh", _code(8, 3)]
+    hashes, docs = minhash.shingle_hashes(texts, ngram=ngram)
+    for i, text in enumerate(texts):
+        assert hashes[docs == i].tolist() == _reference_shingles(text, ngram), i
+    a, b = minhash.permutations(16, 7)
+    sig, n_shingles = minhash.signatures(texts, num_perm=16, ngram=ngram, seed=7)
+    for i, text in enumerate(texts):
+        unique = {h >> 16 for h in _reference_shingles(text, ngram)}  # the signature uses the top 48 bits
+        assert n_shingles[i] == len(unique)
+        expected = [min(((int(ak) * s + int(bk)) & M64) >> 32 for s in unique) if unique else 0xFFFFFFFF
+                    for ak, bk in zip(a, b)]
+        assert sig[i].tolist() == expected, i
+
+
+def test_signatures_are_those_persisted_by_earlier_releases():
+    """minhash-v2 signatures stored in `minhash_signatures` must stay comparable: values of the first release."""
+    sig, n = minhash.signatures(["def area(w, h):\n    return w * h  # Rectangle", "x"], num_perm=4, ngram=3)
+    assert sig.tolist() == [[330450334, 84234656, 768486541, 1514005539],
+                            [2810188173, 2840826684, 3728464861, 1126598914]]
+    assert n.tolist() == [6, 1]
+    hashes, _ = minhash.shingle_hashes(["Foo_bar = naïve(1)"], ngram=2)
+    assert hashes.tolist() == [0x10D9348A23DC91F3, 0x1B1BE5AE70B7A3DF]
 
 
 def test_pair_jaccard_matches_set_jaccard():
