@@ -44,20 +44,22 @@ _LOWER[ord("A"):ord("Z") + 1] += 32
 
 
 def _as_bytes(contents) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets int64 (n+1,), data uint8) of a string array; nulls read as empty strings. Zero-copy for Arrow."""
+    """(offsets (n+1,), data uint8) of a string array; nulls read as empty strings. Zero-copy for Arrow arrays
+    without nulls: `string` arrays (what Spark sends) keep their int32 offsets, `large_string` their int64 ones."""
     import pyarrow as pa
 
     if not isinstance(contents, pa.Array | pa.ChunkedArray):
         contents = pa.array(list(contents), type=pa.large_string())
     if isinstance(contents, pa.ChunkedArray):
         contents = contents.combine_chunks() if contents.num_chunks != 1 else contents.chunk(0)
-    if pa.types.is_string(contents.type):
+    if not (pa.types.is_string(contents.type) or pa.types.is_large_string(contents.type)):
         contents = contents.cast(pa.large_string())
     if contents.null_count:
         contents = contents.fill_null("")
     n = len(contents)
     bufs = contents.buffers()
-    offsets = np.frombuffer(bufs[1], dtype=np.int64)[contents.offset:contents.offset + n + 1]
+    width = np.int32 if pa.types.is_string(contents.type) else np.int64
+    offsets = np.frombuffer(bufs[1], dtype=width)[contents.offset:contents.offset + n + 1]
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
     return offsets, data
 
@@ -98,7 +100,9 @@ def _doc_chunks(offsets: np.ndarray):
     lo = 0
     while lo < n_docs:
         # Chunk on whole documents so that no shingle crosses a chunk.
-        hi = int(np.searchsorted(offsets, offsets[lo] + _CHUNK_BYTES, side="right")) - 1
+        # Capped at the last offset: int32 offsets (Arrow `string`) must not overflow.
+        limit = min(int(offsets[lo]) + _CHUNK_BYTES, int(offsets[-1]))
+        hi = int(np.searchsorted(offsets, limit, side="right")) - 1
         hi = min(max(hi, lo + 1), n_docs, lo + _CHUNK_DOCS)
         yield lo, hi
         lo = hi

@@ -118,6 +118,19 @@ def test_compiled_shingles_and_signatures_equal_the_plain_python_definition(ngra
         assert sig[i].tolist() == expected, i
 
 
+def test_string_and_large_string_arrays_and_slices_give_the_same_signatures():
+    import pyarrow as pa
+
+    texts = [_code(s, 20 + s) for s in range(6)] + [None, ""]
+    expected, n_expected = minhash.signatures(texts, num_perm=32)
+    for arrow_type in (pa.string(), pa.large_string()):  # Spark sends `string` (int32 offsets)
+        arr = pa.array(texts, type=arrow_type)
+        sig, n = minhash.signatures(arr, num_perm=32)
+        assert np.array_equal(sig, expected) and np.array_equal(n, n_expected)
+        sig, n = minhash.signatures(arr.slice(2, 4), num_perm=32)  # an offset into the buffers
+        assert np.array_equal(sig, expected[2:6]) and np.array_equal(n, n_expected[2:6])
+
+
 def test_signatures_are_those_persisted_by_earlier_releases():
     """minhash-v2 signatures stored in `minhash_signatures` must stay comparable: values of the first release."""
     sig, n = minhash.signatures(["def area(w, h):\n    return w * h  # Rectangle", "x"], num_perm=4, ngram=3)
