@@ -202,7 +202,7 @@ def window_hashes(ids):
 
 
 @dataclasses.dataclass
-class _Index:
+class BenchmarkIndex:
     """Sorted distinct n-gram hashes -> benchmark texts containing them (CSR), plus short texts."""
 
     hashes: object  # (H,) uint64 sorted
@@ -216,7 +216,7 @@ class _Index:
     bloom: object = None  # (2**_BLOOM_BITS / 8,) uint8 bitmap of the low bits of `hashes`
 
 
-def build_index(texts: list[tuple[str, str, str, str]], *, ngram: int, min_short_chars: int) -> _Index:
+def build_index(texts: list[tuple[str, str, str, str]], *, ngram: int, min_short_chars: int) -> BenchmarkIndex:
     import numpy as np
 
     keys, owners, totals, meta, short = [], [], [], [], []
@@ -253,7 +253,7 @@ def build_index(texts: list[tuple[str, str, str, str]], *, ngram: int, min_short
     bloom = np.zeros(1 << (_BLOOM_BITS - 3), dtype=np.uint8)
     low = (uniq & np.uint64((1 << _BLOOM_BITS) - 1)).astype(np.int64)
     np.bitwise_or.at(bloom, low >> 3, (1 << (low & 7)).astype(np.uint8))
-    return _Index(uniq, offsets, all_owners, np.array(totals, dtype=np.int64), meta, short, short_by_len,
+    return BenchmarkIndex(uniq, offsets, all_owners, np.array(totals, dtype=np.int64), meta, short, short_by_len,
                   bloom=bloom)
 
 
@@ -298,7 +298,7 @@ def benchmarks_key(cfg: DecontaminateConfig) -> str:
 
 
 _TEXTS: dict[str, list[tuple[str, str, str, str]]] = {}
-_INDEXES: dict[str, _Index] = {}
+_INDEXES: dict[str, BenchmarkIndex] = {}
 _BENCH_DFS: dict[tuple[str, str], DataFrame] = {}
 _BROADCASTS: dict[tuple[str, str], object] = {}
 
@@ -317,7 +317,7 @@ def _index_key(texts_key: str, ngram: int, min_short_chars: int) -> str:
     return hashlib.sha256(f"{INDEX_VERSION}:{texts_key}:{ngram}:{min_short_chars}".encode()).hexdigest()[:32]
 
 
-def cached_index(texts_key: str, texts_fn, *, ngram: int, min_short_chars: int, disk: bool = True) -> _Index:
+def cached_index(texts_key: str, texts_fn, *, ngram: int, min_short_chars: int, disk: bool = True) -> BenchmarkIndex:
     """The index of the texts identified by `texts_key`: from this process's memo, else from the disk cache, else
     built from `texts_fn()` (and saved). A cache file that cannot be read or written is rebuilt or skipped, never
     an error: the cache only saves time."""
@@ -334,7 +334,7 @@ def cached_index(texts_key: str, texts_fn, *, ngram: int, min_short_chars: int, 
                 index = pickle.load(fh)  # our own file, named by its content hash
         except Exception:  # noqa: BLE001 - a truncated or stale cache file is rebuilt
             index = None
-    if not isinstance(index, _Index) or index.key != key:
+    if not isinstance(index, BenchmarkIndex) or index.key != key:
         index = build_index(texts_fn(), ngram=ngram, min_short_chars=min_short_chars)
         index.key = key
         if disk:
@@ -351,7 +351,7 @@ def cached_index(texts_key: str, texts_fn, *, ngram: int, min_short_chars: int, 
 
 
 def benchmark_index(cfg: DecontaminateConfig, *, ngram: int | None = None,
-                    min_short_chars: int | None = None) -> _Index:
+                    min_short_chars: int | None = None) -> BenchmarkIndex:
     """The prebuilt index of `cfg`'s benchmarks (pass it to `find_contamination(index=...)`)."""
     key = benchmarks_key(cfg)
     return cached_index(key, lambda: cached_texts(cfg, key), ngram=ngram or cfg.ngram,
@@ -397,7 +397,8 @@ def _local_parquet(spark: SparkSession, key: str, cfg: DecontaminateConfig) -> D
     return spark.read.schema(schemas.BENCHMARKS).parquet(path)
 
 
-def match_text(content: str, index: _Index, *, ngram: int, min_overlap: float, min_matched: int) -> list[tuple]:
+def match_text(content: str, index: BenchmarkIndex, *, ngram: int, min_overlap: float,
+               min_matched: int) -> list[tuple]:
     """(benchmark, task_id, field, method, matched, total, overlap) for every benchmark text found in `content`."""
     import numpy as np
 
@@ -434,7 +435,7 @@ def match_text(content: str, index: _Index, *, ngram: int, min_overlap: float, m
 
 def find_contamination(df: DataFrame, benchmarks_df: DataFrame, *, ngram: int = 10, text_col: str = "content",
                        id_col: str = "doc_id", min_overlap: float = 0.5, min_matched_ngrams: int = 1,
-                       min_short_chars: int = 50, index: _Index | None = None) -> DataFrame:
+                       min_short_chars: int = 50, index: BenchmarkIndex | None = None) -> DataFrame:
     """One row per (row of `df`, benchmark text) it contains; columns of `schemas.CONTAMINATION` with the id in
     `id_col` (named `doc_id` by default). Rows of `df` without a hit produce nothing.
 
@@ -475,7 +476,7 @@ def find_contamination(df: DataFrame, benchmarks_df: DataFrame, *, ngram: int = 
     return df.select(id_col, text_col).mapInArrow(run, out_schema)
 
 
-def _index_of(benchmarks_df: DataFrame, *, ngram: int, min_short_chars: int) -> _Index:
+def _index_of(benchmarks_df: DataFrame, *, ngram: int, min_short_chars: int) -> BenchmarkIndex:
     import hashlib
 
     tagged = getattr(benchmarks_df, "_codemill_benchmarks", None)

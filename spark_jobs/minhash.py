@@ -23,7 +23,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-MASK64 = (1 << 64) - 1
 # Odd 64-bit constants: the polynomial base for token hashes and the per-position weights of shingle hashes.
 _BASE = np.uint64(0x100000001B3)
 _POS_WEIGHTS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
@@ -162,8 +161,7 @@ def band_keys(sig: np.ndarray, *, bands: int, rows: int) -> np.ndarray:
 
 def shingle_sets(contents, ngram: int = 5) -> list[np.ndarray]:
     """Sorted unique shingle hashes per document."""
-    offsets, _ = _as_bytes(contents)
-    n_docs = len(offsets) - 1
+    n_docs = len(contents)
     sh, sh_doc = shingle_hashes(contents, ngram)  # in document order: each document's shingles are one slice
     bounds = np.searchsorted(sh_doc, np.arange(n_docs + 1))
     return [np.unique(sh[bounds[i]:bounds[i + 1]]) for i in range(n_docs)]
@@ -193,7 +191,7 @@ def pair_jaccard(contents_a, contents_b, ngram: int = 5) -> np.ndarray:
     """
     ha, da = _unique_per_doc(*shingle_hashes(contents_a, ngram))
     hb, db = _unique_per_doc(*shingle_hashes(contents_b, ngram))
-    n = len(_as_bytes(contents_a)[0]) - 1
+    n = len(contents_a)
     size_a = np.bincount(da, minlength=n)
     size_b = np.bincount(db, minlength=n)
     h = np.concatenate([ha, hb])

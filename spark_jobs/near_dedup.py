@@ -348,20 +348,22 @@ def similarity_expr(a: str, b: str):
 
 
 def _estimates(a, b):
-    """Per row of two Arrow list<int> arrays: the fraction of equal positions (`minhash.estimated_similarity`)."""
+    """`minhash.estimated_similarity` per row of two Arrow list<int> arrays; null where either is null."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
+
+    from spark_jobs.minhash import estimated_similarity
 
     valid = pc.and_(pc.is_valid(a), pc.is_valid(b)).to_numpy(zero_copy_only=False)
     out = np.zeros(len(a), dtype=np.float64)
     if valid.any():
         rows = [x if valid.all() else x.filter(pa.array(valid)) for x in (a, b)]
-        lengths = [pc.list_value_length(x).to_numpy(zero_copy_only=False) for x in rows]
-        if not (np.array_equal(lengths[0], lengths[1]) and (lengths[0] == lengths[0][0]).all()):
+        lengths = np.concatenate([pc.list_value_length(x).to_numpy(zero_copy_only=False) for x in rows])
+        if (lengths != lengths[0]).any():
             raise ValueError("MinHash signatures of different lengths cannot be compared (different num_perm?)")
-        sig_a, sig_b = (x.flatten().to_numpy(zero_copy_only=False).reshape(len(x), -1) for x in rows)
-        out[valid] = (sig_a == sig_b).mean(axis=1) if sig_a.shape[1] else 0.0
+        out[valid] = estimated_similarity(*(x.flatten().to_numpy(zero_copy_only=False).reshape(len(x), -1)
+                                            for x in rows))
     return pa.array(out, mask=~valid)
 
 

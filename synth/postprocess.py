@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
-    from spark_jobs.decontaminate import _Index
+    from spark_jobs.decontaminate import BenchmarkIndex
 
 ACCEPTED, REJECTED = "accepted", "rejected"
 # Set by `check_rows`: the strongest benchmark hit of a row that passed checks 1-4, applied by `finish`.
@@ -154,6 +154,8 @@ def row_checks(df: DataFrame, *, cfg: FilterConfig) -> DataFrame:
     return df.mapInPandas(apply, schema)
 
 
+# Raw-table columns that only generation needs: checked rows do not carry them.
+GENERATION_ONLY_COLUMNS = ("prompt", "seed_text")
 # What `row_checks` adds, in this order.
 CHECK_COLUMNS = ("content", "status", "reject_reason", "reject_detail")
 
@@ -316,7 +318,7 @@ def check_rows(raw: DataFrame, benchmarks: DataFrame | None, *, cfg: FilterConfi
                min_overlap: float = 0.5, min_matched_ngrams: int = 1, min_short_chars: int = 30) -> DataFrame:
     """The per-row half of post-processing: checks 1-4 (`row_checks`), then `match_rows`. A row's result depends
     on that row alone, so chunks can be checked as they are committed."""
-    return match_rows(row_checks(raw.drop("prompt", "seed_text"), cfg=cfg), benchmarks, cfg=cfg, ngram=ngram,
+    return match_rows(row_checks(raw.drop(*GENERATION_ONLY_COLUMNS), cfg=cfg), benchmarks, cfg=cfg, ngram=ngram,
                       min_overlap=min_overlap, min_matched_ngrams=min_matched_ngrams, min_short_chars=min_short_chars)
 
 
@@ -335,7 +337,7 @@ def match_rows(checked: DataFrame, benchmarks: DataFrame | None, *, cfg: FilterC
 
 
 def check_rows_local(spark: SparkSession, rows: Sequence[tuple], schema: StructType, *, cfg: FilterConfig,
-                     index: _Index | None, ngram: int = 10, min_overlap: float = 0.5,
+                     index: BenchmarkIndex | None, ngram: int = 10, min_overlap: float = 0.5,
                      min_matched_ngrams: int = 1) -> DataFrame:
     """`check_rows` of rows this process already holds (tuples of `schema`, the raw table's), with the same output.
 
@@ -358,7 +360,7 @@ def check_rows_local(spark: SparkSession, rows: Sequence[tuple], schema: StructT
     from spark_jobs.near_dedup import signature_arrays, signature_fields
 
     names = schema.fieldNames()
-    keep = [i for i, n in enumerate(names) if n not in ("prompt", "seed_text")]
+    keep = [i for i, n in enumerate(names) if n not in GENERATION_ONLY_COLUMNS]
     checks = check_values([r[names.index("response")] for r in rows], [r[names.index("lang")] for r in rows], cfg)
     extra: list[list] = [list(c) for c in checks]
     fields = [schema.fields[i] for i in keep] + [StructField(c, StringType(), True) for c in CHECK_COLUMNS]
