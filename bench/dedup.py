@@ -270,6 +270,7 @@ def codemill_worker(corpus: Path, out: Path) -> None:
     warm_kept, warm_clusters = near_duplicates(sample, representative=["stars desc", "size_bytes desc", "doc_id asc"])
     warm_kept.count()
     warm_clusters.select("doc_id", "cluster_id").write.mode("overwrite").parquet(str(out / "warm-up"))
+    spark.sparkContext.setJobGroup("timed", "the timed run")
     cpu0, t0 = tree_cpu_seconds(), time.perf_counter()
     kept, clusters = near_duplicates(df, representative=["stars desc", "size_bytes desc", "doc_id asc"])
     n_kept = kept.count()
@@ -277,9 +278,11 @@ def codemill_worker(corpus: Path, out: Path) -> None:
     clusters.select("doc_id", "cluster_id").write.mode("overwrite").parquet(str(out / "clusters"))
     wall = time.perf_counter() - t0
     cpu = tree_cpu_seconds() - cpu0
+    jobs = len(spark.sparkContext.statusTracker().getJobIdsForGroup("timed"))
     n_docs = df.count()
     mb = df.select(F.sum("size_bytes")).first()[0] / 1e6
-    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "cores": cores, "mb": mb, "docs": n_docs, "kept": n_kept}))
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "cores": cores, "mb": mb, "docs": n_docs, "kept": n_kept,
+                      "spark_jobs": jobs}))
 
 
 def run_codemill(docs: list[dict], tag: str) -> dict:
@@ -419,8 +422,8 @@ def main(argv=None) -> dict:
     full = run_codemill(docs, "full")
     for name, res in (("small", small), ("full", full)):
         print(f"  {name}: {res['mb']:.1f} MB {res['docs']} files -> {res['kept']} kept; wall {res['wall_s']:.1f} s, "
-              f"CPU {res['cpu_s']:.1f} s on {res['cores']} cores; peak RSS {res['peak_rss_mb']:.0f} MB (driver "
-              f"python {res['driver_rss_mb']:.0f} MB)", flush=True)
+              f"CPU {res['cpu_s']:.1f} s on {res['cores']} cores, {res['spark_jobs']} Spark jobs; peak RSS "
+              f"{res['peak_rss_mb']:.0f} MB (driver python {res['driver_rss_mb']:.0f} MB)", flush=True)
     growth = math.log(full["cpu_s"] / small["cpu_s"]) / math.log(full["mb"] / small["mb"])
     wall_growth = math.log(full["wall_s"] / small["wall_s"]) / math.log(full["mb"] / small["mb"])
     ev = evaluate(full["assign"], pairs)

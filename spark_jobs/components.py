@@ -8,6 +8,14 @@ answer is therefore a function of the edge set alone: identical for any number o
 Edges never reach the driver; each round's result is checkpointed (`localCheckpoint`, or a reliable checkpoint when
 the session has a checkpoint directory) so the query plan stays one round long.
 
+A graph of at most `local_max_edges` edges is finished in memory instead, in one executor task (one shuffle into
+one partition, then scipy's `connected_components` over the edges as a sparse matrix): each star round costs
+two shuffles, a checkpoint and a convergence check, a few Spark jobs whose fixed cost (query planning,
+scheduling, generated code) dwarfs the work on a small graph. Near-duplicate graphs are usually small: their
+edges are the near-duplicate pairs, not the files. Larger graphs run star rounds until their edge set fits, then
+finish the same way. The labels are the same either way (component = smallest node id; tested), so the answer
+still depends on the edge set alone.
+
     from spark_jobs.components import connected_components
     labels = connected_components(edges, src="a", dst="b")   # columns: node, component (= smallest node id)
 """
@@ -60,39 +68,101 @@ def _small_star(edges: DataFrame) -> DataFrame:
     return out.where(F.col("u") != F.col("v")).distinct()
 
 
-def _converged(edges: DataFrame) -> bool:
-    """A set of stars: no node is both a leaf and a centre, and every leaf has exactly one centre (one job)."""
+def _status(edges: DataFrame) -> tuple[bool, int]:
+    """(converged, number of edges), in one Spark job. Converged: the edges form a set of stars, i.e. no node is
+    both a leaf and a centre, and every leaf has exactly one centre."""
     from pyspark.sql import functions as F
 
     roles = edges.select(F.col("u").alias("node"), F.lit(1).alias("leaf"), F.lit(0).alias("centre")).unionByName(
         edges.select(F.col("v").alias("node"), F.lit(0).alias("leaf"), F.lit(1).alias("centre")))
     per_node = roles.groupBy("node").agg(F.sum("leaf").alias("leaf"), F.max("centre").alias("centre"))
-    return per_node.where((F.col("leaf") > 1) | ((F.col("leaf") > 0) & (F.col("centre") > 0))).isEmpty()
+    bad = ((F.col("leaf") > 1) | ((F.col("leaf") > 0) & (F.col("centre") > 0))).cast("long")
+    row = per_node.agg(F.sum("leaf").alias("edges"), F.sum(bad).alias("bad")).first()
+    n_edges = int(row["edges"] or 0)
+    return not (row["bad"] or 0), n_edges
+
+
+def _in_memory(edges: DataFrame) -> DataFrame:
+    """(node, component) of the (u, v) edges, computed in one task: all edges are shuffled into one partition and
+    labelled there by `component_labels`."""
+    from pyspark.sql import types as T
+
+    id_type = edges.schema["u"].dataType
+    schema = T.StructType([T.StructField("node", id_type, False), T.StructField("component", id_type, False)])
+
+    def compute(batches):
+        import pyarrow as pa
+
+        batches = list(batches)
+        if batches:
+            table = pa.Table.from_batches(batches)
+            nodes, components = component_labels(table.column("u"), table.column("v"))
+            yield pa.RecordBatch.from_arrays([nodes, components], names=["node", "component"])
+
+    return edges.repartition(1).mapInArrow(compute, schema)
+
+
+def component_labels(u, v):
+    """(nodes, components) of the undirected graph whose edges are (u[i], v[i]), for Arrow arrays (or chunked
+    arrays) of one id type: every node once, with the smallest id of its component, in memory.
+
+    Nodes are numbered in id order (Arrow orders strings by their UTF-8 bytes, as Spark does), scipy labels the
+    components of the graph as a sparse matrix in O(nodes + edges), and a label's first node number is then its
+    component's smallest id: the label the star rounds give. Repeated edges and self-loops are harmless.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components as label_components
+
+    def whole(a):
+        return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
+
+    ends = pa.concat_arrays([whole(u), whole(v)])
+    if ends.null_count:
+        raise ValueError("connected components: an edge has a null end")
+    nodes = pc.unique(ends)
+    nodes = nodes.take(pc.sort_indices(nodes))
+    codes = pc.index_in(ends, value_set=nodes).to_numpy(zero_copy_only=False)
+    n, m = len(nodes), len(ends) // 2
+    graph = coo_matrix((np.ones(m, dtype=np.int8), (codes[:m], codes[m:])), shape=(n, n))
+    _, labels = label_components(graph, directed=False)
+    _, first = np.unique(labels, return_index=True)  # labels are 0..k-1; first[k] = smallest node number
+    return nodes, nodes.take(first[labels])
 
 
 def connected_components(edges: DataFrame, *, src: str = "src", dst: str = "dst", checkpoint: Checkpoint = "local",
-                         max_iterations: int = 64, distinct_pairs: bool = False) -> DataFrame:
+                         max_iterations: int = 64, distinct_pairs: bool = False, local_max_edges: int = 0,
+                         max_edges: int | None = None) -> DataFrame:
     """(node, component) for every node that has at least one edge; component = smallest node id of its component.
 
     Self-loops are ignored; nodes without edges are not listed (they are their own component). `distinct_pairs`:
     the caller guarantees no unordered pair occurs twice (in either direction), which saves a shuffle.
+    `local_max_edges`: graphs of at most this many edges are finished in one executor task (0: never).
+    `max_edges`: an upper bound on the number of edges that the caller already knows (a count it made anyway);
+    at most `local_max_edges`, the graph goes to the in-memory finish without a round or a count.
     """
     from pyspark.sql import functions as F
 
     current = (edges.select(F.col(src).alias("u"), F.col(dst).alias("v"))
                .where(F.col("u").isNotNull() & F.col("v").isNotNull() & (F.col("u") != F.col("v")))
                .select(F.greatest("u", "v").alias("u"), F.least("u", "v").alias("v")))
+    if max_edges is not None and max_edges <= local_max_edges:
+        return _in_memory(current)  # repeated pairs are harmless there: no distinct, no checkpoint
     if not distinct_pairs:
         current = current.distinct()
     current = _checkpoint(current, checkpoint)
     # LSH links each document to its bucket's smallest id, so candidate graphs are often stars already: checking
     # first saves a whole round (two shuffles and a checkpoint) for them.
-    converged = _converged(current)
+    converged, n_edges = _status(current)
     for _ in range(max_iterations):
         if converged:
             break
+        if n_edges <= local_max_edges:
+            return _in_memory(current)
         current = _checkpoint(_small_star(_large_star(current)), checkpoint)
-        converged = _converged(current)
+        converged, n_edges = _status(current)
     if not converged:
         raise NotConverged(f"connected components did not converge in {max_iterations} rounds; raise max_iterations")
     nodes = current.select(F.col("u").alias("node"), F.col("v").alias("component"))

@@ -30,9 +30,7 @@ _POS_WEIGHTS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E377
                         dtype=np.uint64)
 # Bytes of text hashed per chunk: bounds the temporary arrays to ~15 x this many bytes of memory.
 _CHUNK_BYTES = 4 << 20
-# Documents per chunk: their chunk-local index is packed into the top 16 bits of a sort key (`signatures`).
-_CHUNK_DOCS = 1 << 16
-_LOW48 = np.uint64((1 << 48) - 1)
+_LOW32 = np.uint64((1 << 32) - 1)
 
 _WORD = np.zeros(256, dtype=bool)
 for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
@@ -94,7 +92,7 @@ def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _doc_chunks(offsets: np.ndarray):
-    """[lo, hi) document ranges of at most _CHUNK_BYTES bytes (at least one doc) and at most _CHUNK_DOCS docs."""
+    """[lo, hi) document ranges of at most _CHUNK_BYTES bytes (at least one doc)."""
     n_docs = len(offsets) - 1
     lo = 0
     while lo < n_docs:
@@ -102,7 +100,7 @@ def _doc_chunks(offsets: np.ndarray):
         # Capped at the last offset: int32 offsets (Arrow `string`) must not overflow.
         limit = min(int(offsets[lo]) + _CHUNK_BYTES, int(offsets[-1]))
         hi = int(np.searchsorted(offsets, limit, side="right")) - 1
-        hi = min(max(hi, lo + 1), n_docs, lo + _CHUNK_DOCS)
+        hi = min(max(hi, lo + 1), n_docs)
         yield lo, hi
         lo = hi
 
@@ -110,11 +108,11 @@ def _doc_chunks(offsets: np.ndarray):
 def signatures(contents, *, num_perm: int = 256, ngram: int = 5, seed: int = 42) -> tuple[np.ndarray, np.ndarray]:
     """(signatures uint32 (n_docs, num_perm), n_shingles int64 (n_docs,)).
 
-    Permutations act on the top 48 bits of the shingle hashes: with a document's chunk-local index in the high 16
-    bits, one `np.sort` of uint64 keys both groups shingles by document and removes repeated ones (code repeats
-    itself a lot, 20-40% of shingles), much cheaper than a two-key lexsort. 48-bit hashes collide within a
-    document with probability < n^2 / 2^49 (< 2e-5 for 10^5 shingles): no visible effect on Jaccard estimates.
-    A document without any token has n_shingles 0 and an all-0xFFFFFFFF signature; callers keep it out of LSH.
+    Permutations act on the top 48 bits of the shingle hashes, each document's distinct ones (code repeats itself
+    a lot: 20-40% of shingles). 48-bit hashes collide within a document with probability < n^2 / 2^49 (< 2e-5 for
+    10^5 shingles): no visible effect on Jaccard estimates. One compiled pass per document
+    (`minhash_kernels.signatures`). A document without any token has n_shingles 0 and an all-0xFFFFFFFF
+    signature; callers keep it out of LSH.
     """
     from spark_jobs import minhash_kernels
 
@@ -122,22 +120,17 @@ def signatures(contents, *, num_perm: int = 256, ngram: int = 5, seed: int = 42)
     n_docs = len(offsets) - 1
     n_shingles = np.zeros(n_docs, dtype=np.int64)
     sig = np.full((n_docs, num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
-    a, b = permutations(num_perm, seed)
-    for lo, hi in _doc_chunks(offsets):
-        sh, sh_doc = _shingles(data, offsets, lo, hi, ngram)
-        keys = (sh_doc.astype(np.uint64) << np.uint64(48)) | (sh >> np.uint64(16))
-        del sh, sh_doc
-        keys.sort()
-        keep = np.ones(len(keys), dtype=bool)
-        np.not_equal(keys[1:], keys[:-1], out=keep[1:])
-        keys = keys[keep]
-        counts = np.bincount((keys >> np.uint64(48)).astype(np.int64), minlength=hi - lo)
-        n_shingles[lo:hi] = counts
-        seg = np.zeros(hi - lo + 1, dtype=np.int64)
-        np.cumsum(counts, out=seg[1:])
-        # (n_unique,) 48-bit shingle hashes grouped by document; documents without shingles keep all-ones rows.
-        minhash_kernels.permutation_minima(keys & _LOW48, seg, a, b, sig[lo:hi])
+    if n_docs:
+        minhash_kernels.signatures(data, offsets, 0, n_docs, ngram, np.resize(_POS_WEIGHTS, ngram), _LOWER, _WORD,
+                                   _BASE, *_split_permutations(num_perm, seed), sig, n_shingles)
     return sig, n_shingles
+
+
+@functools.lru_cache(maxsize=8)
+def _split_permutations(num_perm: int, seed: int) -> tuple[np.ndarray, ...]:
+    """`permutations` as the 32-bit halves the kernels take: (a_lo, a_hi, b_lo, b_hi), uint32."""
+    a, b = permutations(num_perm, seed)
+    return tuple(half.astype(np.uint32) for x in (a, b) for half in (x & _LOW32, x >> np.uint64(32)))
 
 
 def band_keys(sig: np.ndarray, *, bands: int, rows: int) -> np.ndarray:
@@ -160,18 +153,22 @@ def band_keys(sig: np.ndarray, *, bands: int, rows: int) -> np.ndarray:
 
 
 def shingle_sets(contents, ngram: int = 5) -> list[np.ndarray]:
-    """Sorted unique shingle hashes per document."""
+    """Sorted distinct shingle hashes per document (views into one array)."""
+    from spark_jobs import minhash_kernels
+
     n_docs = len(contents)
     sh, sh_doc = shingle_hashes(contents, ngram)  # in document order: each document's shingles are one slice
-    bounds = np.searchsorted(sh_doc, np.arange(n_docs + 1))
-    return [np.unique(sh[bounds[i]:bounds[i + 1]]) for i in range(n_docs)]
+    values, bounds = minhash_kernels.unique_segments(sh, np.searchsorted(sh_doc, np.arange(n_docs + 1)))
+    return [values[bounds[i]:bounds[i + 1]] for i in range(n_docs)]
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact Jaccard similarity of two sorted unique shingle-hash arrays (0 when both are empty)."""
+    """Exact Jaccard similarity of two sorted distinct shingle-hash arrays (0 when either is empty)."""
+    from spark_jobs import minhash_kernels
+
     if len(a) == 0 or len(b) == 0:
         return 0.0
-    inter = len(np.intersect1d(a, b, assume_unique=True))
+    inter = minhash_kernels.intersection_size(a, b)
     return inter / (len(a) + len(b) - inter)
 
 

@@ -18,11 +18,12 @@ The transforms (`minhash_signatures`, `lsh_candidates`, `verify_candidates`, `ne
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.components import connected_components
+from spark_jobs.components import component_labels, connected_components
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -67,6 +68,12 @@ class NearDedupConfig:
     # "local" (localCheckpoint), "reliable" (needs spark.sparkContext.setCheckpointDir) or "none" (cache).
     checkpoint: str = "local"
     max_iterations: int = 64
+    # Candidate graphs of at most this many LSH pairs are clustered in one executor task (estimates, exact checks,
+    # components, representatives, similarities) instead of a dozen distributed Spark jobs; larger graphs run the
+    # distributed steps and finish their connected components in one task once the edges fit. That task holds a
+    # signature per document (~1 KB with 256 permutations, at most two documents per pair) and the contents of
+    # the documents in uncertain pairs: ~100 MB plus those contents at the default. 0 = always distributed.
+    local_max_edges: int = 50_000
 
     def band_params(self) -> tuple[int, int]:
         from spark_jobs.minhash import optimal_bands
@@ -109,6 +116,8 @@ class NearDedupConfig:
             problems.append(f"verify_margin: {self.verify_margin} must be in [0, 1]")
         if self.max_iterations < 1:
             problems.append(f"max_iterations: {self.max_iterations} must be >= 1")
+        if self.local_max_edges < 0:
+            problems.append(f"local_max_edges: {self.local_max_edges} must be >= 0")
         return problems
 
 
@@ -132,25 +141,29 @@ def band_column(bands: int, rows: int) -> str:
 
 def minhash_signatures(df: DataFrame, *, num_perm: int = 256, ngram: int = 5, seed: int = 42,
                        id_col: str = "doc_id", content_col: str = "content", bands: int | None = None,
-                       rows: int | None = None) -> DataFrame:
-    """(id_col, signature array<int>, n_shingles int) per row, computed per Arrow batch with numpy.
+                       rows: int | None = None, carry: Sequence[str] = ()) -> DataFrame:
+    """(id_col, *carry, signature array<int>, n_shingles int) per row, computed per Arrow batch with numpy.
 
     With `bands` and `rows`, also the LSH bucket keys (`band_column(bands, rows)`, array<bigint>), hashed in the
-    same pass so that banding costs no Spark expression per band.
+    same pass so that banding costs no Spark expression per band. `carry`: columns of `df` passed through
+    unchanged (the representative policy's, so that clustering needs no second look at `df` for them).
     """
     import pyarrow as pa
     from pyspark.sql import types as T
 
-    fields = [T.StructField(id_col, df.schema[id_col].dataType, True), *signature_fields(bands, rows)]
+    carry = [c for c in carry if c not in (id_col, content_col)]
+    fields = [T.StructField(id_col, df.schema[id_col].dataType, True), *(df.schema[c] for c in carry),
+              *signature_fields(bands, rows)]
     names = [f.name for f in fields]
+    kept = len(carry) + 1  # the id and the carried columns, as they come
 
     def compute(batches):
         for batch in batches:
-            columns = signature_arrays(batch.column(1), num_perm=num_perm, ngram=ngram, seed=seed, bands=bands,
+            columns = signature_arrays(batch.column(kept), num_perm=num_perm, ngram=ngram, seed=seed, bands=bands,
                                        rows=rows)
-            yield pa.RecordBatch.from_arrays([batch.column(0), *columns], names=names)
+            yield pa.RecordBatch.from_arrays([*batch.columns[:kept], *columns], names=names)
 
-    return df.select(id_col, content_col).mapInArrow(compute, T.StructType(fields))
+    return df.select(id_col, *carry, content_col).mapInArrow(compute, T.StructType(fields))
 
 
 def signature_fields(bands: int | None = None, rows: int | None = None, *, nullable: bool = False) -> list:
@@ -372,45 +385,40 @@ def cluster_documents(docs: DataFrame, signatures: DataFrame, *, cfg: NearDedupC
     """near_dup_clusters rows (doc_id, cluster_id, representative, similarity) for every cluster of 2+ documents.
 
     `docs` holds the id, content and the representative-policy columns; `signatures` the id, signature,
-    n_shingles (and `new_col` for incremental runs: old documents then always rank first, so they stay kept).
+    n_shingles (and `new_col` for incremental runs: old documents then always rank first, so they stay kept), and
+    may carry the policy columns too (`minhash_signatures(carry=...)`), which saves a look-up in `docs`.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
-    from pyspark.sql import types as T
 
     bands, rows = cfg.band_params()
-    edges = _materialise(lsh_candidates(signatures, bands=bands, rows=rows, id_col=id_col, new_col=new_col),
-                         cfg.checkpoint)
+    edges, n_edges = _counted(lsh_candidates(signatures, bands=bands, rows=rows, id_col=id_col, new_col=new_col),
+                              cfg.checkpoint)
     # Every later table (pairs, cluster members, ranked members, cluster rows) has at most two rows per candidate
     # pair: when the pairs are few they all go to the joins as broadcasts, and the signatures, texts and policy
     # columns they are joined with are scanned in place instead of shuffled. Spark's own size estimates of
     # checkpointed data are not reliable enough for that choice (they once made it broadcast the signatures).
-    n_edges = edges.count()
     if n_edges == 0:  # no two documents share a bucket: no cluster, and none of the steps below has work to do
-        id_type = signatures.schema[id_col].dataType
-        return signatures.sparkSession.createDataFrame([], T.StructType([
-            T.StructField("doc_id", id_type), T.StructField("cluster_id", id_type),
-            T.StructField("representative", id_type), T.StructField("similarity", T.DoubleType())]))
+        return signatures.sparkSession.createDataFrame([], cluster_schema(signatures.schema[id_col].dataType))
     small = _broadcastable(edges, rows=2 * n_edges)
 
     def bcast(df: DataFrame) -> DataFrame:
         return df.hint("broadcast") if small else df
 
+    if n_edges <= cfg.local_max_edges:
+        return _clusters_in_one_task(docs, signatures, edges, cfg=cfg, id_col=id_col, content_col=content_col,
+                                     new_col=new_col, broadcast=small)
     if cfg.verify:
         # A pair with one signature: ~4 bytes per permutation on top of the ids.
         with_sig_small = _broadcastable(edges, rows=n_edges, row_bytes=_ROW_BYTES + 4 * cfg.num_perm)
         edges = _materialise(estimate_candidates(bcast(edges), signatures, id_col=id_col,
                                                  broadcast=with_sig_small), cfg.checkpoint)
-        lo, hi = cfg.threshold - cfg.verify_margin, cfg.threshold + cfg.verify_margin
-        sure = edges.where(F.col("estimate") >= F.lit(hi)).select("src", "dst")
-        unsure = edges.where((F.col("estimate") >= F.lit(lo)) & (F.col("estimate") < F.lit(hi)))
-        verified = verify_candidates(unsure.select("src", "dst"), docs, ngram=cfg.ngram, threshold=cfg.threshold,
-                                     id_col=id_col, content_col=content_col, broadcast=small)
-        edges = sure.unionByName(verified.select("src", "dst"))
+        edges = _verified(edges, docs, cfg=cfg, id_col=id_col, content_col=content_col, broadcast=small)
     # LSH pairs are distinct and never occur in both directions (a pair's centre is the smaller of the two in
     # (is_new, id) order, in every bucket), and `sure` and `verified` are disjoint.
     labels = connected_components(edges, src="src", dst="dst", checkpoint=cfg.checkpoint,  # type: ignore[arg-type]
-                                  max_iterations=cfg.max_iterations, distinct_pairs=True)
+                                  max_iterations=cfg.max_iterations, distinct_pairs=True,
+                                  local_max_edges=cfg.local_max_edges, max_edges=n_edges)
     order = _order_columns(docs, cfg.representative, id_col)
     policy = list(dict.fromkeys([id_col] + [k.split()[0] for k in cfg.representative]))
     # Only the policy columns travel to the ranking window, not the file contents.
@@ -430,12 +438,186 @@ def cluster_documents(docs: DataFrame, signatures: DataFrame, *, cfg: NearDedupC
         similarity_expr("_sig", "_rsig").alias("similarity"))
 
 
+def cluster_schema(id_type):
+    """Spark schema of near_dup_clusters rows for ids of `id_type`."""
+    from pyspark.sql import types as T
+
+    return T.StructType([T.StructField("doc_id", id_type), T.StructField("cluster_id", id_type),
+                         T.StructField("representative", id_type), T.StructField("similarity", T.DoubleType())])
+
+
+def _verified(estimated: DataFrame, docs: DataFrame, *, cfg: NearDedupConfig, id_col: str, content_col: str,
+              broadcast: bool) -> DataFrame:
+    """(src, dst) of the candidate pairs (src, dst, estimate) that are near-duplicates: decided by the estimate
+    outside `verify_margin` of the threshold, by exact Jaccard similarity inside it."""
+    from pyspark.sql import functions as F
+
+    lo, hi = cfg.threshold - cfg.verify_margin, cfg.threshold + cfg.verify_margin
+    sure = estimated.where(F.col("estimate") >= F.lit(hi)).select("src", "dst")
+    unsure = estimated.where((F.col("estimate") >= F.lit(lo)) & (F.col("estimate") < F.lit(hi)))
+    verified = verify_candidates(unsure.select("src", "dst"), docs, ngram=cfg.ngram, threshold=cfg.threshold,
+                                 id_col=id_col, content_col=content_col, broadcast=broadcast)
+    return sure.unionByName(verified.select("src", "dst"))
+
+
+def _policy_columns(representative: Sequence[str], id_col: str) -> list[str]:
+    """The columns of the representative policy other than the id, in policy order, each once."""
+    return [c for c in dict.fromkeys(k.split()[0] for k in representative) if c != id_col]
+
+
+def _clusters_in_one_task(docs: DataFrame, signatures: DataFrame, edges: DataFrame, *, cfg: NearDedupConfig,
+                          id_col: str, content_col: str, new_col: str | None, broadcast: bool) -> DataFrame:
+    """`cluster_documents` for a candidate graph of at most `local_max_edges` pairs: the same rows (tested), in
+    two Spark queries instead of about eight.
+
+    The distributed steps pay a few Spark jobs each (estimates, verification, every connected-components round,
+    the ranking window, the similarity joins), and on a small graph each job's fixed cost (query planning,
+    scheduling, generated code, Python round trips) is most of its cost. Here one task computes every candidate
+    pair's estimate from the signatures of the pairs' documents; a second one gets the pairs, the documents'
+    signatures and policy columns, and the contents of the documents in uncertain pairs, and does the rest: exact
+    Jaccard of the uncertain pairs, components, representatives, similarities (`_cluster_rows`).
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    def small(df: DataFrame) -> DataFrame:
+        return df.hint("broadcast") if broadcast else df
+
+    ends = small(edges.select(F.col("src").alias(id_col)).unionByName(edges.select(F.col("dst").alias(id_col))))
+    node_sigs = signatures.select(id_col, "signature", *([new_col] if new_col else [])).join(ends, on=id_col,
+                                                                                                how="left_semi")
+    one = F.lit(0).alias("_all")  # every row into one group, hence one task
+    pairs = edges.select("src", "dst", F.lit(None).cast("double").alias("estimate"))
+    if cfg.verify:
+        id_type = edges.schema["src"].dataType
+        schema = T.StructType([T.StructField("src", id_type), T.StructField("dst", id_type),
+                               T.StructField("estimate", T.DoubleType())])
+        pairs = _materialise(edges.groupBy(one).cogroup(node_sigs.select(id_col, "signature").groupBy(one))
+                             .applyInArrow(functools.partial(_pair_estimates, id_col=id_col), schema),
+                             cfg.checkpoint)
+        lo, hi = cfg.threshold - cfg.verify_margin, cfg.threshold + cfg.verify_margin
+        unsure = pairs.where((F.col("estimate") >= F.lit(lo)) & (F.col("estimate") < F.lit(hi)))
+        unsure_ids = small(unsure.select(F.col("src").alias(id_col)).unionByName(
+            unsure.select(F.col("dst").alias(id_col))))
+        texts = docs.select(F.col(id_col).alias("_text_id"), F.col(content_col).alias("_text")).join(
+            unsure_ids.withColumnRenamed(id_col, "_text_id"), on="_text_id", how="left_semi")
+        pairs = pairs.unionByName(texts, allowMissingColumns=True)  # rows of two kinds: pairs and texts
+    policy = _policy_columns(cfg.representative, id_col)
+    if all(c in signatures.columns for c in policy):  # carried along by `minhash_signatures`
+        nodes = signatures.select(id_col, "signature", *policy, *([new_col] if new_col else [])).join(
+            ends, on=id_col, how="left_semi")
+    else:
+        nodes = node_sigs.join(small(docs.select(id_col, *policy).join(ends, on=id_col, how="left_semi")),
+                               on=id_col)
+    order = [(new_col, "ascending")] if new_col else []  # kept earlier (False) before new (True)
+    for key in cfg.representative:
+        parts = key.split()
+        if parts[0] != id_col:
+            order.append((parts[0], "descending" if len(parts) == 2 and parts[1].lower() == "desc" else "ascending"))
+    order.append((id_col, "ascending"))
+    lo, hi = (cfg.threshold - cfg.verify_margin, cfg.threshold + cfg.verify_margin) if cfg.verify else (None, None)
+    return pairs.groupBy(one).cogroup(nodes.groupBy(one)).applyInArrow(
+        functools.partial(_cluster_rows, id_col=id_col, order=order, ngram=cfg.ngram, threshold=cfg.threshold,
+                          sure_from=hi, unsure_from=lo),
+        cluster_schema(signatures.schema[id_col].dataType))
+
+
+def _signature_matrix(lists):
+    """An Arrow list<int> array of signatures as an (n, num_perm) numpy matrix (no copy without nulls)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    if len(lists) and ((lengths != lengths[0]).any() or lists.null_count):
+        raise ValueError("MinHash signatures of different lengths cannot be compared (different num_perm?)")
+    width = int(lengths[0]) if len(lists) else 0
+    return lists.flatten().to_numpy(zero_copy_only=False).reshape(len(lists), width) if width else np.zeros((0, 0))
+
+
+def _pair_estimates(edges, nodes, *, id_col: str):
+    """(src, dst, estimate) for every pair of `edges` (Arrow table src, dst), from the signatures in `nodes`."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from spark_jobs.minhash import estimated_similarity
+
+    ids = nodes.column(id_col).combine_chunks()
+    sig = _signature_matrix(nodes.column("signature").combine_chunks())
+    src, dst = (edges.column(c).combine_chunks() for c in ("src", "dst"))
+    at = [pc.index_in(x, value_set=ids) for x in (src, dst)]
+    if any(a.null_count for a in at):
+        raise ValueError("near dedup: a candidate pair names a document without a signature")
+    a, b = (x.to_numpy(zero_copy_only=False) for x in at)
+    estimate = np.empty(len(a), dtype=np.float64)
+    for lo in range(0, len(a), 8192):  # bounded temporaries: 8192 pairs x num_perm values at a time
+        estimate[lo:lo + 8192] = estimated_similarity(sig[a[lo:lo + 8192]], sig[b[lo:lo + 8192]])
+    return pa.table({"src": src, "dst": dst, "estimate": estimate})
+
+
+def _cluster_rows(pairs, nodes, *, id_col: str, order: list[tuple[str, str]], ngram: int, threshold: float,
+                  sure_from: float | None, unsure_from: float | None):
+    """near_dup_clusters rows, in memory, as the distributed steps make them (tested against them).
+
+    `pairs` (Arrow table) holds candidate pairs (src, dst, estimate) and, in rows of their own (_text_id, _text),
+    the contents of the documents of uncertain pairs; `nodes` the pairs' documents (id, signature, the policy
+    columns). With `sure_from` set, a pair is a near-duplicate when its estimate reaches it, or when it reaches
+    `unsure_from` and the exact Jaccard similarity of the two contents' shingle sets reaches `threshold` (a pair
+    whose content is missing is not); without, every pair is. Then: components, each one's first member in
+    `order` (the representative policy, ties broken by id, nulls last: the order of the distributed ranking
+    window) and every member's MinHash similarity to it.
+    """
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from spark_jobs import minhash
+
+    id_type = nodes.schema.field(id_col).type
+    edges = pairs.filter(pc.is_valid(pairs.column("src")))
+    if sure_from is not None and edges.num_rows:
+        estimate = edges.column("estimate").to_numpy()
+        keep = estimate >= sure_from
+        unsure = np.flatnonzero((estimate >= unsure_from) & ~keep)
+        if len(unsure):
+            texts = pairs.filter(pc.is_valid(pairs.column("_text_id")))
+            text_ids = texts.column("_text_id").to_pylist()
+            sets = dict(zip(text_ids, minhash.shingle_sets(texts.column("_text").combine_chunks(), ngram)))
+            src, dst = (edges.column(c).take(pa.array(unsure)).to_pylist() for c in ("src", "dst"))
+            for i, a, b in zip(unsure, src, dst):
+                keep[i] = a in sets and b in sets and minhash.jaccard(sets[a], sets[b]) >= threshold
+        edges = edges.filter(pa.array(keep))
+    if edges.num_rows == 0:
+        empty = pa.array([], type=id_type)
+        return pa.table({"doc_id": empty, "cluster_id": empty, "representative": empty,
+                         "similarity": pa.array([], type=pa.float64())})
+    members, components = component_labels(edges.column("src"), edges.column("dst"))
+    at = pc.index_in(members, value_set=nodes.column(id_col).combine_chunks())
+    if at.null_count:
+        raise ValueError("near dedup: a near-duplicate pair names a document missing from the input")
+    table = nodes.take(at).append_column("_component", components)
+    # Nulls sort last by default in every pyarrow release (per key since pyarrow 25), as in the ranking window.
+    table = table.take(pc.sort_indices(table, sort_keys=[("_component", "ascending"), *order]))
+    component = table.column("_component").combine_chunks()
+    starts = np.ones(len(component), dtype=bool)
+    starts[1:] = pc.not_equal(component[1:], component[:-1]).to_numpy(zero_copy_only=False)
+    first = np.flatnonzero(starts)[np.cumsum(starts) - 1]  # each member's representative: its run's first row
+    ids = table.column(id_col).combine_chunks()
+    sig = _signature_matrix(table.column("signature").combine_chunks())
+    similarity = np.empty(len(ids), dtype=np.float64)
+    for lo in range(0, len(ids), 8192):
+        similarity[lo:lo + 8192] = minhash.estimated_similarity(sig[lo:lo + 8192], sig[first[lo:lo + 8192]])
+    representative = ids.take(first)
+    return pa.table({"doc_id": ids, "cluster_id": representative, "representative": representative,
+                     "similarity": similarity})
+
+
 def near_duplicates(df: DataFrame, *, num_perm: int = 256, ngram: int = 5, threshold: float = 0.7,
                     bands: int | None = None, rows: int | None = None, seed: int = 42, verify: bool = True,
                     verify_margin: float = 0.15,
                     representative: Sequence[str] | None = None, checkpoint: str = "local",
-                    max_iterations: int = 64, id_col: str = "doc_id", content_col: str = "content"
-                    ) -> tuple[DataFrame, DataFrame]:
+                    max_iterations: int = 64, local_max_edges: int = 50_000, id_col: str = "doc_id",
+                    content_col: str = "content") -> tuple[DataFrame, DataFrame]:
     """(kept, clusters): `df` without the non-representative near-duplicates, and the near_dup_clusters rows.
 
     `representative` defaults to the smallest id; clusters' `doc_id` / `cluster_id` / `representative` hold ids.
@@ -443,7 +625,7 @@ def near_duplicates(df: DataFrame, *, num_perm: int = 256, ngram: int = 5, thres
     representative = list(representative) if representative else [f"{id_col} asc"]
     cfg = NearDedupConfig(num_perm=num_perm, ngram=ngram, threshold=threshold, bands=bands, rows=rows, seed=seed,
                           verify=verify, verify_margin=verify_margin, representative=representative,
-                          checkpoint=checkpoint, max_iterations=max_iterations)
+                          checkpoint=checkpoint, max_iterations=max_iterations, local_max_edges=local_max_edges)
     problems = cfg.validate()
     if problems:
         from spark_jobs.config import ConfigError
@@ -451,18 +633,21 @@ def near_duplicates(df: DataFrame, *, num_perm: int = 256, ngram: int = 5, thres
         raise ConfigError(problems)
     bands, rows = cfg.band_params()
     sigs = _materialise(minhash_signatures(df, num_perm=num_perm, ngram=ngram, seed=seed, id_col=id_col,
-                                           content_col=content_col, bands=bands, rows=rows), checkpoint)
+                                           content_col=content_col, bands=bands, rows=rows,
+                                           carry=_policy_columns(representative, id_col)), checkpoint)
     # Materialised once: `kept` and `clusters` both read it.
-    clusters = _materialise(cluster_documents(df, sigs, cfg=cfg, id_col=id_col, content_col=content_col),
-                            checkpoint)
-    return _kept(df, clusters, id_col), clusters
+    clusters, n_clusters = _counted(cluster_documents(df, sigs, cfg=cfg, id_col=id_col, content_col=content_col),
+                                    checkpoint)
+    return _kept(df, clusters, id_col, n_clusters), clusters
 
 
-def _kept(df: DataFrame, clusters: DataFrame, id_col: str) -> DataFrame:
+def _kept(df: DataFrame, clusters: DataFrame, id_col: str, n_clusters: int) -> DataFrame:
+    """`df` without the cluster members that are not their cluster's representative (`n_clusters`: the number of
+    cluster rows, which decides whether they are broadcast)."""
     from pyspark.sql import functions as F
 
     removed = clusters.where(F.col("doc_id") != F.col("representative")).select(F.col("doc_id").alias(id_col))
-    if _broadcastable(clusters, rows=clusters.count()):
+    if _broadcastable(clusters, rows=n_clusters):
         removed = removed.hint("broadcast")  # the corpus is then scanned in place, not shuffled
     return df.join(removed, on=id_col, how="left_anti").select(*df.columns)
 
@@ -485,6 +670,18 @@ def _materialise(df: DataFrame, checkpoint: str) -> DataFrame:
     if checkpoint == "none":
         return df.cache()
     return df.localCheckpoint(eager=True)
+
+
+def _counted(df: DataFrame, checkpoint: str) -> tuple[DataFrame, int]:
+    """`_materialise(df, checkpoint)` and its number of rows, in one Spark job instead of two: the checkpoint is
+    marked lazily and filled by the job that counts."""
+    if checkpoint == "reliable":
+        df = df.checkpoint(eager=False)
+    elif checkpoint == "none":
+        df = df.cache()
+    else:
+        df = df.localCheckpoint(eager=False)
+    return df, df.count()
 
 
 # ---------------------------------------------------------------------------------------------- the stage
@@ -513,9 +710,10 @@ def run_near_dedup(lake: Lake, cfg: NearDedupConfig, *, source: str = "exact_ded
     if not prior:
         bands, rows = cfg.band_params()
         sigs = _materialise(minhash_signatures(src, num_perm=cfg.num_perm, ngram=cfg.ngram, seed=cfg.seed,
-                                               bands=bands, rows=rows), cfg.checkpoint)
-        clusters = _materialise(cluster_documents(src, sigs, cfg=cfg), cfg.checkpoint)
-        kept = _kept(src, clusters, "doc_id")
+                                               bands=bands, rows=rows,
+                                               carry=_policy_columns(cfg.representative, "doc_id")), cfg.checkpoint)
+        clusters, n_clusters = _counted(cluster_documents(src, sigs, cfg=cfg), cfg.checkpoint)
+        kept = _kept(src, clusters, "doc_id", n_clusters)
         removed = clusters.where(F.col("doc_id") != F.col("representative")).select("doc_id")
         sig_rows = (sigs.join(removed.withColumn("_removed", F.lit(True)), on="doc_id", how="left")
                     .select("doc_id", "signature", "n_shingles", F.col("_removed").isNull().alias("kept"),

@@ -17,5 +17,6 @@ exec spark-submit \
   --conf spark.sql.shuffle.partitions=${SHUFFLE_PARTITIONS:-2000} \
   --conf spark.python.worker.reuse=true \
   --conf spark.sql.execution.arrow.maxRecordsPerBatch=2000 \
+  --conf spark.sql.execution.arrow.maxBytesPerBatch=8388608 \
   --py-files "${CODEMILL_ZIP:-codemill.zip}" \
   spark_jobs/pipeline.py --input "$INPUT" --lake "$LAKE" --config conf/spark/pipeline.yaml "$@"   # Lake picks the native Delta backend when the session has the extension

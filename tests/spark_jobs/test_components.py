@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from spark_jobs.components import NotConverged, connected_components
+from spark_jobs.components import NotConverged, component_labels, connected_components
 
 
 def _union_find(edges):
@@ -63,3 +63,47 @@ def test_distinct_pairs_input_gives_the_same_components(spark):
     df = spark.createDataFrame(edges, "src string, dst string").repartition(3)
     got = connected_components(df, src="src", dst="dst", distinct_pairs=True)
     assert {r["node"]: r["component"] for r in got.collect()} == expected
+
+
+@pytest.mark.parametrize("max_edges", [None, 1000])
+def test_in_memory_finish_gives_the_labels_of_the_star_rounds(spark, max_edges):
+    # Known upper bound (max_edges): straight to one task; unknown: the first status check counts the edges.
+    edges = _graph() + [("é", "z"), ("z", "Z"), ("ä", "é")]  # UTF-8 order: "Z" < "z" < "ä" < "é"
+    expected = _union_find([e for e in edges if e[0] != e[1]])
+    df = spark.createDataFrame(edges, "src string, dst string").repartition(4)
+    distributed = connected_components(df, src="src", dst="dst")
+    in_memory = connected_components(df, src="src", dst="dst", local_max_edges=1000, max_edges=max_edges)
+    got = {r["node"]: r["component"] for r in in_memory.collect()}
+    assert got == expected == {r["node"]: r["component"] for r in distributed.collect()}
+    assert got["é"] == "Z"
+
+
+def test_rounds_run_until_the_graph_fits_in_memory(spark, monkeypatch):
+    from spark_jobs import components
+
+    # A path (slow to converge) and a 12-clique: 95 edges, too many for one task at first. A round turns the clique
+    # into a star of 11 edges; the path is not done yet, but the graph now fits and is finished in one task.
+    edges = [(i, i + 1) for i in range(29)] + [(100 + i, 100 + j) for i in range(12) for j in range(i + 1, 12)]
+    calls = []
+    original = components._in_memory
+
+    def spy(e):
+        calls.append(1)
+        return original(e)
+
+    monkeypatch.setattr(components, "_in_memory", spy)
+    df = spark.createDataFrame(edges, "a long, b long")
+    got = connected_components(df, src="a", dst="b", local_max_edges=60)
+    assert calls == [1]
+    assert {r["node"]: r["component"] for r in got.collect()} == _union_find(edges)
+
+
+def test_component_labels_in_memory():
+    import pyarrow as pa
+
+    u = pa.array([5, 3, 9, 9, 7], type=pa.int64())
+    v = pa.array([3, 1, 8, 9, 7], type=pa.int64())  # a repeated node, a self-loop (9, 9) and a lone self-loop (7)
+    nodes, components = component_labels(u, v)
+    assert dict(zip(nodes.to_pylist(), components.to_pylist())) == {1: 1, 3: 1, 5: 1, 7: 7, 8: 8, 9: 8}
+    with pytest.raises(ValueError, match="null"):
+        component_labels(pa.array(["a", None]), pa.array(["b", "c"]))

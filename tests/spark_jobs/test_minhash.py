@@ -60,15 +60,17 @@ def test_signature_estimates_jaccard():
     assert minhash.estimated_similarity(sig[0], sig[0]) == 1.0
 
 
-def test_signatures_do_not_depend_on_chunking(monkeypatch):
+def test_signatures_and_shingles_do_not_depend_on_batching_or_chunking(monkeypatch):
     texts = [_code(s, 30 + s) for s in range(12)] + [""]
     full, n_full = minhash.signatures(texts, num_perm=64)
-    monkeypatch.setattr(minhash, "_CHUNK_BYTES", 700)
-    chunked, n_chunked = minhash.signatures(texts, num_perm=64)
-    assert np.array_equal(full, chunked) and np.array_equal(n_full, n_chunked)
-    single = np.vstack([minhash.signatures([t], num_perm=64)[0] for t in texts])
-    assert np.array_equal(full, single)
+    single = [minhash.signatures([t], num_perm=64) for t in texts]
+    assert np.array_equal(full, np.vstack([sig for sig, _ in single]))
+    assert n_full.tolist() == [int(n[0]) for _, n in single]
     assert (full[-1] == np.uint32(0xFFFFFFFF)).all() and n_full[-1] == 0
+    hashes, docs = minhash.shingle_hashes(texts)
+    monkeypatch.setattr(minhash, "_CHUNK_BYTES", 700)
+    chunked, chunked_docs = minhash.shingle_hashes(texts)
+    assert np.array_equal(hashes, chunked) and np.array_equal(docs, chunked_docs)
 
 
 M64 = (1 << 64) - 1
@@ -118,6 +120,26 @@ def test_compiled_shingles_and_signatures_equal_the_plain_python_definition(ngra
         assert sig[i].tolist() == expected, i
 
 
+def test_split_32_bit_minima_equal_64_bit_arithmetic_at_the_carry_and_wrap_extremes():
+    from spark_jobs import minhash_kernels
+
+    rng = np.random.default_rng(3)
+    # Shingles at the ends of the 48-bit range and random ones; multipliers/offsets whose low halves are all ones
+    # (every low product carries into the top half) and whose sums wrap mod 2^64.
+    sh = np.array([0, 1, (1 << 48) - 1, (1 << 32) - 1, 1 << 32, *rng.integers(0, 1 << 48, 59)], dtype=np.uint64)
+    a = np.array([M64, (1 << 32) - 1, 1, M64 - 2, *(rng.integers(0, 1 << 63, 12) * 2 + 1)], dtype=np.uint64)
+    b = np.array([M64, (1 << 32) - 1, 0, 1 << 63, *rng.integers(0, 1 << 63, 12)], dtype=np.uint64)
+    seg = np.array([0, 1, 5, 5, 64])  # documents of 1, 4, 0 and 59 shingles
+    out = np.full((4, 16), 7, dtype=np.uint32)
+    halves = [(x & 0xFFFFFFFF).astype(np.uint32) for x in (a, a >> np.uint64(32), b, b >> np.uint64(32))]
+    minhash_kernels.permutation_minima(sh, seg, halves[0], halves[1], halves[2], halves[3], out)
+    for d in range(4):
+        members = [int(s) for s in sh[seg[d]:seg[d + 1]]]
+        expected = ([min(((int(ak) * s + int(bk)) & M64) >> 32 for s in members) for ak, bk in zip(a, b)]
+                    if members else [7] * 16)  # a document without shingles keeps its row
+        assert out[d].tolist() == expected, d
+
+
 def test_string_and_large_string_arrays_and_slices_give_the_same_signatures():
     import pyarrow as pa
 
@@ -139,6 +161,19 @@ def test_signatures_are_those_persisted_by_earlier_releases():
     assert n.tolist() == [6, 1]
     hashes, _ = minhash.shingle_hashes(["Foo_bar = naïve(1)"], ngram=2)
     assert hashes.tolist() == [0x10D9348A23DC91F3, 0x1B1BE5AE70B7A3DF]
+
+
+def test_shingle_sets_and_jaccard_equal_python_sets():
+    texts = [_code(s, 15 + s) for s in range(5)] + ["", None, "a b c d e f a b c d e f"]
+    hashes, docs = minhash.shingle_hashes(texts)
+    sets = minhash.shingle_sets(texts)
+    for i in range(len(texts)):
+        assert sets[i].tolist() == sorted(set(hashes[docs == i].tolist())), i
+    for i in range(len(texts)):
+        for j in range(len(texts)):
+            a, b = set(sets[i].tolist()), set(sets[j].tolist())
+            expected = len(a & b) / len(a | b) if a and b else 0.0
+            assert minhash.jaccard(sets[i], sets[j]) == pytest.approx(expected), (i, j)
 
 
 def test_pair_jaccard_matches_set_jaccard():

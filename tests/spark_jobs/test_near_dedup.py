@@ -96,27 +96,34 @@ def _pairs(clusters) -> set[frozenset]:
     return {frozenset((a, b)) for m in by.values() for a in m for b in m if a < b}
 
 
+# Both ways of clustering: one task for small candidate graphs (the default here), distributed steps otherwise.
+PATHS = {"one_task": 50_000, "distributed": 0}
+
+
 @pytest.fixture(scope="module")
 def partitioned_runs(spark):
     df = spark.createDataFrame(ROWS, SCHEMA)
     runs = {}
-    for parts in (1, 2, 8):
-        kept, clusters = near_duplicates(df.repartition(parts), representative=POLICY)
-        runs[parts] = (sorted(r["doc_id"] for r in kept.collect()), sorted(tuple(r) for r in clusters.collect()))
-    # Broadcast joins off: every join of the pairs with signatures, texts and policy columns becomes a shuffle join.
-    previous = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
-    spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
-    try:
-        kept, clusters = near_duplicates(df.repartition(2), representative=POLICY)
-        runs["no_broadcast"] = (sorted(r["doc_id"] for r in kept.collect()),
-                                sorted(tuple(r) for r in clusters.collect()))
-    finally:
-        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", previous)
+    for path, limit in PATHS.items():
+        for parts in (1, 2, 8):
+            kept, clusters = near_duplicates(df.repartition(parts), representative=POLICY, local_max_edges=limit)
+            runs[path, parts] = (sorted(r["doc_id"] for r in kept.collect()),
+                                 sorted(tuple(r) for r in clusters.collect()))
+        # Broadcast joins off: every join of the pairs with signatures, texts and policy columns is a shuffle join.
+        previous = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
+        spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
+        try:
+            kept, clusters = near_duplicates(df.repartition(2), representative=POLICY, local_max_edges=limit)
+            runs[path, "no_broadcast"] = (sorted(r["doc_id"] for r in kept.collect()),
+                                          sorted(tuple(r) for r in clusters.collect()))
+        finally:
+            spark.conf.set("spark.sql.autoBroadcastJoinThreshold", previous)
     return runs
 
 
-def test_planted_clustered_hard_negatives_not(partitioned_runs):
-    kept, clusters = partitioned_runs[1]
+@pytest.mark.parametrize("path", PATHS)
+def test_planted_clustered_hard_negatives_not(partitioned_runs, path):
+    kept, clusters = partitioned_runs[path, 1]
     rows = [dict(zip(("doc_id", "cluster_id", "representative", "similarity"), c)) for c in clusters]
     assert _pairs(rows) == PLANTED
     reps = {r["doc_id"]: r["representative"] for r in rows}
@@ -129,26 +136,52 @@ def test_planted_clustered_hard_negatives_not(partitioned_runs):
     assert {"h0", "h1", "h2", "h3"} <= set(kept)
 
 
-def test_clusters_identical_for_1_2_8_partitions(partitioned_runs):
-    assert partitioned_runs[1] == partitioned_runs[2] == partitioned_runs[8]
+@pytest.mark.parametrize("path", PATHS)
+def test_clusters_identical_for_1_2_8_partitions(partitioned_runs, path):
+    assert partitioned_runs[path, 1] == partitioned_runs[path, 2] == partitioned_runs[path, 8]
 
 
-def test_shuffle_joins_give_the_same_clusters_as_broadcast_joins(partitioned_runs):
-    assert partitioned_runs["no_broadcast"] == partitioned_runs[1]
+@pytest.mark.parametrize("path", PATHS)
+def test_shuffle_joins_give_the_same_clusters_as_broadcast_joins(partitioned_runs, path):
+    assert partitioned_runs[path, "no_broadcast"] == partitioned_runs[path, 1]
 
 
-def test_verification_rejects_shared_boilerplate(spark):
+def test_one_task_clustering_equals_the_distributed_steps(partitioned_runs):
+    assert partitioned_runs["one_task", 1] == partitioned_runs["distributed", 1]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_representative_policy_with_ties_and_nulls(spark, path):
+    # Four copies of one file: stars desc puts the null last (b: 5 > a, c: 2 > d: null); a and c tie on stars and
+    # size, so doc_id asc decides. A string policy column sorts by UTF-8 bytes ("Z" < "z" < "é").
+    text = _code(1, 14)
+    rows = [("d", text, None, 10, "z"), ("c", text, 2, 10, "é"), ("a", text, 2, 10, "Z"), ("b", text, 5, 1, None)]
+    df = spark.createDataFrame(rows, "doc_id string, content string, stars int, size_bytes long, owner string")
+    limit = PATHS[path]
+    for policy, winner in ((["stars desc", "size_bytes desc"], "b"), (["stars asc"], "a"), (["stars desc"], "b"),
+                           (["owner asc"], "a"), (["owner desc"], "c"), (["size_bytes desc", "stars asc"], "a")):
+        _, clusters = near_duplicates(df, representative=policy, local_max_edges=limit)
+        assert {r["representative"] for r in clusters.collect()} == {winner}, policy
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_verification_rejects_shared_boilerplate(spark, path):
     df = spark.createDataFrame([r for r in ROWS if r[0].startswith("h")], SCHEMA)
+    limit = PATHS[path]
     # Permissive banding (64 bands of 2 rows) makes every licence-sharing pair an LSH candidate.
     sigs = minhash_signatures(df)
     assert lsh_candidates(sigs, bands=64, rows=2).count() >= 3
-    _, unverified = near_duplicates(df, bands=64, rows=2, verify=False)
+    _, unverified = near_duplicates(df, bands=64, rows=2, verify=False, local_max_edges=limit)
     assert unverified.count() == 4
-    kept, verified = near_duplicates(df, bands=64, rows=2, verify=True)
+    kept, verified = near_duplicates(df, bands=64, rows=2, verify=True, local_max_edges=limit)
     assert verified.count() == 0 and kept.count() == 4
     # verify_margin 1.0: every candidate goes through the exact Jaccard check, none is decided by its estimate.
-    kept, verified = near_duplicates(df, bands=64, rows=2, verify=True, verify_margin=1.0)
+    kept, verified = near_duplicates(df, bands=64, rows=2, verify=True, verify_margin=1.0, local_max_edges=limit)
     assert verified.count() == 0 and kept.count() == 4
+    # ... and exact checks that pass keep the true near-duplicates clustered.
+    df = spark.createDataFrame(ROWS, SCHEMA)
+    _, clusters = near_duplicates(df, verify_margin=1.0, local_max_edges=limit)
+    assert _pairs([r.asDict() for r in clusters.collect()]) == PLANTED
 
 
 def test_estimate_decides_only_clear_candidates(spark):
@@ -199,7 +232,8 @@ def test_verify_candidates_gives_exact_jaccard_per_pair(spark):
         assert got[pair] == pytest.approx(value), pair
 
 
-def test_incremental_equals_union_semantics(spark, lake):
+@pytest.mark.parametrize("path", PATHS)
+def test_incremental_equals_union_semantics(spark, lake, path):
     from pyspark.sql import functions as F
 
     contents = {r[0]: r for r in ROWS}
@@ -207,7 +241,7 @@ def test_incremental_equals_union_semantics(spark, lake):
     # b0_copy has more stars than the kept b0 but must not displace it; b1_rename duplicates an old file;
     # b3/b3_trunc duplicate each other inside the new batch; b4 and h2 are new and unique.
     batch2 = ["b0_copy", "b1_rename", "b3", "b3_trunc", "b4", "h2"]
-    cfg = NearDedupConfig(incremental=True)
+    cfg = NearDedupConfig(incremental=True, local_max_edges=PATHS[path])
 
     stars = {"b0": 10, "b0_reformat": 1, "b0_copy": 100}
 
