@@ -32,12 +32,15 @@ _POS_WEIGHTS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E377
 _CHUNK_BYTES = 4 << 20
 _LOW32 = np.uint64((1 << 32) - 1)
 
-_WORD = np.zeros(256, dtype=bool)
-for _c in b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_":
-    _WORD[_c] = True
-_WORD[128:] = True  # UTF-8 continuation/lead bytes: identifiers and strings in any script stay whole tokens
-_LOWER = np.arange(256, dtype=np.uint8)
-_LOWER[ord("A"):ord("Z") + 1] += 32
+# Per byte: 0 for a separator, else its lowercased value plus one (what a token's hash sums). Word bytes are ASCII
+# letters, digits and "_", and every byte >= 128 (UTF-8 lead and continuation bytes: identifiers and strings in any
+# script stay whole tokens).
+_TOKEN_VALUE = np.zeros(256, dtype=np.uint64)
+for _c in b"abcdefghijklmnopqrstuvwxyz0123456789_":
+    _TOKEN_VALUE[_c] = _c + 1
+for _c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+    _TOKEN_VALUE[_c] = _c + 32 + 1
+_TOKEN_VALUE[128:] = np.arange(128, 256) + 1
 
 
 def _as_bytes(contents) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +81,7 @@ def _shingles(data: np.ndarray, offsets: np.ndarray, lo: int, hi: int, ngram: in
     """Shingle hashes of documents lo..hi-1 with their chunk-local document index (compiled kernel)."""
     from spark_jobs import minhash_kernels
 
-    return minhash_kernels.shingles(data, offsets, lo, hi, ngram, np.resize(_POS_WEIGHTS, ngram), _LOWER, _WORD,
+    return minhash_kernels.shingles(data, offsets, lo, hi, ngram, np.resize(_POS_WEIGHTS, ngram), _TOKEN_VALUE,
                                     _BASE)
 
 
@@ -121,7 +124,7 @@ def signatures(contents, *, num_perm: int = 256, ngram: int = 5, seed: int = 42)
     n_shingles = np.zeros(n_docs, dtype=np.int64)
     sig = np.full((n_docs, num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
     if n_docs:
-        minhash_kernels.signatures(data, offsets, 0, n_docs, ngram, np.resize(_POS_WEIGHTS, ngram), _LOWER, _WORD,
+        minhash_kernels.signatures(data, offsets, 0, n_docs, ngram, np.resize(_POS_WEIGHTS, ngram), _TOKEN_VALUE,
                                    _BASE, *_split_permutations(num_perm, seed), sig, n_shingles)
     return sig, n_shingles
 

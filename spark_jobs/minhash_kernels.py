@@ -1,18 +1,18 @@
-"""Compiled loops of `spark_jobs.minhash`: code tokens -> shingle hashes, and shingles -> MinHash minima.
+"""Compiled loops of `spark_jobs.minhash`: code tokens -> shingle hashes -> MinHash signatures, and shingle sets.
 
 Why compiled loops (numba) and not numpy: numpy evaluates an expression one whole array at a time, so the
 (permutations x shingles) products of a chunk went through memory three times (multiply, add, minimum), and
-tokenising took a dozen passes over the bytes (lowercase, classify, boundaries, prefix sums, gathers). Here one
-pass over the bytes makes the shingles, and each shingle updates a document's 256 running minima that stay in
-the L1 cache (the inner loop over permutations vectorises). Measured on bench/dedup.py's 170 MB corpus, in one
-process, alternating: numpy 6.2-7.2 CPU-s, these kernels about a third of that (docs/near_dedup.md has the
-figures of the commit). No maintained MinHash library fits: they take a Python list of tokens per document
-(datasketch, rensa) or tokenise in their own way (gaoya), so the per-document Python loop comes back and the
-persisted signatures would change.
+tokenising took a dozen passes over the bytes (lowercase, classify, boundaries, prefix sums, gathers). Here
+`signatures` takes one document at a time: one pass over its bytes makes the shingles, a small hash set skips
+repeats, and each new shingle updates the document's 256 running minima, which stay in the L1 cache (the loop
+over permutations vectorises, on 32-bit lanes: `_minima`). No maintained MinHash library fits: they take a
+Python list of tokens per document (datasketch, rensa) or tokenise in their own way (gaoya), so the
+per-document Python loop comes back and the persisted signatures would change. Figures: docs/near_dedup.md.
 
 The results are bit-identical to the definitions in `spark_jobs.minhash` (tests/spark_jobs/test_minhash.py
-checks them against a plain-Python reference). All arithmetic is on uint64 and wraps mod 2^64: every constant
-and variable is typed uint64 explicitly, since numba would turn a uint64/int64 mix into float64.
+checks them against a plain-Python reference and against values pinned from the first release). Arithmetic is
+on uint64 (uint32 in `_minima`) and wraps: every constant and variable is typed explicitly, since numba would
+turn a uint64/int64 mix into float64.
 
 numba compiles these on first use and caches the machine code next to this file (`cache=True`), so a new
 process (a Spark Python worker) loads them in well under a second.
@@ -41,30 +41,35 @@ def mix64(x):
 
 
 @numba.njit(cache=True, nogil=True)
-def document_shingles(data, start, end, ngram, weights, lower, word, base, tok, out):
+def document_shingles(data, start, end, ngram, weights, value, base, tok, out):
     """Writes the shingle hashes of the document data[start:end] to out[0:k] and returns k.
 
-    A token is a maximal run of word bytes (`word`, indexed by the raw byte, is true for upper- and lowercase
-    letters alike); its hash is mix64(sum_k (lower(byte_k) + 1) * base^k + length). A shingle of tokens
-    t_i .. t_{i+n-1} hashes to mix64(sum_j t_{i+j} * weights[j]); a document with 1 .. n-1 tokens gets one partial
-    shingle over all of them, plus `_SHORT`. `tok` and `out` need room for (end - start + 1) // 2 + 1 values: a
-    token takes at least one byte and a separator.
+    A token is a maximal run of word bytes, those with a nonzero `value` (indexed by the raw byte: the lowercased
+    byte plus one, the same for upper- and lowercase letters); its hash is mix64(sum_k value(byte_k) * base^k +
+    length). A shingle of tokens t_i .. t_{i+n-1} hashes to mix64(sum_j t_{i+j} * weights[j]); a document with
+    1 .. n-1 tokens gets one partial shingle over all of them, plus `_SHORT`. `tok` and `out` need room for
+    (end - start + 1) // 2 + 1 values: a token takes at least one byte and a separator. One table look-up per byte
+    (earlier: a class table and a lowercase table, ~15% slower).
     """
     m = 0
     i = start
     while i < end:
-        if not word[data[i]]:
+        v = value[data[i]]
+        if v == _U0:
             i += 1
             continue
-        h = _U0
-        p = _U1
-        length = _U0
-        while i < end and word[data[i]]:
-            h += (np.uint64(lower[data[i]]) + _U1) * p
+        first = i
+        h = v
+        p = base
+        i += 1
+        while i < end:
+            v = value[data[i]]
+            if v == _U0:
+                break
+            h += v * p
             p *= base
-            length += _U1
             i += 1
-        tok[m] = mix64(h + length)
+        tok[m] = mix64(h + np.uint64(i - first))
         m += 1
     k = 0
     if m >= ngram:
@@ -92,7 +97,7 @@ def _longest(offsets, lo, hi):
 
 
 @numba.njit(cache=True, nogil=True)
-def shingles(data, offsets, lo, hi, ngram, weights, lower, word, base):
+def shingles(data, offsets, lo, hi, ngram, weights, value, base):
     """(hashes uint64, chunk-local doc index int64) of the shingles of documents lo..hi-1, in document order
     (`document_shingles` of each; `data` holds every document's UTF-8 bytes, `offsets` their bounds)."""
     cap = (offsets[hi] - offsets[lo]) // 2 + (hi - lo) + 1
@@ -102,14 +107,14 @@ def shingles(data, offsets, lo, hi, ngram, weights, lower, word, base):
     tok = np.empty(room, dtype=np.uint64)
     k = 0
     for d in range(lo, hi):
-        n = document_shingles(data, offsets[d], offsets[d + 1], ngram, weights, lower, word, base, tok, out_h[k:])
+        n = document_shingles(data, offsets[d], offsets[d + 1], ngram, weights, value, base, tok, out_h[k:])
         out_d[k:k + n] = d - lo
         k += n
     return out_h[:k], out_d[:k]
 
 
 @numba.njit(cache=True, nogil=True)
-def signatures(data, offsets, lo, hi, ngram, weights, lower, word, base, a_lo, a_hi, b_lo, b_hi, sig, n_shingles):
+def signatures(data, offsets, lo, hi, ngram, weights, value, base, a_lo, a_hi, b_lo, b_hi, sig, n_shingles):
     """MinHash signatures of documents lo..hi-1 into sig[d] and their distinct shingle counts into n_shingles[d].
 
     One document at a time: its shingle hashes (`document_shingles`), cut to their top 48 bits; the first
@@ -129,7 +134,7 @@ def signatures(data, offsets, lo, hi, ngram, weights, lower, word, base, a_lo, a
     row = np.empty(a_lo.shape[0], dtype=np.uint32)
     cut = np.uint64(16)
     for d in range(lo, hi):
-        k = document_shingles(data, offsets[d], offsets[d + 1], ngram, weights, lower, word, base, tok, buf)
+        k = document_shingles(data, offsets[d], offsets[d + 1], ngram, weights, value, base, tok, buf)
         if k == 0:
             n_shingles[d] = 0
             continue

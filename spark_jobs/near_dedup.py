@@ -472,10 +472,11 @@ def _clusters_in_one_task(docs: DataFrame, signatures: DataFrame, edges: DataFra
 
     The distributed steps pay a few Spark jobs each (estimates, verification, every connected-components round,
     the ranking window, the similarity joins), and on a small graph each job's fixed cost (query planning,
-    scheduling, generated code, Python round trips) is most of its cost. Here one task computes every candidate
-    pair's estimate from the signatures of the pairs' documents; a second one gets the pairs, the documents'
-    signatures and policy columns, and the contents of the documents in uncertain pairs, and does the rest: exact
-    Jaccard of the uncertain pairs, components, representatives, similarities (`_cluster_rows`).
+    scheduling, generated code, Python round trips) is most of its cost. Here the pairs' documents are gathered
+    once with their signatures and policy columns (`nodes`); one task computes every pair's estimate from them
+    (`_pair_estimates`), and a second gets the pairs, the nodes and the contents of the documents in uncertain
+    pairs and does the rest: exact Jaccard of the uncertain pairs, components, representatives, similarities
+    (`_cluster_rows`).
     """
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
@@ -484,31 +485,34 @@ def _clusters_in_one_task(docs: DataFrame, signatures: DataFrame, edges: DataFra
         return df.hint("broadcast") if broadcast else df
 
     ends = small(edges.select(F.col("src").alias(id_col)).unionByName(edges.select(F.col("dst").alias(id_col))))
-    node_sigs = signatures.select(id_col, "signature", *([new_col] if new_col else [])).join(ends, on=id_col,
-                                                                                                how="left_semi")
+    policy = _policy_columns(cfg.representative, id_col)
+    extra = [new_col] if new_col else []
+    if all(c in signatures.columns for c in policy):  # carried along by `minhash_signatures`
+        nodes = signatures.select(id_col, "signature", *policy, *extra).join(ends, on=id_col, how="left_semi")
+    else:
+        nodes = signatures.select(id_col, "signature", *extra).join(ends, on=id_col, how="left_semi").join(
+            small(docs.select(id_col, *policy).join(ends, on=id_col, how="left_semi")), on=id_col)
     one = F.lit(0).alias("_all")  # every row into one group, hence one task
     pairs = edges.select("src", "dst", F.lit(None).cast("double").alias("estimate"))
     if cfg.verify:
+        # The estimates' task passes the nodes through (rows of their own, `_NODE_PREFIX`ed columns), so that the
+        # second query reads pairs and nodes from one checkpoint instead of gathering the nodes again.
         id_type = edges.schema["src"].dataType
         schema = T.StructType([T.StructField("src", id_type), T.StructField("dst", id_type),
-                               T.StructField("estimate", T.DoubleType())])
-        pairs = _materialise(edges.groupBy(one).cogroup(node_sigs.select(id_col, "signature").groupBy(one))
-                             .applyInArrow(functools.partial(_pair_estimates, id_col=id_col), schema),
-                             cfg.checkpoint)
+                               T.StructField("estimate", T.DoubleType())]
+                              + [T.StructField(_NODE_PREFIX + f.name, f.dataType) for f in nodes.schema.fields])
+        both = _materialise(edges.groupBy(one).cogroup(nodes.groupBy(one)).applyInArrow(
+            functools.partial(_pair_estimates, id_col=id_col), schema), cfg.checkpoint)
+        pairs = both.where(F.col("src").isNotNull()).select("src", "dst", "estimate")
+        nodes = both.where(F.col(_NODE_PREFIX + id_col).isNotNull()).select(
+            *(F.col(_NODE_PREFIX + c).alias(c) for c in nodes.columns))
         lo, hi = cfg.threshold - cfg.verify_margin, cfg.threshold + cfg.verify_margin
         unsure = pairs.where((F.col("estimate") >= F.lit(lo)) & (F.col("estimate") < F.lit(hi)))
-        unsure_ids = small(unsure.select(F.col("src").alias(id_col)).unionByName(
-            unsure.select(F.col("dst").alias(id_col))))
+        unsure_ids = small(unsure.select(F.col("src").alias("_text_id")).unionByName(
+            unsure.select(F.col("dst").alias("_text_id"))))
         texts = docs.select(F.col(id_col).alias("_text_id"), F.col(content_col).alias("_text")).join(
-            unsure_ids.withColumnRenamed(id_col, "_text_id"), on="_text_id", how="left_semi")
+            unsure_ids, on="_text_id", how="left_semi")
         pairs = pairs.unionByName(texts, allowMissingColumns=True)  # rows of two kinds: pairs and texts
-    policy = _policy_columns(cfg.representative, id_col)
-    if all(c in signatures.columns for c in policy):  # carried along by `minhash_signatures`
-        nodes = signatures.select(id_col, "signature", *policy, *([new_col] if new_col else [])).join(
-            ends, on=id_col, how="left_semi")
-    else:
-        nodes = node_sigs.join(small(docs.select(id_col, *policy).join(ends, on=id_col, how="left_semi")),
-                               on=id_col)
     order = [(new_col, "ascending")] if new_col else []  # kept earlier (False) before new (True)
     for key in cfg.representative:
         parts = key.split()
@@ -520,6 +524,9 @@ def _clusters_in_one_task(docs: DataFrame, signatures: DataFrame, edges: DataFra
         functools.partial(_cluster_rows, id_col=id_col, order=order, ngram=cfg.ngram, threshold=cfg.threshold,
                           sure_from=hi, unsure_from=lo),
         cluster_schema(signatures.schema[id_col].dataType))
+
+
+_NODE_PREFIX = "_node_"
 
 
 def _signature_matrix(lists):
@@ -535,7 +542,8 @@ def _signature_matrix(lists):
 
 
 def _pair_estimates(edges, nodes, *, id_col: str):
-    """(src, dst, estimate) for every pair of `edges` (Arrow table src, dst), from the signatures in `nodes`."""
+    """(src, dst, estimate) for every pair of `edges` (Arrow table src, dst), from the signatures in `nodes`,
+    followed by the rows of `nodes` themselves (columns prefixed `_NODE_PREFIX`, the pair columns null)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -552,7 +560,9 @@ def _pair_estimates(edges, nodes, *, id_col: str):
     estimate = np.empty(len(a), dtype=np.float64)
     for lo in range(0, len(a), 8192):  # bounded temporaries: 8192 pairs x num_perm values at a time
         estimate[lo:lo + 8192] = estimated_similarity(sig[a[lo:lo + 8192]], sig[b[lo:lo + 8192]])
-    return pa.table({"src": src, "dst": dst, "estimate": estimate})
+    pairs = pa.table({"src": src, "dst": dst, "estimate": estimate})
+    passed = nodes.rename_columns([_NODE_PREFIX + c for c in nodes.column_names])
+    return pa.concat_tables([pairs, passed], promote_options="default")
 
 
 def _cluster_rows(pairs, nodes, *, id_col: str, order: list[tuple[str, str]], ngram: int, threshold: float,
