@@ -11,8 +11,9 @@
    labels are unambiguous.
 2. Runs codemill (`near_duplicates`, Spark local, defaults: 256 permutations, 5-grams, threshold 0.7, exact
    verification) at the full size and at a quarter of it (growth exponent, driver memory), each in a fresh
-   process. Spark's fixed costs per run (job scheduling, query planning, a few shuffles of tiny tables) are
-   seconds: sizes of tens of MB are needed before the figures describe the per-MB cost.
+   process, after a warm-up run on a tenth of the corpus. Spark's fixed costs per run (job scheduling, query
+   planning, the JIT compiling code that gets hot) are seconds: sizes of tens of MB are needed before the figures
+   describe the per-MB cost. The number of Spark jobs of the timed run is printed too.
 3. Installs datatrove into bench/out/datatrove-venv (a separate venv; never .venv) and runs its four MinHash stages
    (signatures, buckets, clusters, filter) on the same two corpora with 5-grams and bands x rows chosen for the
    same threshold from its default budget of 112 hashes, one process/core.

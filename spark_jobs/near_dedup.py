@@ -642,9 +642,9 @@ def near_duplicates(df: DataFrame, *, num_perm: int = 256, ngram: int = 5, thres
 
         raise ConfigError(problems)
     bands, rows = cfg.band_params()
-    sigs = _materialise(minhash_signatures(df, num_perm=num_perm, ngram=ngram, seed=seed, id_col=id_col,
-                                           content_col=content_col, bands=bands, rows=rows,
-                                           carry=_policy_columns(representative, id_col)), checkpoint)
+    sigs = _signatures_once(minhash_signatures(df, num_perm=num_perm, ngram=ngram, seed=seed, id_col=id_col,
+                                               content_col=content_col, bands=bands, rows=rows,
+                                               carry=_policy_columns(representative, id_col)), checkpoint)
     # Materialised once: `kept` and `clusters` both read it.
     clusters, n_clusters = _counted(cluster_documents(df, sigs, cfg=cfg, id_col=id_col, content_col=content_col),
                                     checkpoint)
@@ -674,24 +674,27 @@ def _broadcastable(df: DataFrame, *, rows: int, row_bytes: int = _ROW_BYTES) -> 
     return 0 <= rows * row_bytes <= limit
 
 
-def _materialise(df: DataFrame, checkpoint: str) -> DataFrame:
+def _materialise(df: DataFrame, checkpoint: str, *, eager: bool = True) -> DataFrame:
+    """`df` computed once: checkpointed (`local`, `reliable`) or cached (`none`). `eager=False` leaves the filling
+    to the first query that reads it, which saves a Spark job when that query reads all of it anyway."""
     if checkpoint == "reliable":
-        return df.checkpoint(eager=True)
+        return df.checkpoint(eager=eager)
     if checkpoint == "none":
         return df.cache()
-    return df.localCheckpoint(eager=True)
+    return df.localCheckpoint(eager=eager)
 
 
 def _counted(df: DataFrame, checkpoint: str) -> tuple[DataFrame, int]:
     """`_materialise(df, checkpoint)` and its number of rows, in one Spark job instead of two: the checkpoint is
     marked lazily and filled by the job that counts."""
-    if checkpoint == "reliable":
-        df = df.checkpoint(eager=False)
-    elif checkpoint == "none":
-        df = df.cache()
-    else:
-        df = df.localCheckpoint(eager=False)
+    df = _materialise(df, checkpoint, eager=False)
     return df, df.count()
+
+
+def _signatures_once(df: DataFrame, checkpoint: str) -> DataFrame:
+    """The signature table, computed once: its checkpoint is filled by the LSH candidates query, which reads every
+    row of it (one Spark job fewer than filling it first)."""
+    return _materialise(df, checkpoint, eager=False)
 
 
 # ---------------------------------------------------------------------------------------------- the stage
@@ -719,9 +722,10 @@ def run_near_dedup(lake: Lake, cfg: NearDedupConfig, *, source: str = "exact_ded
     policy_cols = [k.split()[0] for k in cfg.representative if k.split()[0] != "doc_id"]
     if not prior:
         bands, rows = cfg.band_params()
-        sigs = _materialise(minhash_signatures(src, num_perm=cfg.num_perm, ngram=cfg.ngram, seed=cfg.seed,
-                                               bands=bands, rows=rows,
-                                               carry=_policy_columns(cfg.representative, "doc_id")), cfg.checkpoint)
+        sigs = _signatures_once(minhash_signatures(src, num_perm=cfg.num_perm, ngram=cfg.ngram, seed=cfg.seed,
+                                                   bands=bands, rows=rows,
+                                                   carry=_policy_columns(cfg.representative, "doc_id")),
+                                cfg.checkpoint)
         clusters, n_clusters = _counted(cluster_documents(src, sigs, cfg=cfg), cfg.checkpoint)
         kept = _kept(src, clusters, "doc_id", n_clusters)
         removed = clusters.where(F.col("doc_id") != F.col("representative")).select("doc_id")

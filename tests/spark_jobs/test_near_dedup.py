@@ -294,14 +294,19 @@ def test_shipped_yaml_parses():
     assert job.near_dedup == NearDedupConfig() and job.source == "exact_deduped"
 
 
-def test_custom_id_column(spark):
+@pytest.mark.parametrize("path", PATHS)
+def test_custom_id_column(spark, path):
     picked = [r[1] for r in ROWS if r[0] in ("b1", "b1_rename", "b2")]
     rows = [(f"s{i}", text) for i, text in enumerate(picked)]
     df = spark.createDataFrame(rows, "synth_id string, content string")
-    kept, clusters = near_duplicates(df, id_col="synth_id")
+    kept, clusters = near_duplicates(df, id_col="synth_id", local_max_edges=PATHS[path])
     assert sorted(r["synth_id"] for r in kept.collect()) == ["s0", "s2"]  # smallest id represents by default
     assert [(r["doc_id"], r["representative"]) for r in clusters.orderBy("doc_id").collect()] == [
         ("s0", "s0"), ("s1", "s0")]
+    # Integer ids: numeric order, not string order, picks the representative (10 < 9 as strings).
+    df = spark.createDataFrame([(10, picked[0]), (9, picked[1]), (11, picked[2])], "n long, content string")
+    _, clusters = near_duplicates(df, id_col="n", local_max_edges=PATHS[path])
+    assert sorted((r["doc_id"], r["representative"]) for r in clusters.collect()) == [(9, 9), (10, 9)]
 
 
 def test_main_wires_config_to_tables(spark, lake):
