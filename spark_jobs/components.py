@@ -133,23 +133,19 @@ def component_labels(u, v):
 
 
 def connected_components(edges: DataFrame, *, src: str = "src", dst: str = "dst", checkpoint: Checkpoint = "local",
-                         max_iterations: int = 64, distinct_pairs: bool = False, local_max_edges: int = 0,
-                         max_edges: int | None = None) -> DataFrame:
+                         max_iterations: int = 64, distinct_pairs: bool = False, local_max_edges: int = 0
+                         ) -> DataFrame:
     """(node, component) for every node that has at least one edge; component = smallest node id of its component.
 
     Self-loops are ignored; nodes without edges are not listed (they are their own component). `distinct_pairs`:
     the caller guarantees no unordered pair occurs twice (in either direction), which saves a shuffle.
     `local_max_edges`: graphs of at most this many edges are finished in one executor task (0: never).
-    `max_edges`: an upper bound on the number of edges that the caller already knows (a count it made anyway);
-    at most `local_max_edges`, the graph goes to the in-memory finish without a round or a count.
     """
     from pyspark.sql import functions as F
 
     current = (edges.select(F.col(src).alias("u"), F.col(dst).alias("v"))
                .where(F.col("u").isNotNull() & F.col("v").isNotNull() & (F.col("u") != F.col("v")))
                .select(F.greatest("u", "v").alias("u"), F.least("u", "v").alias("v")))
-    if max_edges is not None and max_edges <= local_max_edges:
-        return _in_memory(current)  # repeated pairs are harmless there: no distinct, no checkpoint
     if not distinct_pairs:
         current = current.distinct()
     current = _checkpoint(current, checkpoint)

@@ -188,17 +188,6 @@ def _minima(sh, a_lo, a_hi, b_lo, b_hi, row):
 
 
 @numba.njit(cache=True, nogil=True)
-def permutation_minima(sh, seg, a_lo, a_hi, b_lo, b_hi, out):
-    """out[d] = `_minima` of document d's shingles sh[seg[d]:seg[d + 1]] (48-bit hashes grouped by document); a
-    document without shingles keeps its row of `out` as it was."""
-    row = np.empty(a_lo.shape[0], dtype=np.uint32)
-    for d in range(seg.shape[0] - 1):
-        if seg[d] < seg[d + 1]:
-            _minima(sh[seg[d]:seg[d + 1]], a_lo, a_hi, b_lo, b_hi, row)
-            out[d, :] = row
-
-
-@numba.njit(cache=True, nogil=True)
 def unique_segments(values, seg):
     """(sorted distinct values of each segment values[seg[d]:seg[d + 1]], one after the other; their bounds)."""
     out = np.empty_like(values)

@@ -88,6 +88,10 @@ class NearDedupConfig:
             return max(1, self.num_perm // self.rows), self.rows
         return bands, rows
 
+    def uncertain(self) -> tuple[float, float]:
+        """[lo, hi): estimates in this range get the exact Jaccard check; at least hi is a near-duplicate."""
+        return self.threshold - self.verify_margin, self.threshold + self.verify_margin
+
     def params(self) -> str:
         """What the persisted signatures depend on; an incremental run refuses signatures made differently."""
         return f"minhash-v2 num_perm={self.num_perm} ngram={self.ngram} seed={self.seed}"
@@ -332,20 +336,30 @@ def verify_candidates(edges: DataFrame, docs: DataFrame, *, ngram: int = 5, thre
     return text.groupBy("_group").applyInArrow(verify, schema).where(F.col("jaccard") >= F.lit(threshold))
 
 
-def _order_columns(df: DataFrame, representative: Sequence[str], id_col: str) -> list:
-    from pyspark.sql import functions as F
-
-    missing = [k.split()[0] for k in representative if k.split()[0] not in df.columns]
-    if missing:
-        raise ValueError(f"near_dedup.representative: columns {missing} are not in the input ({df.columns})")
-    order = []
+def _policy_keys(representative: Sequence[str], columns: Sequence[str]) -> list[tuple[str, bool]]:
+    """(column, descending) of each key of the representative policy, in policy order, each column once (a
+    later key on the same column could never decide); raises naming the columns missing from `columns`."""
+    keys: dict[str, bool] = {}
     for key in representative:
         parts = key.split()
-        col = F.col(parts[0])
-        order.append(col.desc_nulls_last() if len(parts) == 2 and parts[1].lower() == "desc"
-                     else col.asc_nulls_last())
-    order.append(F.col(id_col).asc())
-    return order
+        keys.setdefault(parts[0], len(parts) == 2 and parts[1].lower() == "desc")
+    missing = [c for c in keys if c not in columns]
+    if missing:
+        raise ValueError(f"near_dedup.representative: columns {missing} are not in the input ({list(columns)})")
+    return list(keys.items())
+
+
+def _policy_columns(representative: Sequence[str], id_col: str, columns: Sequence[str]) -> list[str]:
+    """The columns of the representative policy other than the id, in policy order, each once."""
+    return [c for c, _ in _policy_keys(representative, columns) if c != id_col]
+
+
+def _order_columns(df: DataFrame, representative: Sequence[str], id_col: str) -> list:
+    """Spark sort expressions of the representative policy, nulls last, the id ascending as the last tie-break."""
+    from pyspark.sql import functions as F
+
+    return [F.col(c).desc_nulls_last() if desc else F.col(c).asc_nulls_last()
+            for c, desc in _policy_keys(representative, df.columns)] + [F.col(id_col).asc()]
 
 
 def similarity_expr(a: str, b: str):
@@ -372,11 +386,10 @@ def _estimates(a, b):
     out = np.zeros(len(a), dtype=np.float64)
     if valid.any():
         rows = [x if valid.all() else x.filter(pa.array(valid)) for x in (a, b)]
-        lengths = np.concatenate([pc.list_value_length(x).to_numpy(zero_copy_only=False) for x in rows])
-        if (lengths != lengths[0]).any():
+        sig_a, sig_b = _signature_matrix(rows[0]), _signature_matrix(rows[1])
+        if sig_a.shape != sig_b.shape:
             raise ValueError("MinHash signatures of different lengths cannot be compared (different num_perm?)")
-        out[valid] = estimated_similarity(*(x.flatten().to_numpy(zero_copy_only=False).reshape(len(x), -1)
-                                            for x in rows))
+        out[valid] = estimated_similarity(sig_a, sig_b)
     return pa.array(out, mask=~valid)
 
 
@@ -403,7 +416,7 @@ def cluster_documents(docs: DataFrame, signatures: DataFrame, *, cfg: NearDedupC
     small = _broadcastable(edges, rows=2 * n_edges)
 
     def bcast(df: DataFrame) -> DataFrame:
-        return df.hint("broadcast") if small else df
+        return _broadcast_if(df, small)
 
     if n_edges <= cfg.local_max_edges:
         return _clusters_in_one_task(docs, signatures, edges, cfg=cfg, id_col=id_col, content_col=content_col,
@@ -418,9 +431,9 @@ def cluster_documents(docs: DataFrame, signatures: DataFrame, *, cfg: NearDedupC
     # (is_new, id) order, in every bucket), and `sure` and `verified` are disjoint.
     labels = connected_components(edges, src="src", dst="dst", checkpoint=cfg.checkpoint,  # type: ignore[arg-type]
                                   max_iterations=cfg.max_iterations, distinct_pairs=True,
-                                  local_max_edges=cfg.local_max_edges, max_edges=n_edges)
+                                  local_max_edges=cfg.local_max_edges)
     order = _order_columns(docs, cfg.representative, id_col)
-    policy = list(dict.fromkeys([id_col] + [k.split()[0] for k in cfg.representative]))
+    policy = [id_col, *_policy_columns(cfg.representative, id_col, docs.columns)]
     # Only the policy columns travel to the ranking window, not the file contents.
     members = bcast(labels).join(docs.select(*policy).withColumnRenamed(id_col, "node"), on="node")
     if new_col:
@@ -452,17 +465,12 @@ def _verified(estimated: DataFrame, docs: DataFrame, *, cfg: NearDedupConfig, id
     outside `verify_margin` of the threshold, by exact Jaccard similarity inside it."""
     from pyspark.sql import functions as F
 
-    lo, hi = cfg.threshold - cfg.verify_margin, cfg.threshold + cfg.verify_margin
+    lo, hi = cfg.uncertain()
     sure = estimated.where(F.col("estimate") >= F.lit(hi)).select("src", "dst")
     unsure = estimated.where((F.col("estimate") >= F.lit(lo)) & (F.col("estimate") < F.lit(hi)))
     verified = verify_candidates(unsure.select("src", "dst"), docs, ngram=cfg.ngram, threshold=cfg.threshold,
                                  id_col=id_col, content_col=content_col, broadcast=broadcast)
     return sure.unionByName(verified.select("src", "dst"))
-
-
-def _policy_columns(representative: Sequence[str], id_col: str) -> list[str]:
-    """The columns of the representative policy other than the id, in policy order, each once."""
-    return [c for c in dict.fromkeys(k.split()[0] for k in representative) if c != id_col]
 
 
 def _clusters_in_one_task(docs: DataFrame, signatures: DataFrame, edges: DataFrame, *, cfg: NearDedupConfig,
@@ -481,17 +489,16 @@ def _clusters_in_one_task(docs: DataFrame, signatures: DataFrame, edges: DataFra
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    def small(df: DataFrame) -> DataFrame:
-        return df.hint("broadcast") if broadcast else df
-
-    ends = small(edges.select(F.col("src").alias(id_col)).unionByName(edges.select(F.col("dst").alias(id_col))))
-    policy = _policy_columns(cfg.representative, id_col)
+    ends = _broadcast_if(edges.select(F.col("src").alias(id_col)).unionByName(
+        edges.select(F.col("dst").alias(id_col))), broadcast)
+    policy = _policy_columns(cfg.representative, id_col, docs.columns)
     extra = [new_col] if new_col else []
     if all(c in signatures.columns for c in policy):  # carried along by `minhash_signatures`
         nodes = signatures.select(id_col, "signature", *policy, *extra).join(ends, on=id_col, how="left_semi")
     else:
         nodes = signatures.select(id_col, "signature", *extra).join(ends, on=id_col, how="left_semi").join(
-            small(docs.select(id_col, *policy).join(ends, on=id_col, how="left_semi")), on=id_col)
+            _broadcast_if(docs.select(id_col, *policy).join(ends, on=id_col, how="left_semi"), broadcast),
+            on=id_col)
     one = F.lit(0).alias("_all")  # every row into one group, hence one task
     pairs = edges.select("src", "dst", F.lit(None).cast("double").alias("estimate"))
     if cfg.verify:
@@ -506,20 +513,19 @@ def _clusters_in_one_task(docs: DataFrame, signatures: DataFrame, edges: DataFra
         pairs = both.where(F.col("src").isNotNull()).select("src", "dst", "estimate")
         nodes = both.where(F.col(_NODE_PREFIX + id_col).isNotNull()).select(
             *(F.col(_NODE_PREFIX + c).alias(c) for c in nodes.columns))
-        lo, hi = cfg.threshold - cfg.verify_margin, cfg.threshold + cfg.verify_margin
+        lo, hi = cfg.uncertain()
         unsure = pairs.where((F.col("estimate") >= F.lit(lo)) & (F.col("estimate") < F.lit(hi)))
-        unsure_ids = small(unsure.select(F.col("src").alias("_text_id")).unionByName(
-            unsure.select(F.col("dst").alias("_text_id"))))
+        unsure_ids = _broadcast_if(unsure.select(F.col("src").alias("_text_id")).unionByName(
+            unsure.select(F.col("dst").alias("_text_id"))), broadcast)
         texts = docs.select(F.col(id_col).alias("_text_id"), F.col(content_col).alias("_text")).join(
             unsure_ids, on="_text_id", how="left_semi")
         pairs = pairs.unionByName(texts, allowMissingColumns=True)  # rows of two kinds: pairs and texts
-    order = [(new_col, "ascending")] if new_col else []  # kept earlier (False) before new (True)
-    for key in cfg.representative:
-        parts = key.split()
-        if parts[0] != id_col:
-            order.append((parts[0], "descending" if len(parts) == 2 and parts[1].lower() == "desc" else "ascending"))
+    # The order of `_order_columns`, for Arrow: kept earlier (False) before new (True), the policy, the id.
+    order = [(new_col, "ascending")] if new_col else []
+    order += [(c, "descending" if desc else "ascending")
+              for c, desc in _policy_keys(cfg.representative, [id_col, *policy])]
     order.append((id_col, "ascending"))
-    lo, hi = (cfg.threshold - cfg.verify_margin, cfg.threshold + cfg.verify_margin) if cfg.verify else (None, None)
+    lo, hi = cfg.uncertain() if cfg.verify else (None, None)
     return pairs.groupBy(one).cogroup(nodes.groupBy(one)).applyInArrow(
         functools.partial(_cluster_rows, id_col=id_col, order=order, ngram=cfg.ngram, threshold=cfg.threshold,
                           sure_from=hi, unsure_from=lo),
@@ -644,7 +650,8 @@ def near_duplicates(df: DataFrame, *, num_perm: int = 256, ngram: int = 5, thres
     bands, rows = cfg.band_params()
     sigs = _signatures_once(minhash_signatures(df, num_perm=num_perm, ngram=ngram, seed=seed, id_col=id_col,
                                                content_col=content_col, bands=bands, rows=rows,
-                                               carry=_policy_columns(representative, id_col)), checkpoint)
+                                               carry=_policy_columns(representative, id_col, df.columns)),
+                            checkpoint)
     # Materialised once: `kept` and `clusters` both read it.
     clusters, n_clusters = _counted(cluster_documents(df, sigs, cfg=cfg, id_col=id_col, content_col=content_col),
                                     checkpoint)
@@ -665,6 +672,11 @@ def _kept(df: DataFrame, clusters: DataFrame, id_col: str, n_clusters: int) -> D
 # Bytes per row assumed for the id-pair tables when deciding to broadcast them: three ids of up to ~64 bytes, a
 # double, and Spark's row overhead.
 _ROW_BYTES = 256
+
+
+def _broadcast_if(df: DataFrame, broadcast: bool) -> DataFrame:
+    """`df` with a broadcast hint when `broadcast` (the caller counted its rows: `_broadcastable`)."""
+    return df.hint("broadcast") if broadcast else df
 
 
 def _broadcastable(df: DataFrame, *, rows: int, row_bytes: int = _ROW_BYTES) -> bool:
@@ -719,12 +731,12 @@ def run_near_dedup(lake: Lake, cfg: NearDedupConfig, *, source: str = "exact_ded
         lake.overwrite(KEPT_TABLE, src, lineage=lineage, allow_schema_change=True)
         return {"rows_in": n, "rows_out": n, "removed": 0, "clusters": 0, "incremental": False,
                 "previously_kept": 0}
-    policy_cols = [k.split()[0] for k in cfg.representative if k.split()[0] != "doc_id"]
+    policy_cols = _policy_columns(cfg.representative, "doc_id", src.columns)
     if not prior:
         bands, rows = cfg.band_params()
         sigs = _signatures_once(minhash_signatures(src, num_perm=cfg.num_perm, ngram=cfg.ngram, seed=cfg.seed,
                                                    bands=bands, rows=rows,
-                                                   carry=_policy_columns(cfg.representative, "doc_id")),
+                                                   carry=policy_cols),
                                 cfg.checkpoint)
         clusters, n_clusters = _counted(cluster_documents(src, sigs, cfg=cfg), cfg.checkpoint)
         kept = _kept(src, clusters, "doc_id", n_clusters)

@@ -65,14 +65,13 @@ def test_distinct_pairs_input_gives_the_same_components(spark):
     assert {r["node"]: r["component"] for r in got.collect()} == expected
 
 
-@pytest.mark.parametrize("max_edges", [None, 1000])
-def test_in_memory_finish_gives_the_labels_of_the_star_rounds(spark, max_edges):
-    # Known upper bound (max_edges): straight to one task; unknown: the first status check counts the edges.
+def test_in_memory_finish_gives_the_labels_of_the_star_rounds(spark):
+    # The first status check counts the edges; they fit, so one task labels the graph.
     edges = _graph() + [("é", "z"), ("z", "Z"), ("ä", "é")]  # UTF-8 order: "Z" < "z" < "ä" < "é"
     expected = _union_find([e for e in edges if e[0] != e[1]])
     df = spark.createDataFrame(edges, "src string, dst string").repartition(4)
     distributed = connected_components(df, src="src", dst="dst")
-    in_memory = connected_components(df, src="src", dst="dst", local_max_edges=1000, max_edges=max_edges)
+    in_memory = connected_components(df, src="src", dst="dst", local_max_edges=1000)
     got = {r["node"]: r["component"] for r in in_memory.collect()}
     assert got == expected == {r["node"]: r["component"] for r in distributed.collect()}
     assert got["é"] == "Z"

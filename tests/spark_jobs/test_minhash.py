@@ -129,15 +129,15 @@ def test_split_32_bit_minima_equal_64_bit_arithmetic_at_the_carry_and_wrap_extre
     sh = np.array([0, 1, (1 << 48) - 1, (1 << 32) - 1, 1 << 32, *rng.integers(0, 1 << 48, 59)], dtype=np.uint64)
     a = np.array([M64, (1 << 32) - 1, 1, M64 - 2, *(rng.integers(0, 1 << 63, 12) * 2 + 1)], dtype=np.uint64)
     b = np.array([M64, (1 << 32) - 1, 0, 1 << 63, *rng.integers(0, 1 << 63, 12)], dtype=np.uint64)
-    seg = np.array([0, 1, 5, 5, 64])  # documents of 1, 4, 0 and 59 shingles
-    out = np.full((4, 16), 7, dtype=np.uint32)
+    seg = [0, 1, 5, 5, 64]  # documents of 1, 4, 0 and 59 shingles
     halves = [(x & 0xFFFFFFFF).astype(np.uint32) for x in (a, a >> np.uint64(32), b, b >> np.uint64(32))]
-    minhash_kernels.permutation_minima(sh, seg, halves[0], halves[1], halves[2], halves[3], out)
+    row = np.empty(16, dtype=np.uint32)
     for d in range(4):
+        minhash_kernels._minima(sh[seg[d]:seg[d + 1]], halves[0], halves[1], halves[2], halves[3], row)
         members = [int(s) for s in sh[seg[d]:seg[d + 1]]]
         expected = ([min(((int(ak) * s + int(bk)) & M64) >> 32 for s in members) for ak, bk in zip(a, b)]
-                    if members else [7] * 16)  # a document without shingles keeps its row
-        assert out[d].tolist() == expected, d
+                    if members else [0xFFFFFFFF] * 16)  # no shingle: nothing below the all-ones start
+        assert row.tolist() == expected, d
 
 
 def test_string_and_large_string_arrays_and_slices_give_the_same_signatures():

@@ -159,7 +159,8 @@ def test_representative_policy_with_ties_and_nulls(spark, path):
     df = spark.createDataFrame(rows, "doc_id string, content string, stars int, size_bytes long, owner string")
     limit = PATHS[path]
     for policy, winner in ((["stars desc", "size_bytes desc"], "b"), (["stars asc"], "a"), (["stars desc"], "b"),
-                           (["owner asc"], "a"), (["owner desc"], "c"), (["size_bytes desc", "stars asc"], "a")):
+                           (["owner asc"], "a"), (["owner desc"], "c"), (["size_bytes desc", "stars asc"], "a"),
+                           (["doc_id desc"], "d")):
         _, clusters = near_duplicates(df, representative=policy, local_max_edges=limit)
         assert {r["representative"] for r in clusters.collect()} == {winner}, policy
 
