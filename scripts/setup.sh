@@ -11,6 +11,24 @@ VENV=${VENV:-.venv}
 EXTRAS=${CODEMILL_EXTRAS:-dev}
 STAMP="$VENV/.codemill-setup"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) $EXTRAS"
+
+# Spark's JVM jars pinned in conf/jars/pom.xml (delta-spark, hadoop-aws and the AWS SDK bundle) into the project's
+# jar cache, which every embedded Spark session puts on its classpath (spark_jobs/session.py). Fetched again only
+# when the pom changes; Maven keeps its own download cache in ~/.m2.
+JARS=${CODEMILL_JARS:-.cache/jars}
+jars_want=$(sha256sum conf/jars/pom.xml | cut -d' ' -f1)
+if [[ "$(cat "$JARS/.pom-sha256" 2>/dev/null)" != "$jars_want" ]]; then
+  if command -v mvn >/dev/null 2>&1; then
+    rm -rf "$JARS.tmp"
+    mvn -q -B -f conf/jars/pom.xml dependency:copy-dependencies -DoutputDirectory="$(pwd)/$JARS.tmp"
+    echo "$jars_want" > "$JARS.tmp/.pom-sha256"
+    rm -rf "$JARS" && mv "$JARS.tmp" "$JARS"
+    echo "Spark jars in $JARS ($(du -sh "$JARS" | cut -f1))"
+  else
+    echo "setup: no Maven (mvn) here, so no Delta/s3a jars: Spark sessions will use the embedded Delta backend" >&2
+  fi
+fi
+
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
   exit 0
 fi
@@ -19,7 +37,12 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check -q)
 # torch first: on a CPU machine 2.13.0 resolves to the local CPU build; any unpinned torch request
 # would otherwise pull several GB of CUDA wheels. A pip constraint keeps it there for the rest.
 if ! command -v nvidia-smi >/dev/null 2>&1; then
-  "${PIP[@]}" "torch==2.13.0"
+  wheel=$(ls ../shared/wheels/torch-2.13.0+cpu-*.whl 2>/dev/null | head -n 1 || true)
+  if [[ -n "$wheel" ]]; then
+    "${PIP[@]}" "$wheel"
+  else
+    "${PIP[@]}" --index-url https://download.pytorch.org/whl/cpu --extra-index-url https://pypi.org/simple "torch==2.13.0"
+  fi
   echo "torch==2.13.0" > "$VENV/constraints.txt"
 else
   : > "$VENV/constraints.txt"

@@ -8,6 +8,9 @@ A file's score is the mean of the annotator's logits on its top, middle and bott
 loads the model once and scores each Arrow batch with windows batched by length. A task that holds a Spark GPU
 resource (`spark.task.resource.gpu.amount`) runs on that GPU in `gpu_precision`; otherwise on the CPU in
 `precision` with `threads` intra-op threads (docs/annotator.md has the measured speed and agreement of each).
+
+`score.annotator` may be an object-store folder (`s3a://bucket/annotator`): the driver builds its filesystem from
+the session's `fs.s3a.*` settings and ships it to the workers, each machine downloads the folder once.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from spark_jobs import storage
 from spark_jobs.annotate_dataset import DatasetConfig
 from spark_jobs.select_hq import SelectConfig
 
@@ -30,7 +34,8 @@ SCORES_COLUMNS = ["doc_id", "lang", "score", "window_scores", "n_tokens", "annot
 class ScoreConfig:
     input_table: str = "clean"
     output_table: str = "scores"
-    # Exported annotator folder written by `python -m trainer.annotator fit` (annotator.json inside).
+    # Exported annotator folder written by `python -m trainer.annotator fit` (annotator.json inside); local or an
+    # object-store URI (s3a://bucket/annotator).
     annotator: str = "artifacts/annotator"
     # Window length in tokens, special tokens included (paper: 512); capped at the encoder's positions.
     window: int = 512
@@ -62,8 +67,11 @@ class ScoreConfig:
         """Checked by the scoring job only: the other jobs of the stage run before an annotator exists."""
         from spark_jobs.windows import META_FILE
 
-        if os.path.isfile(os.path.join(self.annotator, META_FILE)):
-            return []
+        try:
+            if storage.isfile(storage.join(self.annotator, META_FILE)):
+                return []
+        except OSError as exc:  # unreachable store, no permission: name the path, keep the client's reason
+            return [f"score.annotator: cannot read {self.annotator!r}: {exc}"]
         return [f"score.annotator: no {META_FILE} under {self.annotator!r}; train and export one with "
                 "`python -m trainer.annotator fit --config conf/annotator/minilm.yaml`"]
 
@@ -92,7 +100,10 @@ def _task_device() -> str:
 def score_files(df: DataFrame, *, annotator: str, window: int = 512, precision: str = "fp32",
                 gpu_precision: str = "bf16", threads: int = 1, max_batch: int = 64,
                 max_tokens: int = 16384) -> DataFrame:
-    """(doc_id, lang, content, ...) -> scores columns: doc_id, lang, score, window_scores, n_tokens, annotator_id."""
+    """(doc_id, lang, content, ...) -> scores columns: doc_id, lang, score, window_scores, n_tokens, annotator_id.
+
+    `annotator` is a local folder or an object-store URI; for a URI the filesystem is built here, on the driver
+    (from the session's s3a settings), and travels to the workers with the function."""
     import pyarrow as pa
     from pyspark.sql.types import ArrayType, DoubleType, LongType, StringType, StructField, StructType
 
@@ -105,13 +116,15 @@ def score_files(df: DataFrame, *, annotator: str, window: int = 512, precision: 
         StructField("annotator_id", StringType()),
     ])
 
+    fs = None if storage.is_local(annotator) else storage.filesystem(annotator)[0]
+
     def score_batches(batches):
         from spark_jobs.windows import Annotator
 
         device = _task_device()
         model = Annotator.cached(annotator, device=device, precision=gpu_precision if device != "cpu" else precision,
                                  threads=threads if device == "cpu" else None, max_batch=max_batch,
-                                 max_tokens=max_tokens, window=window)
+                                 max_tokens=max_tokens, window=window, fs=fs)
         for batch in batches:
             texts = [t or "" for t in batch.column("content").to_pylist()]
             res = model.score_texts(texts)
@@ -144,9 +157,12 @@ def main(argv: list[str] | None = None) -> int:
 
     stage = parse_config(AnnotateStageConfig, argv, prog="spark_jobs.annotate")
     cfg = stage.score
-    if cfg.annotator_problems():
+    remote = not storage.is_local(cfg.annotator)
+    if not remote and cfg.annotator_problems():  # a local folder: fail before starting Spark
         raise ConfigError(cfg.annotator_problems())
     spark = get_spark("codemill-annotate")
+    if remote and (problems := cfg.annotator_problems()):  # read with the session's fs.s3a.* settings
+        raise ConfigError(problems)
     lake = Lake.open(spark, stage.lake)
     files = lake.read(cfg.input_table)
     if cfg.partitions:

@@ -10,6 +10,10 @@ the benchmarks, balanced and split train/val by a hash of the text.
 The alignment set (paper Fig. 2) is for evaluation only: benchmark solutions (HumanEval, MBPP, BigCodeBench, ...)
 labelled 1 with their benchmark's name, against phase-1 files that are not in the training set, labelled 0 with
 benchmark `corpus`. An annotator's ROC-AUC per benchmark is that benchmark's positives against all `corpus` rows.
+
+Positive sources (`positives[].path`: a file or a glob) may be local or on an object store
+(`s3a://bucket/hq/*.parquet`); a URI is listed and read when the job runs, with the session's `fs.s3a.*` settings.
+The benchmark folder (`benchmarks_dir`, bundled under data/) is local.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import re
 import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from spark_jobs import storage
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -43,6 +49,11 @@ class PositiveSource:
     kind: str = "instruct"
     name: str = ""
     max_rows: int = 0
+
+    def __post_init__(self):
+        from spark_jobs.config import repo_path
+
+        self.path = repo_path(self.path)
 
 
 def _default_positives() -> list[PositiveSource]:
@@ -72,6 +83,11 @@ class DatasetConfig:
     max_chars: int = 100_000
     seed: int = 0
 
+    def __post_init__(self):
+        from spark_jobs.config import repo_path
+
+        self.benchmarks_dir = repo_path(self.benchmarks_dir)
+
     def validate(self) -> list[str]:
         problems = []
         if not self.positives:
@@ -79,7 +95,8 @@ class DatasetConfig:
         for i, src in enumerate(self.positives):
             if src.kind not in ("code", "instruct", "ossinstruct"):
                 problems.append(f"positives.{i}.kind: code, instruct or ossinstruct, got {src.kind!r}")
-            if "://" not in src.path and not glob.glob(src.path):
+            # A URI is listed when the job runs (`source_files`): its settings may come from the Spark session.
+            if storage.is_local(src.path) and not glob.glob(storage.local_path(src.path)):
                 problems.append(f"positives.{i}.path: no file matches {src.path!r}")
         if not 0.0 < self.val_fraction < 0.5:
             problems.append(f"val_fraction: between 0 and 0.5, got {self.val_fraction}")
@@ -103,13 +120,35 @@ def render_instruction(instruction: str, response: str) -> str:
     return f"{comment}\n\n{body}\n"
 
 
+def _read_text(path: str) -> str:
+    """A (possibly gzipped) text file, local or on an object store."""
+    if storage.is_local(path):
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(storage.local_path(path), "rt", encoding="utf-8") as fh:
+            return fh.read()
+    data = storage.read_bytes(path)
+    return (gzip.decompress(data) if path.endswith(".gz") else data).decode("utf-8")
+
+
 def _records(path: str) -> list[dict]:
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        if ".jsonl" in os.path.basename(path):
-            return [json.loads(line) for line in fh if line.strip()]
-        data = json.load(fh)
+    text = _read_text(path)
+    if ".jsonl" in path.rsplit("/", 1)[-1]:
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    data = json.loads(text)
     return data if isinstance(data, list) else [data]
+
+
+def source_files(src: PositiveSource, index: int = 0) -> list[str]:
+    """The files of a positive source: the glob's matches (local or on an object store), or the one file or folder
+    (a folder of Parquet files for `code`)."""
+    path = src.path
+    if storage.has_magic(path):
+        files = storage.glob(path) if not storage.is_local(path) else sorted(glob.glob(storage.local_path(path)))
+    else:
+        files = [path] if storage.isfile(path) or storage.isdir(path) else []
+    if not files:
+        raise FileNotFoundError(f"positives.{index}.path: no file matches {path!r}")
+    return files
 
 
 def _pick(rec: dict, keys: tuple[str, ...]) -> str | None:
@@ -164,9 +203,9 @@ def read_positives(spark: SparkSession, sources: list[PositiveSource]) -> DataFr
 
     schema = StructType([StructField("text", StringType()), StructField("source", StringType())])
     frames = []
-    for src in sources:
-        files = sorted(glob.glob(src.path)) or [src.path]
-        name = src.name or os.path.basename(files[0]).split(".")[0]
+    for i, src in enumerate(sources):
+        files = source_files(src, i)
+        name = src.name or files[0].rsplit("/", 1)[-1].split(".")[0]
         if src.kind == "code":
             reader = spark.read.parquet if files[0].endswith(".parquet") else spark.read.json
             df = reader(*files)
@@ -176,8 +215,7 @@ def read_positives(spark: SparkSession, sources: list[PositiveSource]) -> DataFr
             pairs: list[tuple[str, str]] = []
             for path in files:
                 if src.kind == "ossinstruct":
-                    with open(path, encoding="utf-8") as fh:
-                        pairs += ossinstruct_pairs(fh.read())
+                    pairs += ossinstruct_pairs(_read_text(path))
                 else:
                     pairs += instruction_pairs(_records(path))
             rows = [(render_instruction(i, o), f"instruct:{name}") for i, o in pairs]

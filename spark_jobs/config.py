@@ -27,6 +27,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
 
 
+def repo_path(path: str) -> str:
+    """A relative local path that does not exist from the working directory, taken against the repository root
+    (the shipped `data/` and `conf/` files, whichever folder a job is started from); anything else unchanged."""
+    import glob
+    import os
+
+    if "://" in path or os.path.isabs(path) or glob.glob(path):
+        return path
+    return str(REPO_ROOT / path)
+
+
 class ConfigError(ValueError):
     """Raised once with every problem found in a configuration, each naming its key."""
 

@@ -61,12 +61,10 @@ class DecontaminateConfig:
     min_short_chars: int = 50
 
     def __post_init__(self):  # relative paths: against the repository root unless they exist from here
-        from spark_jobs.config import REPO_ROOT
+        from spark_jobs.config import repo_path
 
-        if not os.path.isabs(self.benchmarks_file) and not os.path.exists(self.benchmarks_file):
-            self.benchmarks_file = str(REPO_ROOT / self.benchmarks_file)
-        if not os.path.isabs(self.data_dir) and not os.path.exists(self.data_dir):
-            self.data_dir = str(REPO_ROOT / self.data_dir)
+        self.benchmarks_file = repo_path(self.benchmarks_file)
+        self.data_dir = repo_path(self.data_dir)
 
     def validate(self) -> list[str]:
         import glob

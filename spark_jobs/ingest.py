@@ -4,7 +4,9 @@ Run it as the pipeline's first stage:
 
     python -m spark_jobs.pipeline --input data/raw --lake lake --stages ingest
 
-Sources (`ingest.format: auto` picks one from `--input`, a file, a glob or a directory):
+Sources (`ingest.format: auto` picks one from `--input`, a file, a glob or a directory, on local disk or an object
+store such as `s3a://bucket/the-stack/**/*.parquet`; an input holding both JSONL and Parquet files reads each with
+its own reader):
 - `jsonl`: JSON Lines (`.jsonl`, `.ndjson`, `.json`, optionally `.gz`), one record per line; each line is parsed on
   its own in a vectorised `mapInArrow`, so a malformed line becomes a `malformed_record` row naming the file and the
   line number instead of failing the job;
@@ -21,13 +23,11 @@ Every record becomes exactly one row of `files` or `quarantine` (reasons in `sch
 from __future__ import annotations
 
 import dataclasses
-import glob
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlparse
+from typing import TYPE_CHECKING, Any
 
-from spark_jobs import schemas
+from spark_jobs import schemas, storage
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -45,7 +45,8 @@ DEFAULT_COLUMNS: dict[str, list[str]] = {
     "license": ["licenses", "max_stars_repo_licenses", "license"],
     "stars": ["max_stars_count", "stars", "star_count"],
 }
-DEFAULT_ID_COLUMNS = ["doc_id", "id"]
+# Record ids tried in order: codemill's own, a generic one, The Stack v1's blob hash, The Stack v2's blob id.
+DEFAULT_ID_COLUMNS = ["doc_id", "id", "hexsha", "blob_id"]
 
 
 @dataclasses.dataclass
@@ -58,7 +59,7 @@ class IngestConfig:
     max_bytes: int = 1_000_000
     # Canonical field -> source column (content, repo, path, lang, license, stars); unset fields try DEFAULT_COLUMNS.
     columns: dict[str, str] = dataclasses.field(default_factory=dict)
-    # The input's own record id (becomes outcomes.source_id); empty = `doc_id`, then `id`, when present.
+    # The input's own record id (becomes outcomes.source_id); empty = the first of DEFAULT_ID_COLUMNS present.
     id_column: str = ""
     # Fields a record must have (non-null) to be usable; otherwise missing_field.
     required: list[str] = dataclasses.field(default_factory=lambda: ["content", "path", "repo"])
@@ -92,7 +93,7 @@ class IngestConfig:
 # ---------------------------------------------------------------------- input resolution (driver, listing only)
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
-    kind: str  # jsonl | parquet | tree
+    kind: str  # jsonl | parquet | records (both) | tree
     root: str  # directory that relative names (source ids) are taken from
     files: tuple[str, ...] = ()  # record files (jsonl/parquet); empty for a tree
 
@@ -106,30 +107,32 @@ def _record_kind(path: str) -> str | None:
 
 
 def resolve_input(input_path: str, *, fmt: str = "auto") -> InputSpec:
-    """Classifies `--input` (file, glob or directory) into a record source or a repository tree."""
-    path = os.path.abspath(os.path.expanduser(input_path))
-    if any(ch in input_path for ch in "*?["):
-        files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
-        root = os.path.dirname(path.split("*")[0].split("?")[0].split("[")[0].rstrip("/")) or "/"
-        if not os.path.isdir(root):
-            root = os.path.dirname(root)
-    elif os.path.isfile(path):
-        files, root = [path], os.path.dirname(path)
-    elif os.path.isdir(path):
+    """Classifies `--input` (file, glob or directory; local or an object-store URI) into a record source or a
+    repository tree. Listing goes through `spark_jobs.storage` (one recursive listing per glob or folder)."""
+    path = storage.absolute(input_path)
+    if storage.has_magic(input_path):
+        files = storage.glob(path)
+        root = storage.glob_root(path)
+    elif storage.isfile(path):
+        files, root = [path], path.rsplit("/", 1)[0]
+    elif storage.isdir(path):
         if fmt == "tree":
             return InputSpec("tree", path)
-        files = sorted(os.path.join(d, f) for d, _, names in os.walk(path) for f in names if not f.startswith("."))
+        files = [u for u, _, _ in storage.walk_files(path) if not u.rsplit("/", 1)[-1].startswith(".")]
         root = path
         kinds = {_record_kind(f) for f in files}
-        if fmt == "auto" and (not files or None in kinds or len(kinds) != 1):
+        if fmt == "auto" and (not files or None in kinds):  # anything but record files: a tree of repositories
             return InputSpec("tree", path)
     else:
         raise FileNotFoundError(f"input: {input_path!r} matches no file or directory")
     if not files:
         raise FileNotFoundError(f"input: {input_path!r} matches no file")
     kinds = {_record_kind(f) for f in files}
-    kind = fmt if fmt != "auto" else (kinds.pop() if len(kinds) == 1 else None)
-    if kind not in ("jsonl", "parquet"):
+    if fmt == "auto" and kinds == {"jsonl", "parquet"}:
+        kind = "records"  # both record formats: each file read by its own reader
+    else:
+        kind = fmt if fmt != "auto" else (kinds.pop() if len(kinds) == 1 else None)
+    if kind not in ("jsonl", "parquet", "records"):
         raise ValueError(f"input: cannot tell the format of {input_path!r} (found {sorted(map(str, kinds))}); "
                          "set ingest.format to jsonl, parquet or tree")
     return InputSpec(kind, root, tuple(files))
@@ -142,32 +145,35 @@ def input_fingerprint(spec: InputSpec, *, skip_dirs: list[str]) -> str:
     h = hashlib.sha256(spec.kind.encode())
     if spec.kind == "tree":
         skip = set(skip_dirs)
-        for d, dirs, names in os.walk(spec.root):
-            dirs[:] = sorted(x for x in dirs if x not in skip)
-            for name in sorted(names):
-                st = os.stat(os.path.join(d, name), follow_symlinks=False)
-                h.update(f"{d}/{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        fs, base = storage.filesystem(spec.root)
+        for path, size, mtime in _walk_fs(fs, base, skip):
+            h.update(f"{path}\0{size}\0{mtime}\n".encode())
     else:
-        for f in spec.files:
-            st = os.stat(f)
-            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        import pyarrow.fs as pafs
+
+        fs, _ = storage.filesystem(spec.files[0])
+        infos = fs.get_file_info([storage.filesystem(f)[1] for f in spec.files])
+        for f, info in zip(spec.files, infos):
+            if info.type != pafs.FileType.File:
+                raise FileNotFoundError(f"input: {f} disappeared while listing")
+            h.update(f"{f}\0{info.size}\0{info.mtime_ns}\n".encode())
     return h.hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------- worker-side decoding
-def _local(uri: str) -> str:
-    return unquote(urlparse(uri).path) if uri.startswith("file:") else uri
-
-
-def _open_bytes(uri: str) -> bytes:
-    import pyarrow.fs as pafs
-
-    if "://" in uri and not uri.startswith("file:"):
-        fs, p = pafs.FileSystem.from_uri(uri)
-        with fs.open_input_stream(p) as fh:
+def _open_bytes(uri: str, fs: Any = None) -> bytes:
+    """A file's bytes; `fs` is the pyarrow filesystem the driver built for the input (it carries the store's
+    settings to the workers), None for a local file."""
+    if fs is None or storage.is_local(uri):
+        with open(storage.local_path(uri), "rb") as fh:
             return fh.read()
-    with open(_local(uri), "rb") as fh:
+    with fs.open_input_stream(storage.fs_path(uri)) as fh:
         return fh.read()
+
+
+def _input_fs(root: str):
+    """The pyarrow filesystem of an object-store input (None for local disk), built once on the driver."""
+    return None if storage.is_local(root) else storage.filesystem(root)[0]
 
 
 def _raw_row(**kw) -> dict:
@@ -199,7 +205,8 @@ def _as_license(v) -> str | None:
     return str(v)
 
 
-def _jsonl_rows(uri: str, rel: str, *, columns: dict[str, list[str]], id_columns: list[str], snippet: int):
+def _jsonl_rows(uri: str, rel: str, *, columns: dict[str, list[str]], id_columns: list[str], snippet: int,
+                fs: Any = None):
     """Yields one RAW row per non-blank line of a JSONL file."""
     import gzip
     import json
@@ -207,7 +214,7 @@ def _jsonl_rows(uri: str, rel: str, *, columns: dict[str, list[str]], id_columns
     from spark_jobs.languages import canonical_lang
 
     try:
-        data = _open_bytes(uri)
+        data = _open_bytes(uri, fs)
         if uri.endswith(".gz"):
             data = gzip.decompress(data)
     except Exception as exc:  # an unreadable file is one malformed record, not a failed job
@@ -256,7 +263,7 @@ def _jsonl_rows(uri: str, rel: str, *, columns: dict[str, list[str]], id_columns
         )
 
 
-def _tree_row(uri: str, rel: str, length: int, *, max_bytes: int, probe: int, snippet: int) -> dict:
+def _tree_row(uri: str, rel: str, length: int, *, max_bytes: int, probe: int, snippet: int, fs: Any = None) -> dict:
     """One RAW row for one file of a repository tree (rel = '<repo>/<path inside the repo>')."""
     repo, _, path = rel.partition("/")
     if not path:  # a file directly under the input root: its own one-file repository
@@ -265,7 +272,7 @@ def _tree_row(uri: str, rel: str, length: int, *, max_bytes: int, probe: int, sn
     if length > max_bytes:
         return _raw_row(**base, error="too_large", detail=f"{length} bytes > {max_bytes}")
     try:
-        data = _open_bytes(uri)
+        data = _open_bytes(uri, fs)
     except Exception as exc:
         return _raw_row(**base, error="malformed_record", detail=f"unreadable file: {type(exc).__name__}: {exc}")
     if b"\x00" in data[:probe]:
@@ -280,20 +287,23 @@ def _tree_row(uri: str, rel: str, length: int, *, max_bytes: int, probe: int, sn
 
 
 def _rel(uri: str, root: str) -> str:
-    p = _local(uri)
-    return os.path.relpath(p, root) if p.startswith(root.rstrip("/") + "/") else os.path.basename(p)
+    """The name of a file relative to the input root ('<repo>/<path>' in a tree), for local paths and URIs."""
+    p = storage.local_path(uri)
+    prefix = storage.local_path(root).rstrip("/") + "/"
+    return p[len(prefix):] if p.startswith(prefix) else p.rsplit("/", 1)[-1]
 
 
 def decode_jsonl(files: DataFrame, *, root: str, columns: dict[str, list[str]], id_columns: list[str],
                  snippet_chars: int = 200) -> DataFrame:
     """One row per JSONL file (`path` column) -> one RAW row per line (vectorised, on the workers)."""
+    fs = _input_fs(root)
 
     def run(batches: Iterator) -> Iterator:
         for batch in batches:
             rows: list[dict] = []
             for uri in batch.column("path").to_pylist():
                 for row in _jsonl_rows(uri, _rel(uri, root), columns=columns, id_columns=id_columns,
-                                       snippet=snippet_chars):
+                                       snippet=snippet_chars, fs=fs):
                     rows.append(row)
                     if len(rows) >= 1000:
                         yield _batch(rows)
@@ -307,12 +317,13 @@ def decode_jsonl(files: DataFrame, *, root: str, columns: dict[str, list[str]], 
 def decode_tree(listing: DataFrame, *, root: str, max_bytes: int = 1_000_000, binary_probe_bytes: int = 8000,
                 snippet_chars: int = 200) -> DataFrame:
     """Listing (path, length) -> one RAW row per file, read and decoded on the workers."""
+    fs = _input_fs(root)
 
     def run(batches: Iterator) -> Iterator:
         for batch in batches:
             rows = [
                 _tree_row(uri, _rel(uri, root), length, max_bytes=max_bytes, probe=binary_probe_bytes,
-                          snippet=snippet_chars)
+                          snippet=snippet_chars, fs=fs)
                 for uri, length in zip(batch.column("path").to_pylist(), batch.column("length").to_pylist())
             ]
             if rows:
@@ -321,42 +332,63 @@ def decode_tree(listing: DataFrame, *, root: str, max_bytes: int = 1_000_000, bi
     return listing.mapInArrow(run, schemas.RAW)
 
 
-def _walk(top: str, skip: set[str]) -> Iterator[tuple[str, int]]:
-    """(path, size) of every regular file under `top` (a folder or a file), pruning `skip` folder names."""
-    if "://" in top and not top.startswith("file:"):
+def _walk_fs(fs, top: str, skip: set[str]) -> Iterator[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of every regular file under `top` (a folder or a file) of a pyarrow filesystem,
+    in path order, leaving out folders named in `skip`. Local folders are walked with os.walk, which prunes the
+    skipped folders instead of listing them, and leaves symbolic links out (one may point outside the repository);
+    object stores have no folders to prune: their one recursive listing is filtered."""
+    import pyarrow.fs as pafs
+
+    if isinstance(fs, pafs.LocalFileSystem):
+        if os.path.isfile(top) and not os.path.islink(top):
+            st = os.stat(top)
+            yield top, st.st_size, st.st_mtime_ns
+            return
+        for d, dirs, names in os.walk(top):
+            dirs[:] = sorted(x for x in dirs if x not in skip)
+            for name in sorted(names):
+                path = os.path.join(d, name)
+                st = os.lstat(path)
+                if not os.path.islink(path):
+                    yield path, st.st_size, st.st_mtime_ns
+        return
+    info = fs.get_file_info(top)
+    if info.type == pafs.FileType.File:
+        yield top, info.size, info.mtime_ns or 0
+        return
+    for info in sorted(fs.get_file_info(pafs.FileSelector(top, recursive=True, allow_not_found=True)),
+                       key=lambda i: i.path):
+        parts = info.path[len(top):].split("/")[:-1]
+        if info.type == pafs.FileType.File and not skip.intersection(parts):
+            yield info.path, info.size, info.mtime_ns or 0
+
+
+def _walk(top: str, skip: set[str], fs=None) -> Iterator[tuple[str, int]]:
+    """(uri, size) of every regular file under `top` (a folder or a file, local or a URI)."""
+    if fs is None or storage.is_local(top):
         import pyarrow.fs as pafs
 
-        fs, base = pafs.FileSystem.from_uri(top)
-        scheme = top.split("://", 1)[0]
-        for info in fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
-            parts = info.path[len(base):].split("/")[:-1]
-            if info.type == pafs.FileType.File and not skip.intersection(parts):
-                yield f"{scheme}://{info.path}", info.size
+        for path, size, _ in _walk_fs(pafs.LocalFileSystem(), storage.local_path(top), skip):
+            yield path, size
         return
-    top = _local(top)
-    if os.path.isfile(top) and not os.path.islink(top):
-        yield top, os.path.getsize(top)
-        return
-    for d, dirs, names in os.walk(top):
-        dirs[:] = sorted(x for x in dirs if x not in skip)
-        for name in sorted(names):
-            path = os.path.join(d, name)
-            if not os.path.islink(path):  # a link may point outside the repository
-                yield path, os.path.getsize(path)
+    prefix = top.split("://", 1)[0] + "://"
+    for path, size, _ in _walk_fs(fs, storage.fs_path(top), skip):
+        yield prefix + path, size
 
 
-def list_tree(tops: DataFrame, *, skip_dirs: list[str]) -> DataFrame:
+def list_tree(tops: DataFrame, *, skip_dirs: list[str], root: str = "") -> DataFrame:
     """One row per top-level entry (`top`: a repository folder) -> (path, length) of its files, walked on the
     workers. (Spark's own file listing would drop names starting with `_` or `.`, such as `__init__.py`.)"""
     import pyarrow as pa
 
     skip = set(skip_dirs)
     schema = pa.schema([("path", pa.string()), ("length", pa.int64())])
+    fs = _input_fs(root) if root else None
 
     def run(batches: Iterator) -> Iterator:
         for batch in batches:
             for top in batch.column("top").to_pylist():
-                rows = list(_walk(top, skip))
+                rows = list(_walk(top, skip, fs))
                 if rows:
                     paths, sizes = zip(*rows)
                     yield pa.RecordBatch.from_arrays([pa.array(paths, pa.string()), pa.array(sizes, pa.int64())],
@@ -472,6 +504,10 @@ def read_raw(spark: SparkSession, spec: InputSpec, cfg: IngestConfig) -> DataFra
     columns = {f: ([cfg.columns[f]] if f in cfg.columns else cols) for f, cols in DEFAULT_COLUMNS.items()}
     id_columns = [cfg.id_column] if cfg.id_column else DEFAULT_ID_COLUMNS
     parts = cfg.partitions or 2 * spark.sparkContext.defaultParallelism
+    if spec.kind == "records":
+        frames = [read_raw(spark, dataclasses.replace(spec, kind=kind, files=tuple(
+            f for f in spec.files if _record_kind(f) == kind)), cfg) for kind in ("parquet", "jsonl")]
+        return frames[0].unionByName(frames[1])
     if spec.kind == "parquet":
         df = spark.read.parquet(*spec.files).select("*", "_metadata")
         return map_parquet(df, root=spec.root, columns=columns, id_columns=id_columns)
@@ -480,10 +516,9 @@ def read_raw(spark: SparkSession, spec: InputSpec, cfg: IngestConfig) -> DataFra
         files = files.repartition(min(parts, len(spec.files)))
         return decode_jsonl(files, root=spec.root, columns=columns, id_columns=id_columns,
                             snippet_chars=cfg.snippet_chars)
-    tops = [os.path.join(spec.root, name) for name in sorted(os.listdir(spec.root))
-            if name not in cfg.skip_dirs]
+    tops = [storage.join(spec.root, name) for name in storage.listdir(spec.root) if name not in cfg.skip_dirs]
     top_df = spark.createDataFrame([(t,) for t in tops], "top string").repartition(max(1, min(parts, len(tops))))
-    listing = list_tree(top_df, skip_dirs=cfg.skip_dirs)
+    listing = list_tree(top_df, skip_dirs=cfg.skip_dirs, root=spec.root)
     # Spread files evenly over tasks: repositories differ in size by orders of magnitude.
     listing = listing.repartition(parts, F.xxhash64("path"))
     return decode_tree(listing, root=spec.root, max_bytes=cfg.max_bytes, binary_probe_bytes=cfg.binary_probe_bytes,

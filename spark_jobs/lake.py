@@ -3,18 +3,30 @@
 Tables live under a lake root (`/data/lake`, `s3://bucket/lake`, ...) at `<root>/<name>` and are standard Delta
 tables that Spark with delta-spark, `deltalake`, DuckDB and Polars read.
 
-Two backends, one behaviour (tests/spark_jobs/test_lake.py runs the same tests on whichever is available):
+Two backends, one behaviour (tests/spark_jobs/test_lake.py runs the same tests on both):
 
-- **native**: the session has the Delta extension (`--packages`, from `python -m spark_jobs.session --delta-package`,
-  plus `spark.sql.extensions` / `spark.sql.catalog.spark_catalog`): plain `format("delta")` and delta-spark's
-  `DeltaTable` for merge.
-- **embedded**: no Delta jars (a laptop, CI). Spark writes Parquet into a fresh folder inside the table
+- **native** (the default wherever the Delta jars are present: `make demo`, a cluster with `--packages`): the
+  session has the Delta extension, and writes are plain `format("delta")` with delta-spark's `DeltaTable` for
+  merge. `scripts/setup.sh` fetches the jars into `.cache/jars`; `python -m spark_jobs.session --packages` prints
+  the matching spark-submit line.
+- **embedded**: no Delta jars (a machine without Maven). Spark writes Parquet into a fresh folder inside the table
   (`<table>/part-<uuid>/...`); then `deltalake` (delta-rs) commits one transaction that adds those files, with
   per-file statistics read from the Parquet footers, and for an overwrite removes the old ones. Until that commit
   nothing new is visible; a job that raises or is killed leaves only unreferenced files, which `vacuum` deletes.
   Reads go through the snapshot's file list, with partition columns restored from the log's partition values.
   `merge` and a predicate `replace` rewrite only the files holding affected rows (copy-on-write): one commit adds
   the rewritten rows and removes exactly those files.
+
+**One writer backend per lake.** The lake root holds `_codemill_lake.json`, which records the backend that writes
+it. `backend="auto"` (or `CODEMILL_LAKE_BACKEND`) follows that record; a lake without one gets native when the
+session has the jars, else embedded, and the choice is printed once. A job whose backend differs from the record
+refuses, naming the lake and the recorded backend. Switching is one explicit act,
+`python -m spark_jobs.lake LAKE --switch-backend embedded` (both write the same protocol version: a table written
+by one is read, appended to and merged by the other, tested both ways).
+
+Paths: the root may be local or an object-store URI (`s3a://bucket/lake`); Spark reaches it through Hadoop, and the
+driver-side metadata calls (delta-rs) take their storage options from the session's Hadoop settings or the
+environment (`spark_jobs.storage`), never from anything recorded in the lake.
 
 Every commit carries lineage in its commit metadata (`userMetadata`, JSON): the job name, its config hash, the
 versions of the tables it read, and an optional write id that makes a repeated write a no-op.
@@ -34,12 +46,17 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote
+
+from spark_jobs import storage
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 Backend = Literal["auto", "native", "embedded"]
+BACKENDS = ("native", "embedded")
+# At the lake root: which backend writes this lake.
+LAKE_RECORD = "_codemill_lake.json"
 DATA_DIR_PREFIX = "part-"
 # Column that tells which file a row came from while a merge or replace decides which files to rewrite.
 FILE_COL = "__codemill_file"
@@ -87,50 +104,120 @@ class TableInfo:
     partition_by: tuple[str, ...]
 
 
-def _is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
-def _local_path(uri: str) -> str:
-    return unquote(urlparse(uri).path) if uri.startswith("file://") else uri
-
+_is_local = storage.is_local
+_local_path = storage.local_path
+# (root, backend) pairs whose automatic choice was printed already: once per lake and process.
+_ANNOUNCED: set[tuple[str, str]] = set()
 
 
 class Lake:
     """Tables under one root; see the module docstring."""
 
-    def __init__(self, spark: SparkSession, root: str, *, backend: Backend = "auto"):
+    def __init__(self, spark: SparkSession, root: str, *, backend: Backend = "auto", switch: bool = False):
+        """`backend`: auto (the lake's record, else native when the session has the Delta jars), native or
+        embedded. `switch`: record `backend` as the lake's writer even if another one is recorded (explicit)."""
         from spark_jobs.session import has_delta
 
         self.spark = spark
-        root = str(root)
-        self.root = os.path.abspath(_local_path(root)) if _is_local(root) else root.rstrip("/")
-        native_ok = has_delta(spark)
-        if backend == "native" and not native_ok:
-            raise LakeError(
-                "lake.backend=native but the Spark session has no Delta extension: start it with "
-                "--packages io.delta:delta-spark_2.13:<version> and the two Delta session settings (README)"
-            )
-        self.backend = "native" if backend == "native" or (backend == "auto" and native_ok) else "embedded"
-        if _is_local(self.root):
-            os.makedirs(self.root, exist_ok=True)
+        self.root = storage.absolute(str(root))
+        storage.makedirs(self.root)
+        self.native_available = has_delta(spark)
+        wanted = backend if backend != "auto" else os.environ.get("CODEMILL_LAKE_BACKEND") or "auto"
+        if switch:
+            if wanted not in BACKENDS:
+                raise LakeError("switching a lake's backend needs an explicit backend: native or embedded")
+            self.backend = wanted
+            self.switch_backend(wanted)
+        else:
+            self.backend = self._choose_backend(wanted)
 
     @classmethod
     def open(cls, spark: SparkSession, root: str, *, backend: Backend = "auto") -> Lake:
         return cls(spark, root, backend=backend)
 
+    # ------------------------------------------------------------------ which backend writes this lake
+    def recorded_backend(self) -> str | None:
+        """The backend recorded at the lake root (None: a new lake, or one from before the record existed, whose
+        tables tell: delta-spark or delta-rs as the writer of their latest commit)."""
+        record = storage.join(self.root, LAKE_RECORD)
+        if storage.exists(record):
+            return json.loads(storage.read_text(record))["backend"]
+        return self._backend_from_commits()
+
+    def _backend_from_commits(self) -> str | None:
+        from deltalake import DeltaTable
+
+        for name in self._table_names():
+            entry = DeltaTable(self._delta_uri(name), storage_options=self._options).history(1)[0]
+            if "delta-rs" in str(entry.get("clientVersion", "")):
+                return "embedded"
+            if "Delta-Lake" in str(entry.get("engineInfo", "")):
+                return "native"
+        return None
+
+    def _choose_backend(self, wanted: str) -> str:
+        if wanted not in ("auto", *BACKENDS):
+            raise LakeError(f"lake.backend={wanted!r}: use auto, native or embedded")
+        recorded = self.recorded_backend()
+        if wanted == "auto":
+            chosen = recorded or ("native" if self.native_available else "embedded")
+            if recorded is None and (self.root, chosen) not in _ANNOUNCED:
+                _ANNOUNCED.add((self.root, chosen))
+                why = ("the Spark session has the Delta jars" if chosen == "native" else
+                       "the Spark session has no Delta jars (scripts/setup.sh fetches them into .cache/jars)")
+                print(f"[lake] {self.root}: new lake, written by the {chosen} Delta backend ({why})", flush=True)
+        else:
+            chosen = wanted
+        if recorded is not None and recorded != chosen:
+            raise LakeError(
+                f"lake {self.root} is written by the {recorded} Delta backend ({LAKE_RECORD}); this job would write "
+                f"it with the {chosen} backend. Run it with the {recorded} backend, or switch the lake explicitly: "
+                f"python -m spark_jobs.lake {self.root} --switch-backend {chosen}")
+        if chosen == "native" and not self.native_available:
+            raise LakeError(
+                f"lake {self.root} is written by the native Delta backend, but this Spark session has no Delta "
+                "extension: run scripts/setup.sh (jars into .cache/jars) or start spark-submit with the line that "
+                "`python -m spark_jobs.session --delta-conf` prints; or switch the lake explicitly with "
+                f"python -m spark_jobs.lake {self.root} --switch-backend embedded")
+        if recorded is None:
+            self._record_backend(chosen)
+        return chosen
+
+    def _record_backend(self, backend: str) -> None:
+        payload = {"backend": backend, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        storage.write_text(storage.join(self.root, LAKE_RECORD), json.dumps(payload, sort_keys=True) + "\n")
+
+    def switch_backend(self, backend: str) -> None:
+        """Records `backend` as the lake's writer from now on: the explicit switch (both backends read and write
+        the same tables, see the module docstring)."""
+        if backend not in BACKENDS:
+            raise LakeError(f"switch_backend: {backend!r} is not one of {BACKENDS}")
+        if backend == "native" and not self.native_available:
+            raise LakeError(f"cannot switch lake {self.root} to the native backend: this Spark session has no "
+                            "Delta extension")
+        self._record_backend(backend)
+        self.backend = backend
+
     # ------------------------------------------------------------------ paths and metadata
     def path(self, name: str) -> str:
-        if not name or "/" in name or name.startswith("."):
+        if not name or "/" in name or name.startswith(".") or name.startswith("_"):
             raise LakeError(f"invalid table name {name!r}: use a plain name such as 'files'")
         return f"{self.root}/{name}"
+
+    @property
+    def _options(self) -> dict[str, str]:
+        """delta-rs storage options for the root (credentials: passed to the client only, never recorded)."""
+        return storage.storage_options(self.root)
+
+    def _delta_uri(self, name: str) -> str:
+        return storage.delta_uri(self.path(name))
 
     def _delta(self, name: str, version: int | None = None):
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
         try:
-            return DeltaTable(self.path(name), version=version)
+            return DeltaTable(self._delta_uri(name), version=version, storage_options=self._options)
         except TableNotFoundError:
             raise TableNotFound(f"table {name!r} does not exist under {self.root}") from None
         except Exception as exc:  # delta-rs raises DeltaError for a missing version
@@ -141,7 +228,7 @@ class Lake:
     def exists(self, name: str) -> bool:
         from deltalake import DeltaTable
 
-        return DeltaTable.is_deltatable(self.path(name))
+        return DeltaTable.is_deltatable(self._delta_uri(name), storage_options=self._options)
 
     def version(self, name: str) -> int:
         return self._delta(name).version()
@@ -176,19 +263,11 @@ class Lake:
 
     def tables(self) -> list[TableInfo]:
         """Every Delta table directly under the root, with version, rows and size."""
-        names: list[str] = []
-        if _is_local(self.root):
-            names = sorted(d for d in os.listdir(self.root) if os.path.isdir(os.path.join(self.root, d, "_delta_log")))
-        else:
-            import pyarrow.fs as pafs
+        return [self.info(n) for n in self._table_names()]
 
-            fs, base = pafs.FileSystem.from_uri(self.root)
-            for info in fs.get_file_info(pafs.FileSelector(base)):
-                if info.type == pafs.FileType.Directory:
-                    log = fs.get_file_info(f"{info.path}/_delta_log")
-                    if log.type == pafs.FileType.Directory:
-                        names.append(info.base_name)
-        return [self.info(n) for n in sorted(names)]
+    def _table_names(self) -> list[str]:
+        return [n for n in storage.listdir(self.root)
+                if not n.startswith(("_", ".")) and storage.isdir(storage.join(self.root, n, "_delta_log"))]
 
     def info(self, name: str) -> TableInfo:
         dt = self._delta(name)
@@ -213,7 +292,12 @@ class Lake:
             reader = self.spark.read.format("delta")
             if version is not None:
                 reader = reader.option("versionAsOf", version)
-            return reader.load(self.path(name))
+            try:
+                return reader.load(self.path(name))
+            except Exception as exc:  # pyspark's AnalysisException: DELTA_VERSION_NOT_FOUND
+                if version is not None and "VERSION_NOT_FOUND" in str(exc):
+                    raise LakeError(f"table {name!r} has no version {version}: {str(exc).splitlines()[0]}") from None
+                raise
         return self._scan(name, self._delta(name, version))
 
     def _scan(self, name: str, dt, adds: list[dict] | None = None, *, with_file: bool = False) -> DataFrame:
@@ -291,6 +375,9 @@ class Lake:
             return self.version(name)
         if self.exists(name):
             self._check_schema(name, df)
+            current = self.partition_columns(name)
+            if partition_by and list(partition_by) != current:
+                raise LakeError(f"table {name!r} is partitioned by {current}, not {list(partition_by)}")
         if self.backend == "native":
             return self._native_save(name, df.write.format("delta").mode("append"), lineage, partition_by)
         return self._embedded_write(name, df, mode="append", lineage=lineage, partition_by=partition_by)
@@ -311,12 +398,12 @@ class Lake:
             return self.version(name)
         self._check_schema(name, df)
         predicate = _predicate_sql(where)
-        if self.backend == "native":
-            writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
-            return self._native_save(name, writer, lineage, ())
         matches = F.coalesce(F.expr(predicate), F.lit(False))
         if df.where(~matches).limit(1).count():
             raise LakeError(f"replace into {name!r}: some new rows do not match the predicate {predicate!r}")
+        if self.backend == "native":
+            writer = df.write.format("delta").mode("overwrite").option("replaceWhere", predicate)
+            return self._native_save(name, writer, lineage, ())
         dt = self._delta(name)
         parts = list(dt.metadata().partition_columns)
         if isinstance(where, Mapping) and where and set(where) <= set(parts):
@@ -380,8 +467,11 @@ class Lake:
             from delta.tables import DeltaTable
 
             self.spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+            # delta-spark's vacuum returns only the table path: the deleted files are what the listing lost (one
+            # listing each side is cheaper than a second, dry-run vacuum).
+            before = {u for u, _, _ in storage.walk_files(self.path(name))}
             DeltaTable.forPath(self.spark, self.path(name)).vacuum(float(retention_hours))
-            return []
+            return sorted(before - {u for u, _, _ in storage.walk_files(self.path(name))})
         dt = self._delta(name)
         deleted = list(dt.vacuum(retention_hours=retention_hours, enforce_retention_duration=False, dry_run=False,
                                  full=True))
@@ -396,8 +486,7 @@ class Lake:
         live = {unquote(p).split("/", 1)[0] for p in pa.table(dt.get_add_actions(flatten=True)).column("path")
                 .to_pylist()}
         table_path = self.path(name)
-        fs, base = (pafs.LocalFileSystem(), table_path) if _is_local(table_path) else pafs.FileSystem.from_uri(
-            table_path)
+        fs, base = storage.filesystem(table_path)
         cutoff_ns = (time.time() - retention_hours * 3600) * 1e9
         removed = []
         for info in fs.get_file_info(pafs.FileSelector(base)):
@@ -464,9 +553,9 @@ class Lake:
         props = CommitProperties(custom_metadata={"userMetadata": lineage.to_json()} if lineage else None)
         if dt is None or (new_schema and mode == "overwrite"):
             # A new table, or an overwrite that may change the schema: one commit replaces metadata and files.
-            create_table_with_add_actions(self.path(name), schema, adds, mode="overwrite",
+            create_table_with_add_actions(self._delta_uri(name), schema, adds, mode="overwrite",
                                           partition_by=list(partition_by) or None, name=name,
-                                          commit_properties=props)
+                                          commit_properties=props, storage_options=self._options)
         else:
             dt.create_write_transaction(adds, mode=mode, schema=schema, partition_by=list(partition_by) or None,
                                         partition_filters=partition_filters, commit_properties=props)
@@ -606,10 +695,7 @@ def _add_actions(table_path: str, folder: str, partition_by: list[str]) -> list:
     import pyarrow.parquet as pq
     from deltalake.transaction import AddAction
 
-    if _is_local(table_path):
-        fs, base = pafs.LocalFileSystem(), _local_path(table_path)
-    else:
-        fs, base = pafs.FileSystem.from_uri(table_path)
+    fs, base = storage.filesystem(table_path)
     infos = [i for i in fs.get_file_info(pafs.FileSelector(f"{base}/{folder}", recursive=True))
              if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")]
     now_ms = int(time.time() * 1000)
@@ -675,8 +761,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m spark_jobs.lake", description=main.__doc__)
     parser.add_argument("lake", help="lake root")
     parser.add_argument("table", nargs="?", help="show this table's commit history with lineage")
+    parser.add_argument("--switch-backend", choices=BACKENDS,
+                        help="record this Delta backend as the lake's writer from now on (an explicit switch)")
     args = parser.parse_args(argv)
-    lake = Lake(get_spark("codemill-lake"), args.lake)
+    spark = get_spark("codemill-lake")
+    if args.switch_backend:
+        lake = Lake(spark, args.lake, backend=args.switch_backend, switch=True)
+        print(f"[lake] {lake.root}: now written by the {lake.backend} Delta backend")
+        return
+    lake = Lake(spark, args.lake)
     if args.table:
         for h in lake.history(args.table):
             print(f"v{h['version']:<4} {h['operation']:<8} {json.dumps(h['lineage'], sort_keys=True)}")

@@ -243,8 +243,9 @@ def _documents_stats(ctx: Context):
 
 def _ingest_fingerprint(ctx: Context) -> str:
     from spark_jobs.ingest import input_fingerprint
+    from spark_jobs.storage import absolute
 
-    return f"{os.path.abspath(ctx.cfg.input)}:{input_fingerprint(ctx.spec, skip_dirs=ctx.cfg.ingest.skip_dirs)}"
+    return f"{absolute(ctx.cfg.input)}:{input_fingerprint(ctx.spec, skip_dirs=ctx.cfg.ingest.skip_dirs)}"
 
 
 def _file_hash(*paths: str) -> str:

@@ -1,13 +1,15 @@
 """Funnel report: an HTML page with PNG plots of what every stage did.
 
     python -m spark_jobs.report --lake lake --shards demo_out/shards --out demo_out/report
-    spark-submit spark_jobs/report.py --lake s3a://bucket/lake --out /tmp/report
+    spark-submit spark_jobs/report.py --lake s3a://bucket/lake --shards s3a://bucket/shards --out s3a://bucket/report
 
 Sections (each from the tables that stage wrote; a stage that has not run is listed as such):
 per stage and language files and bytes in and out, outcomes of every input record, rejection reasons,
 duplicate cluster sizes, contamination by benchmark, quality-score distributions with the selection cut-offs,
 token mixes of the three phases, training loss and learning-rate curves read from MLflow, and pass@1 per phase.
-Aggregations run in Spark; only the small aggregates reach the driver.
+Aggregations run in Spark; only the small aggregates reach the driver. `--out` and `--shards` may be object-store
+URIs: the page is drawn in a local folder and uploaded (`index.html` last), the manifests are read through
+`spark_jobs.storage`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -24,6 +28,7 @@ matplotlib.use("Agg")  # headless: no display on cluster drivers or CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from spark_jobs import storage  # noqa: E402
 from spark_jobs.config import parse_config  # noqa: E402
 
 
@@ -43,10 +48,13 @@ class ReportConfig:
 
 
 class Report:
-    """Collects sections (heading, HTML, plots) and writes `index.html` with the PNGs beside it."""
+    """Collects sections (heading, HTML, plots) and writes `index.html` with the PNGs beside it; `out` may be an
+    object-store URI (drawn in a local staging folder, uploaded by `write`)."""
 
-    def __init__(self, out: Path):
-        self.out = out
+    def __init__(self, out: Path | str):
+        self.target = str(out)
+        self.remote = not storage.is_local(self.target)
+        self.out = Path(tempfile.mkdtemp(prefix="codemill-report-")) if self.remote else Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.sections: list[str] = []
         self.plots: list[str] = []
@@ -67,7 +75,7 @@ class Report:
         self.sections.append(f"<h2>{html.escape(title)}</h2><p class='missing'>Not run yet: no {tables} "
                              f"table in this lake.</p>")
 
-    def write(self, title: str) -> Path:
+    def write(self, title: str) -> Path | str:
         page = (
             "<!doctype html><html><head><meta charset='utf-8'>"
             f"<title>{html.escape(title)}</title><style>"
@@ -78,7 +86,12 @@ class Report:
         )
         path = self.out / "index.html"
         path.write_text(page)
-        return path
+        if not self.remote:
+            return path
+        for name in [*self.plots, "index.html"]:  # the page last: it only links plots already there
+            storage.write_bytes(storage.join(self.target, name), (self.out / name).read_bytes())
+        shutil.rmtree(self.out, ignore_errors=True)
+        return storage.join(storage.absolute(self.target), "index.html")
 
 
 def _table_html(df: pd.DataFrame, max_rows: int = 60) -> str:
@@ -231,9 +244,9 @@ def phases_section(report: Report, shards: str | None) -> None:
     manifests = {}
     if shards:
         for phase in ("phase1", "phase2", "phase3"):
-            path = Path(shards) / phase / "manifest.json"
-            if path.exists():
-                manifests[phase] = json.loads(path.read_text())
+            path = storage.join(shards, phase, "manifest.json")
+            if storage.isfile(path):
+                manifests[phase] = json.loads(storage.read_text(path))
     if not manifests:
         return report.missing("Token mix of the three phases", "shard manifest")
     mix = pd.DataFrame({p: m.get("tokens_per_language", {}) for p, m in manifests.items()}).fillna(0).T
@@ -294,8 +307,8 @@ def training_section(report: Report, tracking_uri: str | None, experiment: str |
     report.section("Training curves (MLflow)", _table_html(pd.DataFrame(rows)), fig, "training")
 
 
-def build_report(lake, cfg: ReportConfig) -> Path:
-    report = Report(Path(cfg.out))
+def build_report(lake, cfg: ReportConfig) -> Path | str:
+    report = Report(cfg.out)
     tables = lake.tables()
     report.section("Tables", _table_html(pd.DataFrame(
         [{"table": t.name, "version": t.version, "rows": t.rows, "files": t.files, "MB": t.bytes / 1e6}
@@ -311,7 +324,7 @@ def build_report(lake, cfg: ReportConfig) -> Path:
     return report.write(f"codemill report — {cfg.lake}")
 
 
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str] | None = None) -> Path | str:
     from spark_jobs.lake import Lake
     from spark_jobs.session import get_spark
 

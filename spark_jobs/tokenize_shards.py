@@ -17,13 +17,15 @@ come from one Spark job; phase 3 runs one more before it, to count tokens for th
    appended), packs them in position order into items of seq_len + 1 tokens (consecutive items overlap by one
    token so every token is a training target once) and writes them with litdata's `BinaryWriter` as
    `chunk-<shard>-<i>.bin` straight into `<shards_root>/<phase>/<split>/` (local or shared filesystem) or into a
-   local folder uploaded with `pyarrow.fs` (object stores). Each task returns its shard's index; the driver
+   local folder uploaded with the pyarrow filesystem the driver built (object stores: `spark_jobs.storage`, with
+   the session's `fs.s3a.*` endpoint and credentials). Each task returns its shard's index; the driver
    merges them into one `index.json`, so a task retry or a speculative copy rewrites the same files. With fewer
    shards than cores (`encode`), documents are encoded before the shuffle instead, on every core; same bytes;
 5. write `manifest.json` and the phase's rows of the `shards` table (docs/CONTRACTS.md, docs/tokenization.md).
 
 The trainer reads the splits with `litdata.StreamingDataset` + `StreamingDataLoader` (mid-epoch resume through
-`state_dict`, sharding over nodes and workers); no custom loader.
+`state_dict`, sharding over nodes and workers); no custom loader. For shards on an object store,
+`litdata_source` gives litdata the `s3://` form and the endpoint.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from spark_jobs import storage
 from spark_jobs.mixtures import DOC_COLUMNS, HASH_BUCKETS, PhaseConfig
 
 if TYPE_CHECKING:
@@ -54,8 +57,8 @@ VAL_DOCS_WITHOUT_FALLBACK = 3
 
 @dataclasses.dataclass
 class TokenizerConfig:
-    # An existing tokenizer.json, sentencepiece .model or HF folder; None = reuse <shards_root>/tokenizer if it
-    # exists, else train a byte-level BPE on a sample of phase 1.
+    # An existing tokenizer.json, sentencepiece .model or HF folder (local or a URI); None = reuse
+    # <shards_root>/tokenizer if it exists, else train a byte-level BPE on a sample of phase 1.
     load: str | None = None
     vocab_size: int = 64000  # paper §3: 64k vocabulary
     min_frequency: int = 2
@@ -66,7 +69,8 @@ class TokenizerConfig:
         problems = []
         if self.load is None and self.vocab_size < 260:
             problems.append(f"vocab_size: {self.vocab_size} is below the 256 bytes + 4 special tokens")
-        if self.load is not None and not os.path.exists(self.load):
+        # A URI is checked when the job has its session (the store's settings may come from it): ensure_tokenizer.
+        if self.load is not None and storage.is_local(self.load) and not os.path.exists(self.load):
             problems.append(f"load: {self.load!r} does not exist")
         if self.sample_docs < 1 or self.sample_chars < 1:
             problems.append("sample_docs, sample_chars: must be >= 1")
@@ -224,6 +228,8 @@ def write_shards(df: DataFrame, *, out_dir: str, seq_len: int, pad_id: int, chun
         StructField("index_json", StringType()),
     ])
     limit = _chunk_bytes(chunk_bytes)
+    # Built here, on the driver (the session's s3a settings), and shipped to the writers with the function.
+    fs = None if storage.is_local(out_dir) else storage.filesystem(out_dir)[0]
     tokenized = "ids" in df.columns
     if not tokenized and (tokenizer_json is None or tokenizer_key is None or eos_id is None):
         raise ValueError("write_shards: rows carry `text`, so tokenizer_json, tokenizer_key and eos_id are needed")
@@ -236,7 +242,7 @@ def write_shards(df: DataFrame, *, out_dir: str, seq_len: int, pad_id: int, chun
             def encode(batch):
                 return _encode_flat(tok, batch.column("text"), eos_id)
         yield from _pack_partition(batches, out_dir=out_dir, seq_len=seq_len, pad_id=pad_id, chunk_bytes=limit,
-                                   encode=encode)
+                                   encode=encode, fs=fs)
 
     return df.mapInArrow(pack, stats_schema).select(*SHARD_STATS_COLUMNS)
 
@@ -299,15 +305,17 @@ def _encode_batch(tok, batch, eos_id: int):
 class _ShardWriter:
     """Packs one shard's token stream into overlapping items and writes them with litdata's BinaryWriter."""
 
-    def __init__(self, *, out_dir: str, split: str, shard: int, seq_len: int, pad_id: int, chunk_bytes: int):
+    def __init__(self, *, out_dir: str, split: str, shard: int, seq_len: int, pad_id: int, chunk_bytes: int,
+                 fs: Any = None):
         import numpy as np
         from litdata.streaming.writer import BinaryWriter
 
         self.split, self.shard, self.seq_len, self.pad_id = split, shard, seq_len, pad_id
-        self.remote_dir = f"{out_dir.rstrip('/')}/{split}"
-        self.local = _is_local(out_dir)
+        self.remote_dir = storage.join(out_dir, split)
+        self.local = storage.is_local(out_dir)
+        self.fs = fs  # the object store's filesystem, built by the driver (None: local)
         self.tmp = None if self.local else tempfile.mkdtemp(prefix=f"codemill-{split}-{shard}-")
-        self.cache_dir = _local_path(self.remote_dir) if self.local else self.tmp
+        self.cache_dir = self.remote_dir if self.local else self.tmp
         os.makedirs(self.cache_dir, exist_ok=True)
         # litdata names chunks chunk-<rank>-<i>.bin; the shard number as rank keeps every task's files distinct.
         self._old_rank = os.environ.get("DATA_OPTIMIZER_GLOBAL_RANK")
@@ -357,7 +365,7 @@ class _ShardWriter:
             index = json.load(fh)
         os.remove(index_path)
         if not self.local:
-            _upload(self.cache_dir, self.remote_dir, [c["filename"] for c in index["chunks"]])
+            _upload(self.cache_dir, self.remote_dir, [c["filename"] for c in index["chunks"]], fs=self.fs)
             shutil.rmtree(self.tmp, ignore_errors=True)
         return {"split": self.split, "shard": self.shard, "sequences": self.sequences, "tokens": self.tokens,
                 "padding_tokens": self.padding, "documents": self.documents,
@@ -367,9 +375,9 @@ class _ShardWriter:
 
 
 def _pack_partition(batches, *, out_dir: str, seq_len: int, pad_id: int, chunk_bytes: int,
-                    encode=None) -> Iterator:
+                    encode=None, fs: Any = None) -> Iterator:
     """Writes the shards of one Spark partition; `encode(batch) -> (offsets, values, n_tokens)` when rows carry
-    `text`."""
+    `text`; `fs`: the pyarrow filesystem of an object-store `out_dir`."""
     import numpy as np
     import pyarrow as pa
 
@@ -400,7 +408,7 @@ def _pack_partition(batches, *, out_dir: str, seq_len: int, pad_id: int, chunk_b
                     yield _stats_batch(writer.finish(), pa)
                 current = int(parts[s])
                 writer = _ShardWriter(out_dir=out_dir, split=splits[s], shard=int(shards[s]), seq_len=seq_len,
-                                      pad_id=pad_id, chunk_bytes=chunk_bytes)
+                                      pad_id=pad_id, chunk_bytes=chunk_bytes, fs=fs)
             writer.add(values[offsets[s]:offsets[e]], langs[s:e], sources[s:e], n_tokens[s:e])
     if writer is not None:
         yield _stats_batch(writer.finish(), pa)
@@ -415,64 +423,56 @@ def _stats_batch(stats: dict[str, Any], pa):
 
 
 # ---------------------------------------------------------------------- storage helpers (local or object store)
-def _is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
-def _local_path(uri: str) -> str:
-    return uri[len("file://"):] if uri.startswith("file://") else uri
-
-
-def _fs(uri: str):
-    import pyarrow.fs as pafs
-
-    return pafs.FileSystem.from_uri(uri)
-
-
-def _upload(local_dir: str, remote_dir: str, names: list[str]) -> None:
-    fs, base = _fs(remote_dir)
-    fs.create_dir(base, recursive=True)
+def _upload(local_dir: str, remote_dir: str, names: list[str], *, fs: Any = None) -> None:
+    """Copies `names` from `local_dir` to an object-store folder; `fs` is the driver's filesystem on a worker."""
+    if fs is None:
+        fs = storage.filesystem(remote_dir)[0]
+    base = storage.fs_path(remote_dir)
     for name in names:
         with open(os.path.join(local_dir, name), "rb") as src, fs.open_output_stream(f"{base}/{name}") as dst:
             shutil.copyfileobj(src, dst, length=8 << 20)
 
 
-def _download_if_exists(remote_dir: str, local_dir: str) -> bool:
-    """Copies a remote folder's files to `local_dir`; False when the remote folder has no tokenizer.json."""
-    import pyarrow.fs as pafs
+def _litdata_allow_http() -> None:
+    """Lets litdata's chunk downloads reach a plain-http endpoint (an S3-compatible server without TLS).
 
-    fs, base = _fs(remote_dir)
-    if fs.get_file_info(f"{base}/tokenizer.json").type != pafs.FileType.File:
-        return False
-    for info in fs.get_file_info(pafs.FileSelector(base)):
-        if info.type == pafs.FileType.File:
-            with fs.open_input_stream(info.path) as src, open(os.path.join(local_dir, info.base_name), "wb") as dst:
-                shutil.copyfileobj(src, dst, length=8 << 20)
-    return True
-
-
-def _remove_tree(uri: str) -> None:
-    if _is_local(uri):
-        shutil.rmtree(_local_path(uri), ignore_errors=True)
+    litdata (0.2.x) fetches chunks with obstore, built from its boto3 client's endpoint but with fixed client
+    options that lack `allow_http`, so object_store refuses `http://` URLs ("BadScheme"); boto3, which fetches
+    `index.json`, has no such rule. Adding the option to that module-level dict is the only hook litdata offers;
+    DataLoader workers forked afterwards inherit it."""
+    try:
+        from litdata.streaming import downloader
+    except ImportError:
         return
-    import pyarrow.fs as pafs
-
-    fs, base = _fs(uri)
-    if fs.get_file_info(base).type != pafs.FileType.NotFound:
-        fs.delete_dir(base)
+    options = getattr(downloader, "_OBSTORE_CLIENT_OPTIONS", None)
+    if isinstance(options, dict) and "allow_http" not in options:
+        downloader._OBSTORE_CLIENT_OPTIONS = {**options, "allow_http": "true"}
 
 
-def _write_text(uri: str, text: str) -> None:
-    if _is_local(uri):
-        path = _local_path(uri)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path + ".tmp", "w") as fh:
-            fh.write(text)
-        os.replace(path + ".tmp", path)
-        return
-    fs, path = _fs(uri)
-    with fs.open_output_stream(path) as fh:
-        fh.write(text.encode())
+def litdata_source(uri: str, settings: storage.S3Settings | None = None) -> tuple[str, dict[str, Any]]:
+    """(input_dir, storage_options) for litdata's `StreamingDataset` reading a split folder.
+
+    Local folders as they are. S3 (`s3a://`, `s3://`) as `s3://` (the only S3 scheme litdata knows) with boto3
+    client options: the endpoint of an S3-compatible server and the keys when `spark_jobs.storage` finds them (the
+    active session's `fs.s3a.*` settings, else the AWS_* environment); without keys boto3 uses its own chain
+    (profile, instance role). Other stores (gs://, azure) go to litdata unchanged."""
+    if storage.is_local(uri):
+        return storage.local_path(uri), {}
+    if storage.scheme(uri) not in storage.S3_SCHEMES:
+        return uri, {}
+    s = settings or storage.s3_settings()
+    options: dict[str, Any] = {}
+    if s.endpoint:
+        options["endpoint_url"] = s.endpoint_url
+        if s.endpoint_url.startswith("http://"):
+            _litdata_allow_http()
+    if s.region:
+        options["region_name"] = s.region
+    if s.access_key:
+        options.update(aws_access_key_id=s.access_key, aws_secret_access_key=s.secret_key)
+        if s.session_token:
+            options["aws_session_token"] = s.session_token
+    return "s3://" + storage.fs_path(uri), options
 
 
 def _chunk_bytes(value: str | int) -> int:
@@ -525,27 +525,23 @@ def ensure_tokenizer(cfg: TokenizeConfig, lake):
     """Loads `tokenizer.load`, or reuses `<shards_root>/tokenizer`, or trains one on a phase-1 sample; saves it
     to `<shards_root>/tokenizer` so every phase, the trainer and the synthetic job share it."""
     from spark_jobs import tokenizer as T
+    from spark_jobs.config import ConfigError
 
-    target = f"{cfg.shards_root.rstrip('/')}/tokenizer"
-    local_target = _local_path(target) if _is_local(target) else tempfile.mkdtemp(prefix="codemill-tok-")
-    if cfg.tokenizer.load is None:
-        if _is_local(target) and os.path.exists(os.path.join(local_target, "tokenizer.json")):
-            return T.load(local_target), os.path.abspath(local_target)
-        if not _is_local(target) and _download_if_exists(target, local_target):
-            return T.load(local_target), target
+    target = storage.absolute(storage.join(cfg.shards_root, "tokenizer"))
+    load = cfg.tokenizer.load
+    if load is None and storage.isfile(storage.join(target, "tokenizer.json")):
+        return T.load(target), target
+    if load is not None and not storage.is_local(load) and not storage.exists(load):
+        raise ConfigError([f"tokenizer.load: {load!r} does not exist"])
     texts = None
     if cfg.tokenizer.load is None:
         phase1 = next((p for p in cfg.phases if p.name == "phase1"), cfg.phases[0])
         docs = build_phase_documents(lake, phase1, lake.versions([s.table for s in phase1.sources]))
         texts = T.sample_texts(docs, column="text", max_docs=cfg.tokenizer.sample_docs,
                                max_chars=cfg.tokenizer.sample_chars, seed=cfg.seed)
-    tok = T.prepare(out_dir=local_target, load_from=cfg.tokenizer.load, texts=texts,
-                    vocab_size=cfg.tokenizer.vocab_size, min_frequency=cfg.tokenizer.min_frequency,
-                    model_max_length=cfg.seq_len)
-    if not _is_local(target):
-        _upload(local_target, target, sorted(os.listdir(local_target)))
-        return tok, target
-    return tok, os.path.abspath(local_target)
+    tok = T.prepare(out_dir=target, load_from=load, texts=texts, vocab_size=cfg.tokenizer.vocab_size,
+                    min_frequency=cfg.tokenizer.min_frequency, model_max_length=cfg.seq_len)
+    return tok, target
 
 
 def run_phase(spark, lake, cfg: TokenizeConfig, phase: PhaseConfig, *, tok, tokenizer_path: str,
@@ -563,7 +559,7 @@ def run_phase(spark, lake, cfg: TokenizeConfig, phase: PhaseConfig, *, tok, toke
     ids = T.special_ids(tok)
     key = hashlib.sha256(tok.to_str().encode()).hexdigest()[:16]
     encoder = {"tokenizer_json": tokenizer_json, "tokenizer_key": key, "eos_id": ids["eos"]}
-    out_dir = f"{cfg.shards_root.rstrip('/')}/{phase.name}"
+    out_dir = storage.join(cfg.shards_root, phase.name)
     build = functools.partial(_build_shards, spark, lake, cfg, phase, versions=versions, out_dir=out_dir,
                               pad_id=ids["pad"], encoder=encoder)
     # assign_split's small-input fallback costs an extra Spark job. It is only needed when hashing puts no document
@@ -581,9 +577,10 @@ def run_phase(spark, lake, cfg: TokenizeConfig, phase: PhaseConfig, *, tok, toke
     for split in SPLITS:
         indexes = [json.loads(r["index_json"]) for r in stats if r["split"] == split]
         if indexes:
-            _write_text(f"{out_dir}/{split}/index.json", json.dumps(merge_index(indexes), sort_keys=True))
+            storage.write_text(storage.join(out_dir, split, "index.json"),
+                               json.dumps(merge_index(indexes), sort_keys=True))
     # The manifest is written last: its presence marks a complete phase.
-    _write_text(f"{out_dir}/manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
+    storage.write_text(storage.join(out_dir, "manifest.json"), json.dumps(manifest, indent=2, sort_keys=True))
     table = _shards_rows(spark, phase.name, stats, versions=versions, out_dir=out_dir)
     lineage = Lineage(JOB, cfg_hash, versions, extra={"phase": phase.name})
     if lake.exists("shards"):
@@ -621,7 +618,7 @@ def _build_shards(spark, lake, cfg: TokenizeConfig, phase: PhaseConfig, *, versi
                    "documents_before_weighting": {f"{s}/{lg}": v[1] for (s, lg), v in sorted(before.items())}}
     elif not _encode_in_writers(cfg, spark):
         docs = docs.transform(tokenize_documents, **encoder)
-    _remove_tree(out_dir)
+    storage.delete_dir(out_dir)
     try:
         stats = (docs.transform(assign_shards, num_shards=cfg.num_shards, val_shards=cfg.val_shards, seed=cfg.seed)
                  .transform(write_shards, out_dir=out_dir, seq_len=cfg.seq_len, pad_id=pad_id,
@@ -649,7 +646,7 @@ def _shards_rows(spark, phase: str, stats: list[dict[str, Any]], *, versions: di
     rows = [{"phase": phase, "split": r["split"], "shard": r["shard"], "sequences": r["sequences"],
              "tokens": r["tokens"], "padding_tokens": r["padding_tokens"], "documents": r["documents"],
              "tokens_per_language": sorted(dict(r["tokens_per_language"]).items()),
-             "input_versions": sorted(versions.items()), "path": f"{out_dir}/{r['split']}"} for r in stats]
+             "input_versions": sorted(versions.items()), "path": storage.join(out_dir, r["split"])} for r in stats]
     # From Arrow rather than Python rows: creating and checking the DataFrame took ~0.1 s instead of ~0.3 s per
     # phase on the 2-core bench machine, a visible share of a small phase's fixed cost.
     return spark.createDataFrame(pa.Table.from_pylist(rows, schema=to_arrow_schema(shards_schema())))
@@ -702,20 +699,21 @@ def _manifest(cfg: TokenizeConfig, phase: PhaseConfig, stats: list[dict[str, Any
 
 
 # ---------------------------------------------------------------------- reading back (tests, inspection)
-def read_items(split_dir: str) -> list:
-    """Every item of a written split, in index order, through litdata's `StreamingDataset`."""
+def read_items(split_dir: str, *, cache_dir: str | None = None) -> list:
+    """Every item of a written split (local or on an object store; `cache_dir`: where litdata keeps downloaded
+    chunks), in index order, through litdata's `StreamingDataset`."""
     os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
     from litdata import StreamingDataset
 
-    ds = StreamingDataset(split_dir, shuffle=False)
+    input_dir, options = litdata_source(split_dir)
+    ds = StreamingDataset(input_dir, shuffle=False, cache_dir=cache_dir, storage_options=options or None)
     return [ds[i]["input_ids"] for i in range(len(ds))]
 
 
-def shard_streams(split_dir: str, *, pad_id: int) -> dict[int, list[int]]:
+def shard_streams(split_dir: str, *, pad_id: int, cache_dir: str | None = None) -> dict[int, list[int]]:
     """Each shard's token stream rebuilt from its items (undoing the one-token overlap and the final padding)."""
-    with open(os.path.join(_local_path(split_dir), "index.json")) as fh:
-        index = json.load(fh)
-    items = read_items(split_dir)
+    index = json.loads(storage.read_text(storage.join(split_dir, "index.json")))
+    items = read_items(split_dir, cache_dir=cache_dir)
     streams: dict[int, list[int]] = {}
     pos = 0
     for chunk in index["chunks"]:
@@ -731,13 +729,13 @@ def shard_streams(split_dir: str, *, pad_id: int) -> dict[int, list[int]]:
     return streams
 
 
-def decode_documents(split_dir: str, tok) -> list[str]:
+def decode_documents(split_dir: str, tok, *, cache_dir: str | None = None) -> list[str]:
     """The documents stored in a split (each ends at `<|endoftext|>`), decoded with `tok`."""
     from spark_jobs import tokenizer as T
 
     ids = T.special_ids(tok)
     docs: list[str] = []
-    for stream in shard_streams(split_dir, pad_id=ids["pad"]).values():
+    for stream in shard_streams(split_dir, pad_id=ids["pad"], cache_dir=cache_dir).values():
         start = 0
         for i, t in enumerate(stream):
             if t == ids["eos"]:

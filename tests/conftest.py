@@ -31,3 +31,26 @@ def lake(spark, tmp_path):
     from spark_jobs.lake import Lake
 
     return Lake(spark, str(tmp_path / "lake"))
+
+
+@pytest.fixture(scope="session")
+def s3(spark, tmp_path_factory):
+    """A real S3-compatible server on 127.0.0.1 (tests/fixtures/objectstore.py), with the test session's s3a
+    connector and codemill's storage layer pointed at it."""
+    from tests.fixtures.objectstore import S3Server
+
+    with S3Server(tmp_path_factory.mktemp("s3")) as server:
+        server.apply_to(spark)
+        yield server
+
+
+@pytest.fixture
+def bucket(s3, request):
+    """A fresh bucket for one test: s3a://<bucket>."""
+    import hashlib
+    import re
+
+    digest = hashlib.sha256(request.node.nodeid.encode()).hexdigest()[:8]
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + f"-{digest}"
+    s3.bucket(name)
+    return f"s3a://{name}"

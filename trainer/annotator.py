@@ -10,6 +10,10 @@ $MLFLOW_TRACKING_URI, else `sqlite:///mlflow.db`) gets the training loss, valida
 ROC-AUC on the alignment set per benchmark (`align_auc/<benchmark>`, paper Fig. 2). At the end of `fit` the
 annotator is exported in Hugging Face format to `model.export_dir` (see `spark_jobs/windows.py`), ready for
 `spark_jobs/annotate.py`.
+
+On object storage: `--data.lake s3a://bucket/lake` and `--model.export_dir s3a://bucket/annotator` (also `s3://`)
+work with the standard `AWS_*` environment (`AWS_ENDPOINT_URL` for S3-compatible servers); an encoder folder on
+the store (`--model.encoder s3a://...`) is downloaded once into the local cache.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import lightning as L
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import MLFlowLogger
 
+from spark_jobs import storage
 from spark_jobs.windows import POOLINGS, export_annotator, pool, resolve_model_path
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -47,10 +52,12 @@ def roc_auc(labels, scores) -> float:
 
 
 def read_table(lake: str, name: str):
-    """A Delta table of the lake as pandas (delta-rs: no Spark needed in the trainer)."""
+    """A Delta table of the lake as pandas (delta-rs: no Spark needed in the trainer); the lake may be local or on
+    an object store (options from the AWS_* environment, passed to the client only)."""
     from deltalake import DeltaTable
 
-    return DeltaTable(os.path.join(lake, name)).to_pandas()
+    table = storage.join(lake, name)
+    return DeltaTable(storage.delta_uri(table), storage_options=storage.storage_options(table) or None).to_pandas()
 
 
 class AnnotatorData(L.LightningDataModule):

@@ -3,19 +3,23 @@
 `ThroughputMonitor` logs, per optimizer step, the learning rate, tokens seen (kept in the checkpoint, so it survives a
 resume), tokens/s over all ranks and an MFU estimate. `HFExport` writes `<run_dir>/hf` when a phase ends and a small
 `<run_dir>/run_info.json` naming that folder and the MLflow run, which is the hook for checkpoint evaluation
-(`trainer/evaluation/`) and for the next phase's `model.init_from`.
+(`trainer/evaluation/`) and for the next phase's `model.init_from`. The run folder may be on an object store
+(`s3://bucket/runs/phase1`): the export is written locally, logged to MLflow from there and uploaded.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
+
+from spark_jobs import storage
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -121,27 +125,28 @@ def git_commit() -> str:
         return "unknown"
 
 
-def run_dir(trainer: pl.Trainer) -> Path:
-    return Path(trainer.default_root_dir)
+def run_dir(trainer: pl.Trainer) -> str:
+    """The run folder (`trainer.default_root_dir`): a local path or an object-store URI."""
+    return str(trainer.default_root_dir)
 
 
 class HFExport(pl.Callback):
     """At the end of `fit`, writes the weights in Hugging Face format and records where.
 
     Args:
-        dirpath: export folder; default `<trainer.default_root_dir>/hf`.
+        dirpath: export folder (local or an object-store URI); default `<trainer.default_root_dir>/hf`.
         log_artifacts: also log the export and `run_info.json` as MLflow artifacts (`hf/`, `run_info.json`).
     """
 
     def __init__(self, dirpath: str | None = None, log_artifacts: bool = True):
         self.dirpath = dirpath
         self.log_artifacts = log_artifacts
-        self.export_path: Path | None = None
+        self.export_path: Path | str | None = None  # a Path when local, else the URI
 
     def on_fit_end(self, trainer, pl_module) -> None:
         from contextlib import nullcontext
 
-        out = Path(self.dirpath) if self.dirpath else run_dir(trainer) / "hf"
+        out = str(self.dirpath) if self.dirpath else storage.join(run_dir(trainer), "hf")
         gather = nullcontext()
         if getattr(trainer.strategy, "zero_stage_3", False):
             import deepspeed
@@ -150,17 +155,25 @@ class HFExport(pl.Callback):
         with gather:
             self._export(trainer, pl_module, out)
         trainer.strategy.barrier()
-        self.export_path = out
+        self.export_path = Path(out) if storage.is_local(out) else storage.absolute(out)
 
     @rank_zero_only
-    def _export(self, trainer, pl_module, out: Path) -> None:
-        from trainer.export import export_hf
+    def _export(self, trainer, pl_module, out: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="codemill-hf-") as tmp:  # staging for an object-store run folder
+            self._export_via(trainer, pl_module, out, tmp)
+
+    def _export_via(self, trainer, pl_module, out: str, tmp: str) -> None:
+        from trainer.export import export_hf, publish_folder
 
         datamodule = trainer.datamodule
-        export_hf(pl_module.model, out, tokenizer_dir=getattr(datamodule, "tokenizer_dir", None))
+        remote = not storage.is_local(out)
+        local = os.path.join(tmp, "hf") if remote else out
+        export_hf(pl_module.model, local, tokenizer_dir=getattr(datamodule, "tokenizer_dir", None))
+        if remote:
+            publish_folder(local, out)
         logger = mlflow_logger(trainer)
         info = {
-            "hf_export": str(out.resolve()),
+            "hf_export": storage.absolute(out) if remote else str(Path(out).resolve()),
             "phase": getattr(datamodule, "phase", None),
             "global_step": trainer.global_step,
             "tokens_seen": next((cb.tokens_seen for cb in trainer.callbacks if isinstance(cb, ThroughputMonitor)),
@@ -168,9 +181,13 @@ class HFExport(pl.Callback):
             "mlflow_run_id": logger.run_id if logger else None,
             "mlflow_tracking_uri": logger._tracking_uri if logger else None,
         }
-        info_path = run_dir(trainer) / "run_info.json"
+        text = json.dumps(info, indent=2) + "\n"
+        root = run_dir(trainer)
+        info_path = Path(root if storage.is_local(root) else tmp) / "run_info.json"
         info_path.parent.mkdir(parents=True, exist_ok=True)
-        info_path.write_text(json.dumps(info, indent=2) + "\n")
-        if logger and self.log_artifacts:
-            logger.experiment.log_artifacts(logger.run_id, str(out), artifact_path="hf")
+        info_path.write_text(text)
+        if not storage.is_local(root):
+            storage.write_text(storage.join(root, "run_info.json"), text)
+        if logger and self.log_artifacts:  # MLflow logs local files: the staged copy of a remote export
+            logger.experiment.log_artifacts(logger.run_id, local, artifact_path="hf")
             logger.experiment.log_artifact(logger.run_id, str(info_path))

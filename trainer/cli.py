@@ -8,17 +8,25 @@
 `repeat` becomes `trainer.max_epochs` unless that is set. `model.init_from` (start a phase from earlier weights with a
 fresh optimizer and schedule) and `ckpt_path` (resume an interrupted run, data position included) are exclusive.
 The resolved config, phase, shard manifest, table versions and git commit go to MLflow (`MLflowConfigSaver`).
+
+Shards, run folder, checkpoints and `init_from` may be on an object store (`s3://bucket/runs/phase1`; `s3a://` is
+the same store to s3fs): Lightning writes and resumes checkpoints through fsspec (s3fs), the rest goes through
+`spark_jobs.storage`; all of them read the standard AWS_* environment (`AWS_ENDPOINT_URL` for an S3-compatible
+server, which botocore honours).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Optional
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
+from spark_jobs import storage
 from spark_jobs.config import ConfigError
 from trainer.callbacks import git_commit, mlflow_logger
 from trainer.data import ShardDataModule
@@ -48,27 +56,38 @@ class MLflowConfigSaver(SaveConfigCallback):
         import yaml
 
         text = self.parser.dump(self.config, skip_none=False)
-        path = Path(trainer.default_root_dir) / self.config_filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        root = str(trainer.default_root_dir)
+        if storage.is_local(root):
+            path = Path(root) / self.config_filename
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        else:
+            storage.write_text(storage.join(root, self.config_filename), text)
         logger = mlflow_logger(trainer)
         if logger is None:
             return
         logger.log_hyperparams(flatten(yaml.safe_load(text)))
         datamodule = trainer.datamodule
         client, run_id = logger.experiment, logger.run_id
-        manifest_path = datamodule.phase_dir / "manifest.json"
+        manifest_path = storage.join(datamodule.phase_dir, "manifest.json")
         tags = {
             "phase": datamodule.phase,
-            "shard_manifest": str(manifest_path.resolve()),
+            "shard_manifest": str(Path(manifest_path).resolve()) if storage.is_local(manifest_path) else manifest_path,
             "table_versions": json.dumps(datamodule.manifest.get("table_versions", {}), sort_keys=True)[:5000],
             "git_commit": git_commit(),
             "init_from": str(pl_module.hparams.init_from),
         }
         for key, value in tags.items():
             client.set_tag(run_id, key, value)
-        client.log_artifact(run_id, str(path))
-        client.log_artifact(run_id, str(manifest_path))
+        if storage.is_local(root) and storage.is_local(manifest_path):
+            client.log_artifact(run_id, str(path))
+            client.log_artifact(run_id, manifest_path)
+            return
+        with tempfile.TemporaryDirectory(prefix="codemill-config-") as tmp:  # MLflow logs local files
+            for name, content in ((self.config_filename, text), ("manifest.json", storage.read_text(manifest_path))):
+                with open(os.path.join(tmp, name), "w") as fh:
+                    fh.write(content)
+                client.log_artifact(run_id, os.path.join(tmp, name))
 
 
 class TrainCLI(LightningCLI):
@@ -100,7 +119,7 @@ class TrainCLI(LightningCLI):
         trainer = super()._instantiate_trainer(config, callbacks)
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.dirpath is None:
-                callback.dirpath = str(Path(trainer.default_root_dir) / "checkpoints")
+                callback.dirpath = storage.join(str(trainer.default_root_dir), "checkpoints")
         return trainer
 
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Phase-1 curation on a Spark cluster, native Delta tables on an object store.
 #   LAKE=s3a://my-bucket/codemill/lake INPUT='s3a://my-bucket/the-stack/data/*/*.parquet' conf/cluster/curate.sh
-# S3: s3a:// paths need hadoop-aws on the classpath (EMR/Dataproc ship it; else add
-#     org.apache.hadoop:hadoop-aws:<hadoop version> to --packages). ABFS: abfss://container@account.dfs.core.windows.net/...
-#     GCS: gs://bucket/... (Dataproc ships the connector). delta-rs (used for table listings) reads the same
-#     credentials from AWS_* / AZURE_* / GOOGLE_* environment variables.
+# S3: delta.conf's --packages brings hadoop-aws (pinned in conf/jars/pom.xml) for s3a://. ABFS:
+#     abfss://container@account.dfs.core.windows.net/...  GCS: gs://bucket/... (Dataproc ships the connector).
+#     Driver-side metadata calls (delta-rs, listings) take the session's fs.s3a.* settings or the AWS_* / AZURE_* /
+#     GOOGLE_* environment; credentials are never printed or recorded.
 set -euo pipefail
 : "${LAKE:?set LAKE to the lake root, e.g. s3a://bucket/codemill/lake}"
 : "${INPUT:?set INPUT to the raw data (file, glob or directory)}"

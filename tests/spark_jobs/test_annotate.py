@@ -33,9 +33,8 @@ def machine_code_files(n: int, *, min_chars: int = 0) -> list[dict]:
     return rows
 
 
-@pytest.fixture(scope="session")
-def tiny_annotator(tmp_path_factory):
-    """A randomly initialised 2-layer BERT with MiniLM's tokenizer, exported like a trained annotator."""
+def tiny_parts():
+    """A randomly initialised (seeded) 2-layer BERT, its head and MiniLM's tokenizer."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -45,9 +44,15 @@ def tiny_annotator(tmp_path_factory):
     encoder = BertModel(cfg).eval()
     head = torch.nn.Linear(32, 1)
     tok = AutoTokenizer.from_pretrained(resolve_model_path(MINILM))
+    return {"encoder": encoder, "tokenizer": tok, "head": head, "pooling": "mean", "max_length": 512,
+            "annotator_id": "tiny-test"}
+
+
+@pytest.fixture(scope="session")
+def tiny_annotator(tmp_path_factory):
+    """The tiny model exported like a trained annotator."""
     out = tmp_path_factory.mktemp("annotator")
-    export_annotator(out, encoder=encoder, tokenizer=tok, head=head, pooling="mean", max_length=512,
-                     annotator_id="tiny-test")
+    export_annotator(out, **tiny_parts())
     return str(out)
 
 
@@ -137,3 +142,61 @@ def test_precisions_track_full_precision(tiny_annotator):
     for precision in ("bf16", "int8"):
         other = Annotator(tiny_annotator, window=128, precision=precision).score_texts(texts).score
         assert max(abs(a - b) for a, b in zip(base, other)) < 0.05, precision
+
+
+# ---------------------------------------------------------------------- on object storage
+def test_annotator_exported_to_s3_scores_on_spark_workers_like_the_local_copy(spark, s3, bucket, tiny_annotator):
+    """Export to s3a://, the config check, and Spark scoring. The store's settings live only in the session's
+    Hadoop configuration (no AWS_* variables here), which Python workers cannot see: they reach the store with the
+    filesystem the driver built."""
+    import shutil
+
+    from spark_jobs.annotate import ScoreConfig
+    from spark_jobs.storage import local_copy
+
+    uri = f"{bucket}/models/annotator"
+    assert export_annotator(uri, **tiny_parts()) == uri
+    names = {k.split("/", 2)[2] for k in s3.objects(bucket[len("s3a://"):])}
+    assert {"annotator.json", "head.safetensors", "config.json", "model.safetensors", "tokenizer.json"} <= names
+    assert ScoreConfig(annotator=uri).annotator_problems() == []
+
+    rows = machine_code_files(2) + [{"doc_id": "tiny", "repo": "r", "path": "t.py", "lang": "python",
+                                     "content": "pass"}]
+    df = spark.createDataFrame(rows).coalesce(1)
+    got = {r["doc_id"]: r for r in df.transform(score_files, annotator=uri, window=128).collect()}
+    want = Annotator(tiny_annotator, window=128).score_texts([r["content"] for r in rows]).score
+    assert [got[r["doc_id"]]["score"] for r in rows] == pytest.approx(want, abs=1e-5)
+    assert {r["annotator_id"] for r in got.values()} == {"tiny-test"}
+    # The workers' copy is the machine's cache entry: the driver finds it without downloading again.
+    cached = local_copy(uri)
+    assert os.path.isfile(os.path.join(cached, "annotator.json"))
+    shutil.rmtree(cached)  # the workers' cache is the machine's (~/.cache/codemill): leave nothing behind
+    if os.path.exists(f"{cached}.lock"):
+        os.remove(f"{cached}.lock")
+
+
+def test_missing_annotator_on_s3_is_a_config_problem_naming_the_path(s3, bucket):
+    from spark_jobs.annotate import ScoreConfig
+
+    (problem,) = ScoreConfig(annotator=f"{bucket}/nothing-here").annotator_problems()
+    assert problem.startswith(f"score.annotator: no annotator.json under '{bucket}/nothing-here'")
+
+
+def test_local_copy_downloads_once_and_again_when_the_objects_change(s3, bucket, tmp_path):
+    from spark_jobs import storage
+    from spark_jobs.storage import local_copy
+
+    uri = f"{bucket}/folder"
+    storage.write_text(f"{uri}/a.json", "{}")
+    storage.write_text(f"{uri}/sub/b.txt", "one")
+    fs = storage.filesystem(uri)[0]
+    first = local_copy(uri, fs=fs, cache_root=str(tmp_path))
+    assert open(os.path.join(first, "sub", "b.txt")).read() == "one"
+    os.remove(os.path.join(first, "a.json"))  # a second call must reuse the copy, not download it again
+    assert local_copy(uri, fs=fs, cache_root=str(tmp_path)) == first
+    assert not os.path.exists(os.path.join(first, "a.json"))
+    storage.write_text(f"{uri}/sub/b.txt", "two, longer")
+    second = local_copy(uri, fs=fs, cache_root=str(tmp_path))
+    assert second != first and open(os.path.join(second, "sub", "b.txt")).read() == "two, longer"
+    with pytest.raises(FileNotFoundError, match=f"{bucket}/empty"):
+        local_copy(f"{bucket}/empty", fs=fs, cache_root=str(tmp_path))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+
+import pytest
 
 from spark_jobs.annotate_dataset import (
     alignment_set,
@@ -127,3 +131,32 @@ def test_job_end_to_end(spark, lake, tmp_path):
     align = lake.read("alignment_set").collect()
     assert sum(r["label"] for r in align) == 20
     assert not {r["text"] for r in align if r["label"] == 0} & {r["text"] for r in train}
+
+
+# ---------------------------------------------------------------------- on object storage
+def test_positive_sources_on_s3_read_like_local_ones(spark, s3, bucket, tmp_path):
+    """Globs over s3a:// (instruct JSON.gz, the few-shot text, Parquet code files) give the rows the same files
+    give on local disk; a glob matching nothing names its key."""
+    from spark_jobs import storage
+    from spark_jobs.annotate_dataset import PositiveSource, read_positives
+
+    for path in glob.glob("data/instruct/evol_instruct_code/*.json.gz"):
+        with open(path, "rb") as fh:
+            storage.write_bytes(f"{bucket}/instruct/{os.path.basename(path)}", fh.read())
+    with open(OSS, "rb") as fh:
+        storage.write_bytes(f"{bucket}/oss/fewshot.txt", fh.read())
+    code = tmp_path / "code.parquet"
+    spark.createDataFrame(machine_code_files(5)).toPandas().to_parquet(code)
+    storage.write_bytes(f"{bucket}/code/part-0.parquet", code.read_bytes())
+
+    def rows(sources):
+        return sorted((r["text"], r["source"]) for r in read_positives(spark, sources).collect())
+
+    remote = rows([PositiveSource(f"{bucket}/instruct/*.json.gz", "instruct", "evol"),
+                   PositiveSource(f"{bucket}/oss/fewshot.txt", "ossinstruct", "oss"),
+                   PositiveSource(f"{bucket}/code/*.parquet", "code", "hq")])
+    local = rows([PositiveSource("data/instruct/evol_instruct_code/*.json.gz", "instruct", "evol"),
+                  PositiveSource(OSS, "ossinstruct", "oss"), PositiveSource(str(code), "code", "hq")])
+    assert remote == local and {s for _, s in remote} == {"instruct:evol", "instruct:oss", "code:hq"}
+    with pytest.raises(FileNotFoundError, match=f"positives.1.path: no file matches '{bucket}/none/"):
+        read_positives(spark, [PositiveSource(OSS, "ossinstruct"), PositiveSource(f"{bucket}/none/*.json")])

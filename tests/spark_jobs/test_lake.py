@@ -1,5 +1,6 @@
-"""Tests for spark_jobs/lake.py on real Spark and real Delta tables (embedded backend unless the session has the
-Delta jars), plus the native backend's calls checked against recording fakes of delta-spark."""
+"""Tests for spark_jobs/lake.py on real Spark and real Delta tables, every behaviour on both backends (native:
+delta-spark from the jar cache; embedded: delta-rs commits), on local disk and on a real S3-compatible server;
+plus the one-writer-per-lake record and interop between the two backends."""
 
 from __future__ import annotations
 
@@ -13,10 +14,26 @@ from pathlib import Path
 
 import pytest
 
-from spark_jobs.lake import DATA_DIR_PREFIX, Lake, LakeError, Lineage, SchemaMismatch, TableNotFound
+from spark_jobs import storage
+from spark_jobs.lake import LAKE_RECORD, Lake, LakeError, Lineage, SchemaMismatch, TableNotFound
+from spark_jobs.session import has_delta
 
 SCHEMA = "id long, lang string, text string"
 REPO = Path(__file__).resolve().parents[2]
+BACKENDS = ("native", "embedded")
+
+
+def _needs_jars(spark):
+    if not has_delta(spark):
+        pytest.fail("the native Delta backend needs the jar cache (.cache/jars): run scripts/setup.sh")
+
+
+@pytest.fixture(params=BACKENDS)
+def lake(request, spark, tmp_path):
+    """An empty local lake written by each backend in turn."""
+    if request.param == "native":
+        _needs_jars(spark)
+    return Lake(spark, str(tmp_path / "lake"), backend=request.param)
 
 
 def rows(spark, ids, lang=None, text="v1"):
@@ -33,8 +50,12 @@ def live_files(lake, name):
     return set(pa.table(lake._delta(name).get_add_actions(flatten=True)).column("path").to_pylist())
 
 
-def part_folders(lake, name):
-    return {p.name for p in Path(lake.path(name)).iterdir() if p.name.startswith(DATA_DIR_PREFIX)}
+def data_files(lake, name):
+    """Every Parquet file in the table's folder (live, of older versions, or left by failed writes)."""
+    table = lake.path(name)
+    base = storage.fs_path(table)
+    return {u[len(base) + 1:] if storage.is_local(u) else storage.fs_path(u)[len(base) + 1:]
+            for u, _, _ in storage.walk_files(table) if u.endswith(".parquet") and "/_delta_log/" not in u}
 
 
 # ---------------------------------------------------------------------- reads, writes, lineage
@@ -123,9 +144,10 @@ def test_overwrite_that_raises_midway_leaves_previous_version(spark, lake):
         lake.overwrite("t", bad)
     assert lake.version("t") == 0
     assert table_rows(lake, "t") == before
-    assert len(part_folders(lake, "t")) == 2  # the committed folder and the failed write's leftovers
-    lake.vacuum("t")
-    assert len(part_folders(lake, "t")) == 1
+    lake.vacuum("t")  # whatever the failed write left (files, or an empty commit folder) goes
+    assert data_files(lake, "t") == live_files(lake, "t")
+    entries = [n for n in storage.listdir(lake.path("t")) if not n.startswith(".")]  # Hadoop's .crc checksums
+    assert entries == sorted({"_delta_log"} | {f.split("/", 1)[0] for f in live_files(lake, "t")})
     assert table_rows(lake, "t") == before
 
 
@@ -154,17 +176,16 @@ def test_sigkill_while_writing_leaves_no_partial_rows(spark, lake, tmp_path):
     before = table_rows(lake, "t")
     script = tmp_path / "writer.py"
     script.write_text(textwrap.dedent(KILLED_WRITER))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CODEMILL_SPARK_DRIVER_MEMORY": "1g"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CODEMILL_SPARK_DRIVER_MEMORY": "1g",
+           "CODEMILL_LAKE_BACKEND": lake.backend}
     env.pop("PYSPARK_GATEWAY_PORT", None)
     # Own process group: SIGKILL reaches the driver, its JVM and the Python workers at once, as an OOM kill would.
     proc = subprocess.Popen([sys.executable, str(script), lake.root], env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    table = Path(lake.path("t"))
-    deadline = time.time() + 120
+    deadline = time.time() + 180
     try:
         while time.time() < deadline and proc.poll() is None:
-            new = [p for p in table.glob(f"{DATA_DIR_PREFIX}*") if p.name not in live_folders(lake, "t")]
-            if new and any(new[0].rglob("*.parquet")):
+            if data_files(lake, "t") - live_files(lake, "t"):
                 break  # some tasks have written their Parquet files; the commit has not happened
             time.sleep(0.2)
         assert proc.poll() is None, "the writer finished before it could be killed"
@@ -174,19 +195,15 @@ def test_sigkill_while_writing_leaves_no_partial_rows(spark, lake, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    assert len(part_folders(lake, "t")) == 2
+    assert data_files(lake, "t") > live_files(lake, "t")
     assert lake.version("t") == 0
     assert table_rows(lake, "t") == before
     from deltalake import DeltaTable
 
     assert DeltaTable(lake.path("t")).to_pyarrow_table().num_rows == 10
     lake.vacuum("t")
-    assert part_folders(lake, "t") == live_folders(lake, "t")
+    assert data_files(lake, "t") == live_files(lake, "t")
     assert table_rows(lake, "t") == before
-
-
-def live_folders(lake, name):
-    return {p.split("/", 1)[0] for p in live_files(lake, name)}
 
 
 # ---------------------------------------------------------------------- replace and merge
@@ -236,10 +253,11 @@ def test_merge_composite_and_null_keys_and_creates(spark, lake):
 def test_vacuum_drops_old_versions_files(spark, lake):
     lake.overwrite("t", rows(spark, range(3)))
     lake.overwrite("t", rows(spark, range(3, 5)))
-    assert len(part_folders(lake, "t")) == 2
+    old = data_files(lake, "t") - live_files(lake, "t")
+    assert old
     deleted = lake.vacuum("t")
-    assert any(d.endswith(".parquet") for d in deleted)
-    assert part_folders(lake, "t") == live_folders(lake, "t")
+    assert {d.rsplit("/", 1)[-1] for d in deleted if d.endswith(".parquet")} == {o.rsplit("/", 1)[-1] for o in old}
+    assert data_files(lake, "t") == live_files(lake, "t")
     assert [r[0] for r in table_rows(lake, "t")] == [3, 4]
 
 
@@ -271,142 +289,112 @@ def test_independent_readers_see_the_same_rows(spark, lake):
     assert got == [(i, f"t{i}") for i in range(6)]
 
 
-# ---------------------------------------------------------------------- native backend, recorded
-class RecordingWriter:
-    """Stands in for DataFrameWriter on a delta-spark session: records the calls, then commits with deltalake
-    what delta-spark would, so the Lake's follow-up reads of version and history work."""
-
-    calls: list = []
-
-    def __init__(self, df):
-        self.df, self.fmt, self.mode_, self.options, self.parts = df, None, None, {}, []
-
-    def format(self, fmt):
-        self.fmt = fmt
-        return self
-
-    def mode(self, mode):
-        self.mode_ = mode
-        return self
-
-    def option(self, key, value):
-        self.options[key] = value
-        return self
-
-    def partitionBy(self, *cols):  # noqa: N802 (Spark's name)
-        self.parts = list(cols)
-        return self
-
-    def save(self, path):
-        from deltalake import CommitProperties, write_deltalake
-
-        RecordingWriter.calls.append(("save", self.fmt, self.mode_, dict(self.options), self.parts, path))
-        meta = {"userMetadata": self.options["userMetadata"]} if "userMetadata" in self.options else None
-        predicate = self.options.get("replaceWhere", "").replace("`", '"') or None
-        write_deltalake(path, self.df.toArrow(), mode=self.mode_, partition_by=self.parts or None,
-                        predicate=predicate, schema_mode="overwrite" if "overwriteSchema" in self.options else None,
-                        commit_properties=CommitProperties(custom_metadata=meta))
+# ---------------------------------------------------------------------- one writer backend per lake
+def test_a_new_lake_records_its_backend_and_refuses_the_other(spark, tmp_path, capsys):
+    _needs_jars(spark)
+    root = str(tmp_path / "lake")
+    lake = Lake(spark, root)  # auto, with the jars: native, and the choice is printed
+    assert lake.backend == "native"
+    assert "written by the native Delta backend" in capsys.readouterr().out
+    assert '"backend": "native"' in (tmp_path / "lake" / LAKE_RECORD).read_text()
+    lake.overwrite("t", rows(spark, range(3)))
+    with pytest.raises(LakeError, match=rf"lake {root} is written by the native Delta backend.*--switch-backend"):
+        Lake(spark, root, backend="embedded")
+    assert Lake(spark, root).backend == "native"  # auto follows the record
+    switched = Lake(spark, root, backend="embedded", switch=True)
+    assert switched.backend == "embedded" and Lake(spark, root).backend == "embedded"
+    with pytest.raises(LakeError, match="written by the embedded Delta backend"):
+        Lake(spark, root, backend="native")
 
 
-class RecordingDeltaTable:
-    calls: list = []
-
-    def __init__(self, spark, path):
-        self.spark, self.path = spark, path
-
-    @classmethod
-    def forPath(cls, spark, path):  # noqa: N802 (delta-spark's name)
-        cls.calls.append(("forPath", path))
-        return cls(spark, path)
-
-    def alias(self, name):
-        self.calls.append(("alias", name))
-        return self
-
-    def merge(self, source, condition):
-        self.calls.append(("merge", condition))
-        self.source = source
-        return self
-
-    def whenMatchedUpdateAll(self):  # noqa: N802
-        self.calls.append(("whenMatchedUpdateAll",))
-        return self
-
-    def whenNotMatchedInsertAll(self):  # noqa: N802
-        self.calls.append(("whenNotMatchedInsertAll",))
-        return self
-
-    def execute(self):
-        self.calls.append(("execute", self.spark.conf.get("spark.databricks.delta.commitInfo.userMetadata", None)))
-
-    def vacuum(self, hours):
-        self.calls.append(("vacuum", hours))
+def test_a_lake_from_before_the_record_is_recognised_by_its_commits(spark, tmp_path):
+    _needs_jars(spark)
+    for backend in BACKENDS:
+        root = tmp_path / backend
+        Lake(spark, str(root), backend=backend).overwrite("t", rows(spark, range(2)))
+        (root / LAKE_RECORD).unlink()
+        assert Lake(spark, str(root)).backend == backend
+        other = next(b for b in BACKENDS if b != backend)
+        with pytest.raises(LakeError, match=f"written by the {backend} Delta backend"):
+            Lake(spark, str(root), backend=other)
 
 
-@pytest.fixture
-def native(spark, tmp_path, monkeypatch):
-    import delta.tables
-
+def test_native_needs_the_delta_extension(spark, tmp_path, monkeypatch):
     import spark_jobs.session
 
-    RecordingWriter.calls, RecordingDeltaTable.calls = [], []
-    monkeypatch.setattr(spark_jobs.session, "has_delta", lambda s: True)
-    # Spark 4 serves its classic DataFrame class; patch the one this session hands out.
-    monkeypatch.setattr(type(spark.range(1)), "write", property(RecordingWriter))
-    monkeypatch.setattr(delta.tables, "DeltaTable", RecordingDeltaTable)
-    lake = Lake(spark, str(tmp_path / "native"), backend="native")
-    assert lake.backend == "native"
-    return lake
-
-
-def test_native_writes_use_delta_format_and_options(spark, native):
-    lin = Lineage("filter", "h1", {"files": 3})
-    assert native.overwrite("t", rows(spark, range(3)), lineage=lin, partition_by=["lang"]) == 0
-    native.append("t", rows(spark, [3]))
-    native.replace("t", rows(spark, [4], lang="go"), where={"lang": "go"})
-    native.overwrite("t", rows(spark, [5]).selectExpr("*", "1 AS extra"), allow_schema_change=True)
-    path = native.path("t")
-    assert RecordingWriter.calls == [
-        ("save", "delta", "overwrite", {"userMetadata": lin.to_json()}, ["lang"], path),
-        ("save", "delta", "append", {}, [], path),
-        ("save", "delta", "overwrite", {"replaceWhere": "`lang` = 'go'"}, [], path),
-        ("save", "delta", "overwrite", {"overwriteSchema": "true"}, [], path),
-    ]
-    assert native.history("t")[-1]["lineage"]["inputs"] == {"files": 3}
-
-
-def test_native_merge_vacuum_and_read(spark, native, monkeypatch):
-    native.overwrite("t", rows(spark, range(3)))
-    lin = Lineage("annotate", "h2")
-    native.merge("t", rows(spark, [1]), keys=["id", "lang"], lineage=lin)
-    native.vacuum("t")
-    assert RecordingDeltaTable.calls == [
-        ("forPath", native.path("t")), ("alias", "t"), ("merge", "t.`id` <=> s.`id` AND t.`lang` <=> s.`lang`"),
-        ("whenMatchedUpdateAll",), ("whenNotMatchedInsertAll",), ("execute", lin.to_json()),
-        ("forPath", native.path("t")), ("vacuum", 0.0),
-    ]
-    assert spark.conf.get("spark.databricks.delta.commitInfo.userMetadata", None) is None  # unset afterwards
-
-    loads = []
-
-    class Reader:
-        def format(self, fmt):
-            loads.append(("format", fmt))
-            return self
-
-        def option(self, key, value):
-            loads.append(("option", key, value))
-            return self
-
-        def load(self, path):
-            loads.append(("load", path))
-            return "frame"
-
-    monkeypatch.setattr(type(spark), "read", property(lambda s: Reader()))
-    assert native.read("t", version=0) == "frame"
-    assert loads == [("format", "delta"), ("option", "versionAsOf", 0), ("load", native.path("t"))]
-
-
-def test_native_backend_requires_the_extension(spark, tmp_path):
-    with pytest.raises(LakeError, match="io.delta:delta-spark"):
+    monkeypatch.setattr(spark_jobs.session, "has_delta", lambda s: False)
+    with pytest.raises(LakeError, match="no Delta extension.*scripts/setup.sh"):
         Lake(spark, str(tmp_path / "x"), backend="native")
+    root = str(tmp_path / "y")
+    assert Lake(spark, root).backend == "embedded"  # auto without jars: embedded, recorded
+
+
+def test_switching_from_the_command_line(spark, tmp_path, capsys):
+    _needs_jars(spark)
+    from spark_jobs import lake as lake_module
+
+    root = str(tmp_path / "lake")
+    Lake(spark, root, backend="embedded").overwrite("t", rows(spark, range(2)))
+    lake_module.main([root, "--switch-backend", "native"])
+    assert "now written by the native Delta backend" in capsys.readouterr().out
+    assert Lake(spark, root).backend == "native"
+
+
+# ---------------------------------------------------------------------- interop between the backends
+@pytest.mark.parametrize("first", BACKENDS)
+def test_each_backend_reads_appends_and_merges_the_others_tables(spark, tmp_path, first):
+    """A table written by one backend is read, appended to, replaced into and merged by the other at the same
+    protocol version, and time travel reads the same rows of every version through both."""
+    _needs_jars(spark)
+    from deltalake import DeltaTable
+
+    second = next(b for b in BACKENDS if b != first)
+    root = str(tmp_path / "lake")
+    a = Lake(spark, root, backend=first)
+    a.overwrite("t", rows(spark, range(6)), partition_by=["lang"])
+    a.append("t", rows(spark, [6, 7]))
+    protocol = DeltaTable(a.path("t")).protocol()
+    b = Lake(spark, root, backend=second, switch=True)
+    assert table_rows(b, "t") == table_rows(a, "t")
+    b.append("t", rows(spark, [8]))
+    b.merge("t", spark.createDataFrame([(1, "java", "merged"), (20, "go", "new")], SCHEMA), keys=["id"])
+    b.replace("t", rows(spark, [30], lang="python", text="r"), where={"lang": "python"})
+    a = Lake(spark, root, backend=first, switch=True)
+    a.merge("t", spark.createDataFrame([(20, "go", "again")], SCHEMA), keys=["id"])
+    got = dict((r[0], r[2]) for r in table_rows(a, "t"))
+    assert got == {1: "merged", 2: "v1-2", 4: "v1-4", 5: "v1-5", 7: "v1-7", 8: "v1-8", 20: "again", 30: "r-30"}
+    dt = DeltaTable(a.path("t"))
+    assert (dt.protocol().min_reader_version, dt.protocol().min_writer_version) == (
+        protocol.min_reader_version, protocol.min_writer_version)
+    for version in range(dt.version() + 1):
+        assert table_rows(a, "t", version) == table_rows(b, "t", version), version
+
+
+# ---------------------------------------------------------------------- on object storage
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lake_on_s3_writes_reads_merges_and_vacuums(spark, s3, bucket, backend):
+    if backend == "native":
+        _needs_jars(spark)
+    from tests.fixtures.readers import rows_by_reader
+
+    lake = Lake(spark, f"{bucket}/lake", backend=backend)
+    assert storage.exists(f"{bucket}/lake/{LAKE_RECORD}")
+    lin = Lineage("filter", "h", {"files": 1})
+    lake.overwrite("t", rows(spark, range(6)), partition_by=["lang"], lineage=lin)
+    lake.append("t", rows(spark, [6]))
+    lake.merge("t", spark.createDataFrame([(1, "java", "m"), (9, "go", "n")], SCHEMA), keys=["id"])
+    lake.replace("t", rows(spark, [3], lang="python", text="r"), where="id IN (0, 3)")
+    expected = [(1, "java", "m"), (2, "go", "v1-2"), (3, "python", "r-3"), (4, "java", "v1-4"), (5, "go", "v1-5"),
+                (6, "python", "v1-6"), (9, "go", "n")]
+    assert table_rows(lake, "t") == expected
+    assert [t.name for t in lake.tables()] == ["t"] and lake.version("t") == 3
+    assert lake.history("t")[-1]["lineage"]["inputs"] == {"files": 1}
+    assert table_rows(lake, "t", 1) == sorted((i, ("python", "java", "go")[i % 3], f"v1-{i}") for i in range(7))
+    lake.vacuum("t")
+    assert data_files(lake, "t") == live_files(lake, "t")
+    readers = rows_by_reader(lake.path("t"), ["id", "lang", "text"], s3.env)
+    assert readers == {"delta-rs": expected, "polars": expected, "duckdb": expected}
+    # Credentials reach the clients only: nothing in the lake holds them.
+    for key in s3.objects(bucket.split("://")[1]):
+        body = s3.client().get_object(Bucket=bucket.split("://")[1], Key=key)["Body"].read()
+        assert s3.settings().secret_key.encode() not in body, key

@@ -73,17 +73,57 @@ def test_has_delta_needs_extension_and_classes(extensions, loadable, expected):
     assert has_delta(_FakeSpark(extensions, loadable)) is expected
 
 
-def test_test_session_is_embedded(spark):
-    assert has_delta(spark) is False
+def test_the_embedded_session_has_the_jar_cache_and_native_delta(spark):
+    jars = session.jar_dir()
+    assert jars is not None, "no jar cache: run scripts/setup.sh (it fetches conf/jars/pom.xml into .cache/jars)"
+    assert has_delta(spark) is True
+    assert spark.conf.get("spark.driver.extraClassPath") == f"{jars}/*"
+    # s3a comes from the same cache: the class loads in the running JVM.
+    loader = spark.sparkContext._jvm.java.lang.Thread.currentThread().getContextClassLoader()
+    assert loader.loadClass("org.apache.hadoop.fs.s3a.S3AFileSystem") is not None
 
 
-def test_delta_package_and_conf_match_the_installed_packages(capsys):
+def test_no_jar_cache_means_no_delta_settings(monkeypatch, tmp_path):
+    monkeypatch.setenv("CODEMILL_JARS", str(tmp_path / "empty"))
+    assert session.jar_dir() is None
+    conf = embedded_conf(cores=2)
+    assert "spark.sql.extensions" not in conf and "spark.driver.extraClassPath" not in conf
+
+
+def test_packages_line_comes_from_the_pinned_pom(capsys):
     from importlib.metadata import version
 
-    pkg = session.delta_package()
-    assert pkg.startswith("io.delta:delta-spark_4.") and pkg.endswith(f"_2.13:{version('delta-spark')}")
+    packages = session.pinned_packages()
+    spark_minor = ".".join(version("pyspark").split(".")[:2])
+    assert packages[0] == f"io.delta:delta-spark_{spark_minor}_2.13:4.4.0"
+    # hadoop-aws must be exactly the Hadoop version of pyspark's own hadoop-client jars.
+    import glob
+    import os
+
+    import pyspark
+
+    client = glob.glob(os.path.join(os.path.dirname(pyspark.__file__), "jars", "hadoop-client-api-*.jar"))[0]
+    hadoop = client.rsplit("-", 1)[1].removesuffix(".jar")
+    assert f"org.apache.hadoop:hadoop-aws:{hadoop}" in packages
+    jars = session.jar_dir()
+    for coordinate in packages:  # the cache holds what the cluster line names
+        artifact, ver = coordinate.split(":")[1:]
+        assert (jars / f"{artifact}-{ver}.jar").exists(), coordinate
+    session.main(["--packages"])
+    assert capsys.readouterr().out.strip() == "--packages " + ",".join(packages)
     conf = session.delta_conf()
-    assert conf == {"spark.jars.packages": pkg, "spark.sql.extensions": DELTA_EXTENSION,
+    assert conf == {"spark.jars.packages": ",".join(packages), "spark.sql.extensions": DELTA_EXTENSION,
                     "spark.sql.catalog.spark_catalog": session.DELTA_CATALOG}
-    session.main(["--delta-package"])
-    assert capsys.readouterr().out.strip() == pkg
+
+
+def test_an_s3_endpoint_in_the_environment_reaches_s3a_without_the_credentials(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "do-not-copy-me")
+    conf = embedded_conf(cores=2)
+    assert conf["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
+    assert conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] == "false"
+    assert conf["spark.hadoop.fs.s3a.endpoint.region"] == "us-east-1"
+    assert "do-not-copy-me" not in str(conf)
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    assert not any(k.startswith("spark.hadoop.fs.s3a") for k in embedded_conf(cores=2))

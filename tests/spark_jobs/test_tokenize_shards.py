@@ -282,24 +282,60 @@ def test_config_errors_name_their_keys(tmp_path):
         assert key in text
 
 
-def test_object_store_path_uploads_chunks_through_pyarrow_fs(tmp_path, monkeypatch):
+def test_shard_writer_uploads_chunks_to_s3_with_the_given_filesystem(s3, bucket, tmp_path):
     import numpy as np
 
-    import spark_jobs.tokenize_shards as ts
+    from spark_jobs import storage
 
-    # file:// URIs go through pyarrow.fs exactly like s3:// ones once they are not treated as local paths.
-    monkeypatch.setattr(ts, "_is_local", lambda uri: False)
-    w = ts._ShardWriter(out_dir=f"file://{tmp_path}/out", split="val", shard=0, seq_len=8, pad_id=3,
-                        chunk_bytes=1 << 20)
+    out = f"{bucket}/out"
+    fs = storage.filesystem(out)[0]  # what the driver ships to the writers
+    w = _ShardWriter(out_dir=out, split="val", shard=0, seq_len=8, pad_id=3, chunk_bytes=1 << 20, fs=fs)
     staging = w.tmp
     w.add(np.arange(10, 30, dtype=np.int32), ["go"], ["documents"], [20])
     stats = w.finish()
     assert stats["sequences"] == 3 and not os.path.exists(staging)
-    assert sorted(p.name for p in (tmp_path / "out" / "val").iterdir()) == ["chunk-0-0.bin"]
-    ts._write_text(f"file://{tmp_path}/out/val/index.json", json.dumps(merge_index([json.loads(stats["index_json"])])))
-    assert shard_streams(str(tmp_path / "out" / "val"), pad_id=3) == {0: list(range(10, 30))}
-    ts._remove_tree(f"file://{tmp_path}/out")
-    assert not (tmp_path / "out").exists()
+    assert s3.objects(bucket[len("s3a://"):]) == ["out/val/chunk-0-0.bin"]
+    storage.write_text(f"{out}/val/index.json", json.dumps(merge_index([json.loads(stats["index_json"])])))
+    assert shard_streams(f"{out}/val", pad_id=3, cache_dir=str(tmp_path / "litdata")) == {0: list(range(10, 30))}
+    storage.delete_dir(out)
+    assert s3.objects(bucket[len("s3a://"):]) == []
+
+
+@pytest.mark.slow  # ~20-40 s: trains a tokenizer and builds a phase with Spark
+def test_job_writes_tokenizer_shards_and_manifest_to_s3(spark, s3, bucket, tmp_path, monkeypatch):
+    """A local lake, everything the job writes on s3a://: the tokenizer it trains, chunks, indexes, manifest;
+    read back through storage and litdata; no credential in any object or in the `shards` table."""
+    from spark_jobs import storage
+    from spark_jobs.lake import Lake
+
+    monkeypatch.setenv("CODEMILL_CACHE_DIR", str(tmp_path / "cache"))
+    texts = _stdlib_texts(12, max_chars=600) + ["naïve = 'üñí'\n"]
+    lake = Lake(spark, str(tmp_path / "lake"))
+    lake.overwrite("documents", spark.createDataFrame(
+        [(f"d{i}", LANGS[i % 3], t) for i, t in enumerate(texts)], "document_id string, lang string, text string"))
+    shards = f"{bucket}/shards"
+    manifests = main(_argv(str(tmp_path / "lake"), shards, "--build", "[phase1]", "--val_fraction", "0.2",
+                           "--num_shards", "1"))
+
+    name = bucket[len("s3a://"):]
+    objects = s3.objects(name)
+    assert {"shards/tokenizer/tokenizer.json", "shards/tokenizer/tokenizer_config.json",
+            "shards/phase1/manifest.json", "shards/phase1/train/index.json", "shards/phase1/val/index.json"} <= set(
+        objects)
+    assert any(k.startswith("shards/phase1/train/chunk-") and k.endswith(".bin") for k in objects)
+    manifest = json.loads(storage.read_text(f"{shards}/phase1/manifest.json"))
+    assert manifest == manifests["phase1"] and manifest["tokenizer"] == f"{shards}/tokenizer"
+    tok = T.load(manifest["tokenizer"])
+    docs = []
+    for split in ("train", "val"):
+        docs += decode_documents(f"{shards}/phase1/{split}", tok, cache_dir=str(tmp_path / "litdata"))
+    assert sorted(docs) == sorted(texts)
+    paths = {r["path"] for r in lake.read("shards").collect()}
+    assert paths <= {f"{shards}/phase1/train", f"{shards}/phase1/val"}
+    secret = s3.settings().secret_key.encode()
+    for key in objects:
+        assert secret not in s3.client().get_object(Bucket=name, Key=key)["Body"].read(), key
+    assert secret.decode() not in json.dumps(lake.history("shards"), default=str)
 
 
 def test_small_inputs_still_get_a_validation_document(spark):

@@ -83,3 +83,31 @@ def test_load_rejects_unknown_formats(tmp_path):
     (tmp_path / "vocab.txt").write_text("a\n")
     with pytest.raises(ValueError, match="tokenizer.json"):
         T.load(str(tmp_path / "vocab.txt"))
+
+
+# ---------------------------------------------------------------------- on object storage
+def test_tokenizer_folder_and_file_on_s3_save_load_and_prepare(trained, s3, bucket, tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEMILL_CACHE_DIR", str(tmp_path / "cache"))  # local copies of remote folders
+    name = bucket[len("s3a://"):]
+    assert T.save(trained, f"{bucket}/tok", model_max_length=1024) == f"{bucket}/tok"
+    files = sorted(k for k in s3.objects(name, "tok/") if not k.endswith("/"))  # not pyarrow's folder markers
+    assert files == ["tok/special_tokens_map.json", "tok/tokenizer.json", "tok/tokenizer_config.json"]
+    text = "def f(x):\n    return x  # ü\n"
+    want = trained.encode(text).ids
+    assert T.load(f"{bucket}/tok").encode(text).ids == want
+    assert T.load(f"{bucket}/tok/tokenizer.json").encode(text).ids == want
+    # Adopting a remote tokenizer into another remote folder returns the saved one.
+    prepared = T.prepare(out_dir=f"{bucket}/shards/tokenizer", load_from=f"{bucket}/tok", texts=None,
+                         vocab_size=0)
+    assert prepared.encode(text).ids == want and "shards/tokenizer/tokenizer.json" in s3.objects(name)
+    with pytest.raises(ValueError, match="tokenizer.json"):
+        T.load(_put(f"{bucket}/vocab.txt", "a\n"))
+    with pytest.raises(FileNotFoundError, match=f"{bucket}/missing"):
+        T.load(f"{bucket}/missing")
+
+
+def _put(uri: str, text: str) -> str:
+    from spark_jobs import storage
+
+    storage.write_text(uri, text)
+    return uri

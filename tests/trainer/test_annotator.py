@@ -77,3 +77,29 @@ def test_fit_logs_to_mlflow_and_exports(tiny_lake, tmp_path):
     assert model.annotator_id.startswith("debug-") and model.window_tokens == 128 and model.pooling == "mean"
     res = model.score_texts(["def f(x):\n    return x\n", "int main() { return 0; }"])
     assert all(math.isfinite(s) for s in res.score)
+
+
+@pytest.mark.slow  # ~20-40 s: a few CPU steps of the debug annotator
+def test_fit_reads_an_s3_lake_and_exports_the_annotator_to_s3(tiny_lake, s3, bucket, tmp_path, monkeypatch):
+    """Training set on the store (read with delta-rs), export to the store, and the exported folder loads for
+    scoring (the AWS_* variables are what a trainer process has)."""
+    from deltalake import DeltaTable, write_deltalake
+
+    from spark_jobs import storage
+    from spark_jobs.windows import Annotator
+
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("CODEMILL_CACHE_DIR", str(tmp_path / "cache"))
+    lake = f"{bucket}/lake"
+    for table in ("annotator_train", "alignment_set"):
+        write_deltalake(storage.delta_uri(f"{lake}/{table}"), DeltaTable(str(tiny_lake / table)).to_pandas(),
+                        storage_options=storage.storage_options(lake))
+    export = f"{bucket}/annotator"
+    main(["fit", "--config", "conf/annotator/debug.yaml", "--data.lake", lake, "--model.export_dir", export,
+          "--trainer.logger", "false", "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path)])
+    names = {k.rsplit("/", 1)[-1] for k in s3.objects(bucket[len("s3a://"):], "annotator/")}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "head.safetensors", "annotator.json"} <= names
+    model = Annotator(export)
+    assert model.annotator_id.startswith("debug-") and model.path == export
+    assert all(math.isfinite(s) for s in model.score_texts(["def f(x):\n    return x\n"]).score)

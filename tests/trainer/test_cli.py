@@ -102,3 +102,65 @@ def math_isfinite(x: float) -> bool:
     import math
 
     return math.isfinite(x)
+
+
+# ---------------------------------------------------------------------- on object storage
+@pytest.mark.slow  # ~30 s: a trainer process (imports, MLflow) and 8 CPU steps
+def test_fit_streams_s3_shards_and_writes_the_run_folder_to_s3(shards, s3, bucket, tmp_path, monkeypatch):
+    """A trainer process that knows the store only from the AWS_* environment (AWS_ENDPOINT_URL names the server):
+    it streams the shards with litdata, Lightning writes checkpoints through s3fs, and the config, the HF export
+    (with the tokenizer the manifest names) and run_info.json land in the s3:// run folder and in MLflow; a
+    checkpoint and the export then serve as `init_from` sources; no object or MLflow field holds a credential."""
+    import subprocess
+    import sys
+
+    import mlflow
+
+    from spark_jobs import storage
+    from tests.fixtures.objectstore import environ_with
+    from trainer.export import init_source_problem, read_state_dict
+
+    monkeypatch.setenv("CODEMILL_CACHE_DIR", str(tmp_path / "cache"))  # local copies made by read_state_dict
+    name = bucket[len("s3a://"):]
+    storage.upload_dir(str(shards / "phase1"), f"{bucket}/shards/phase1")
+    manifest = json.loads((shards / "phase1" / "manifest.json").read_text())
+    manifest["tokenizer"] = f"{bucket}/shards/tokenizer"  # as the tokenize job records it
+    storage.write_text(f"{bucket}/shards/phase1/manifest.json", json.dumps(manifest))
+    storage.write_text(f"{bucket}/shards/tokenizer/tokenizer.json", "{}")  # stands in for the tokenizer folder
+    run = f"s3://{name}/runs/p1"
+    env = environ_with({**s3.env, "PYTHONPATH": str(REPO), "LITDATA_CACHE_DIR": str(tmp_path / "litdata"),
+                        "CODEMILL_CACHE_DIR": str(tmp_path / "cache")})
+    env.pop("PYSPARK_GATEWAY_PORT", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer", "fit", "--config", str(REPO / "conf/train/debug-phase1.yaml"),
+         "--data.shards_root", f"s3a://{name}/shards", "--run_dir", run,
+         "--trainer.logger.init_args.tracking_uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+         "--trainer.max_steps", "8", "--trainer.val_check_interval", "4", "--trainer.limit_val_batches", "1"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (tmp_path / "s3:").exists()  # nothing took the URI for a local path
+
+    objects = {k for k in s3.objects(name, "runs/") if not k.endswith("/")}
+    assert {"runs/p1/config.yaml", "runs/p1/run_info.json", "runs/p1/checkpoints/last.ckpt",
+            "runs/p1/checkpoints/epoch=0-step=8.ckpt", "runs/p1/hf/config.json", "runs/p1/hf/model.safetensors",
+            "runs/p1/hf/tokenizer.json"} <= objects
+    info = json.loads(storage.read_text(f"{run}/run_info.json"))
+    assert info["hf_export"] == f"{run}/hf" and info["global_step"] == 8
+    assert init_source_problem(f"{run}/hf") == [] == init_source_problem(f"{run}/checkpoints/last.ckpt")
+    assert init_source_problem(f"{run}/nothing")[0].startswith(f"model.init_from: {run}/nothing is neither")
+    exported, trained = read_state_dict(f"{run}/hf"), read_state_dict(f"{run}/checkpoints/last.ckpt")
+    assert exported.keys() <= trained.keys()
+    for key, value in exported.items():
+        torch.testing.assert_close(trained[key], value)
+    secret = s3.settings().secret_key.encode()
+    for key in objects:
+        assert secret not in s3.client().get_object(Bucket=name, Key=key)["Body"].read(), key
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    logged = client.get_run(info["mlflow_run_id"])
+    assert logged.data.tags["shard_manifest"] == f"s3a://{name}/shards/phase1/manifest.json"
+    assert {a.path for a in client.list_artifacts(logged.info.run_id)} >= {"config.yaml", "manifest.json",
+                                                                          "run_info.json", "hf"}
+    assert "hf/model.safetensors" in {a.path for a in client.list_artifacts(logged.info.run_id, "hf")}
+    fields = json.dumps([logged.data.params, logged.data.tags])
+    assert secret.decode() not in fields and s3.settings().access_key not in fields

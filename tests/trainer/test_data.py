@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -60,3 +61,22 @@ def test_loader_state_restores_the_exact_position(shards):
     # Shuffling covers every sequence once per pass.
     rows = {tuple(r) for b in seen for r in b.tolist()} | {tuple(r) for b in rest for r in b}
     assert len(rows) == 48
+
+
+# ---------------------------------------------------------------------- on object storage
+def test_shards_on_s3_stream_the_same_batches_as_local_disk(shards, s3, bucket, tmp_path, monkeypatch):
+    from spark_jobs import storage
+
+    for key, value in s3.env.items():  # what a trainer process has: the standard AWS_* variables
+        monkeypatch.setenv(key, value)
+    storage.upload_dir(str(shards / "phase1"), f"{bucket}/shards/phase1")
+    remote = ShardDataModule(f"s3://{bucket[len('s3a://'):]}/shards", batch_size=4, shuffle=False,
+                             cache_dir=str(tmp_path / "chunks"))
+    local = ShardDataModule(str(shards), batch_size=4, shuffle=False)
+    assert (remote.seq_len, remote.vocab_size, remote.repeat) == (64, VOCAB_SIZE, 3)
+    got = [b.tolist() for b in remote.train_dataloader()]
+    assert got == [b.tolist() for b in local.train_dataloader()] and len(got) == 12
+    assert len(list(remote.val_dataloader())) == 2
+    assert any(name.endswith(".bin") for _, _, names in os.walk(tmp_path / "chunks") for name in names)
+    with pytest.raises(ConfigError, match=f"data.shards_root: no phase1/manifest.json under {bucket}/nothing"):
+        ShardDataModule(f"{bucket}/nothing")

@@ -298,21 +298,30 @@ def write_results(table, *, lake_root: str, name: str = TABLE, eval_id: str, lin
     """Replaces this evaluation's rows (same `eval_id`) in one Delta commit, so a re-run never duplicates."""
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
-    root = os.path.abspath(lake_root) if "://" not in lake_root else lake_root.rstrip("/")
-    path = f"{root}/{name}"
+    from spark_jobs import storage
+
+    # No Spark on a GPU node: delta-rs writes this table, the only writer it ever has (docs/lake.md).
+    path = storage.delta_uri(storage.join(storage.absolute(lake_root), name))
+    opts = storage.storage_options(lake_root) or None
     props = CommitProperties(custom_metadata={"userMetadata": lineage_json})
-    if DeltaTable.is_deltatable(path):
-        write_deltalake(path, table, mode="overwrite", predicate=f"eval_id = '{eval_id}'", commit_properties=props)
+    if DeltaTable.is_deltatable(path, storage_options=opts):
+        write_deltalake(path, table, mode="overwrite", predicate=f"eval_id = '{eval_id}'", commit_properties=props,
+                        storage_options=opts)
     else:
-        write_deltalake(path, table, mode="append", commit_properties=props)
-    return DeltaTable(path).version()
+        write_deltalake(path, table, mode="append", commit_properties=props, storage_options=opts)
+    return DeltaTable(path, storage_options=opts).version()
 
 
 def checkpoint_info(model: str) -> dict[str, Any]:
-    """`run_info.json` written by trainer.callbacks.HFExport (in the run folder, the HF folder's parent)."""
-    for candidate in (Path(model) / "run_info.json", Path(model).parent / "run_info.json"):
-        if candidate.is_file():
-            return json.loads(candidate.read_text())
+    """`run_info.json` written by trainer.callbacks.HFExport (in the run folder, the HF folder's parent); the model
+    folder may be local or on an object store."""
+    from spark_jobs import storage
+
+    model = storage.absolute(model)
+    for candidate in (storage.join(model, "run_info.json"), storage.join(model.rstrip("/").rsplit("/", 1)[0],
+                                                                          "run_info.json")):
+        if storage.isfile(candidate):
+            return json.loads(storage.read_text(candidate))
     return {}
 
 
