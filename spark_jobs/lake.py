@@ -145,15 +145,16 @@ class Lake:
         return self._backend_from_commits()
 
     def _backend_from_commits(self) -> str | None:
+        """delta-spark when any table's latest commit names it (jobs without Spark, such as the evaluation, write
+        their own tables with delta-rs in either kind of lake); delta-rs when only it appears; None: no tables."""
         from deltalake import DeltaTable
 
+        writers = set()
         for name in self._table_names():
             entry = DeltaTable(self._delta_uri(name), storage_options=self._options).history(1)[0]
-            if "delta-rs" in str(entry.get("clientVersion", "")):
-                return "embedded"
-            if "Delta-Lake" in str(entry.get("engineInfo", "")):
-                return "native"
-        return None
+            writer = f"{entry.get('engineInfo', '')} {entry.get('clientVersion', '')}"
+            writers.add("native" if "Delta-Lake" in writer else "embedded" if "delta-rs" in writer else None)
+        return "native" if "native" in writers else "embedded" if "embedded" in writers else None
 
     def _choose_backend(self, wanted: str) -> str:
         if wanted not in ("auto", *BACKENDS):
@@ -752,8 +753,29 @@ def _stats(meta) -> dict[str, Any]:
     return {"numRecords": meta.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
 
 
+def table_digests(root: str, *, ignore: Sequence[str] = ()) -> list[tuple[str, int, str]]:
+    """(table, rows, sha256) for every table under `root`, read with delta-rs (no Spark): the hash of the sorted
+    rows as canonical JSON, without timestamp columns and the `ignore` columns (run ids)."""
+    import hashlib
+
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    root = storage.absolute(root)
+    out = []
+    for name in sorted(n for n in storage.listdir(root) if not n.startswith(("_", "."))
+                       and storage.isdir(storage.join(root, n, "_delta_log"))):
+        table = DeltaTable(storage.delta_uri(storage.join(root, name)),
+                           storage_options=storage.storage_options(root)).to_pyarrow_table()
+        keep = [f.name for f in table.schema if f.name not in ignore and not pa.types.is_timestamp(f.type)]
+        rows = sorted(json.dumps(r, sort_keys=True, default=str) for r in table.select(keep).to_pylist())
+        out.append((name, len(rows), hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]))
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m spark_jobs.lake LAKE [TABLE]`: lists the tables with version and rows, or a table's history."""
+    """`python -m spark_jobs.lake LAKE [TABLE]`: lists the tables with version and rows, or a table's history;
+    `--digest` prints a content hash per table, `--switch-backend` switches the lake's writer explicitly."""
     import argparse
 
     from spark_jobs.session import get_spark
@@ -763,7 +785,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("table", nargs="?", help="show this table's commit history with lineage")
     parser.add_argument("--switch-backend", choices=BACKENDS,
                         help="record this Delta backend as the lake's writer from now on (an explicit switch)")
+    parser.add_argument("--digest", action="store_true",
+                        help="print each table's rows and a hash of its content (row order, timestamp columns and "
+                             "the --ignore columns left out): equal digests = equal tables")
+    parser.add_argument("--ignore", default="run_id,ingest_run", help="columns --digest leaves out (comma separated)")
     args = parser.parse_args(argv)
+    if args.digest:
+        for name, rows, digest in table_digests(args.lake, ignore=[c for c in args.ignore.split(",") if c]):
+            print(f"{name:<22} {rows:>10,}  {digest}")
+        return
     spark = get_spark("codemill-lake")
     if args.switch_backend:
         lake = Lake(spark, args.lake, backend=args.switch_backend, switch=True)
