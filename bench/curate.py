@@ -45,7 +45,7 @@ SKIP = {".git", "node_modules", "__pycache__", "test", "tests"}
 
 def candidate_repos(max_file_bytes: int) -> list[tuple[str, str, list[tuple[str, int]]]]:
     """(repo name, its folder, [(file, size)]) for every top-level folder of every source, code files only."""
-    from spark_jobs.languages import lang_from_path
+    from codemill.languages import lang_from_path
 
     repos = []
     for src in SOURCES:
@@ -72,7 +72,7 @@ def candidate_repos(max_file_bytes: int) -> list[tuple[str, str, list[tuple[str,
 
 def build_corpus(out: Path, target_mb: float, small_mb: float) -> tuple[Path, Path, dict]:
     """Copies repositories (shuffled with a fixed seed) until `target_mb`; the first `small_mb` form the small one."""
-    from spark_jobs.languages import lang_from_path
+    from codemill.languages import lang_from_path
 
     big, small = out / "corpus_big", out / "corpus_small"
     marker = out / "corpus.json"
@@ -147,7 +147,7 @@ def main() -> None:
     base = baseline_mb_s(big)
     print(f"baseline (1 Python process read + decode): {base:.1f} MB/s")
 
-    from spark_jobs.session import get_spark
+    from codemill.session import get_spark
 
     cores = get_spark("codemill-bench").sparkContext.defaultParallelism
     t_small, _ = run_pipeline(small, out / "lake_small")

@@ -257,8 +257,8 @@ def codemill_worker(corpus: Path, out: Path) -> None:
     os.environ.setdefault("CODEMILL_SPARK_LOG_LEVEL", "ERROR")
     from pyspark.sql import functions as F
 
+    from codemill.session import get_spark
     from spark_jobs.near_dedup import near_duplicates
-    from spark_jobs.session import get_spark
 
     spark = get_spark("bench-dedup", conf={"spark.driver.memory": "2g"})
     cores = spark.sparkContext.defaultParallelism

@@ -45,10 +45,10 @@ def main() -> None:
     import deltalake
     import pyarrow.compute as pc
 
+    from codemill import schemas
+    from codemill.session import get_spark
     from spark_jobs import decontaminate as dc
-    from spark_jobs import schemas
     from spark_jobs.filter import FilterConfig, judge
-    from spark_jobs.session import get_spark
 
     table = deltalake.DeltaTable(args.files_table).to_pyarrow_table().select(schemas.FILES.fieldNames())
     sizes = pc.cumulative_sum(pc.binary_length(pc.cast(table["content"], "binary"))).to_numpy()

@@ -49,8 +49,8 @@ def main(argv=None) -> dict:
     os.environ.setdefault("CODEMILL_SPARK_DRIVER_MEMORY", "2g")
     os.environ.setdefault("CODEMILL_SPARK_LOG_LEVEL", "ERROR")
 
-    from spark_jobs.lake import Lake, Lineage
-    from spark_jobs.session import get_spark
+    from codemill.lake import Lake, Lineage
+    from codemill.session import get_spark
 
     spark = get_spark("bench-lake")
     work = tempfile.mkdtemp(prefix="codemill-bench-lake-")

@@ -72,9 +72,9 @@ def main() -> None:
     os.environ.setdefault("CODEMILL_SPARK_DRIVER_MEMORY", "2g")
     os.environ.setdefault("CODEMILL_SPARK_LOG_LEVEL", "ERROR")
 
-    from spark_jobs.config import load_config
-    from spark_jobs.lake import Lake
-    from spark_jobs.session import get_spark
+    from codemill.config import load_config
+    from codemill.lake import Lake
+    from codemill.session import get_spark
     from synth.engines import make_engine
     from synth.generate import SynthConfig, run
 
@@ -96,7 +96,7 @@ def main() -> None:
             data, "doc_id string, lang string, repo string, path string, content string, score double, "
                   "n_tokens long, repeat int").select(*SELECTED_COLUMNS))
         cfg = load_config(SynthConfig, "conf/synth/local.yaml", overrides={
-            "lake": lake.root, "chunk_size": args.chunk_size, "sampling.max_new_tokens": args.max_new_tokens,
+            "chunk_size": args.chunk_size, "sampling.max_new_tokens": args.max_new_tokens,
             "seeds.default_quota": None, "engine.kind": args.engine, "engine.engine_args": engine_args})
         return lake, cfg
 
@@ -117,14 +117,14 @@ def main() -> None:
         t0 = time.perf_counter()
         warm_lake, warm_cfg = job_lake(f"{tmp}/warmup", seeds)
         warm_cfg.sampling.max_new_tokens = args.warmup_max_new_tokens
-        run(warm_cfg, spark=spark, engine=engine)
+        run(warm_cfg, lake=warm_lake, engine=engine)
         warmup_s = time.perf_counter() - t0
         prompts = rendered(warm_lake)
 
         lake, cfg = job_lake(f"{tmp}/lake", seeds)
         before_tokens, before_s = raw_generate(prompts, cfg.sampling)
         t0 = time.perf_counter()
-        stats = run(cfg, spark=spark, engine=engine)
+        stats = run(cfg, lake=lake, engine=engine)
         job_s = time.perf_counter() - t0
         gen = stats["generation"]
         if rendered(lake) != prompts:

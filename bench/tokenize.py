@@ -96,11 +96,11 @@ def main(argv=None) -> dict:
 
     from pyspark.sql import functions as F
 
+    from codemill.config import load_config
+    from codemill.lake import Lake, Lineage
+    from codemill.session import get_spark
     from spark_jobs import tokenizer as T
-    from spark_jobs.lake import Lake
-    from spark_jobs.session import get_spark
-    from spark_jobs.tokenize_shards import main as job_main
-    from spark_jobs.tokenize_shards import tokenize_documents
+    from spark_jobs.tokenize_shards import TokenizeConfig, run_tokenize, tokenize_documents
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="codemill-bench-tok-"))
     texts = load_texts(args.mb, args.max_chars)
@@ -143,9 +143,10 @@ def main(argv=None) -> dict:
     def job() -> tuple[int, float]:
         # Phase 1 end to end (the tokenizer folder exists, so it is reused, not retrained).
         t0 = time.perf_counter()
-        manifest = job_main(["--lake", str(work / "lake"), "--shards_root", str(work / "shards"),
-                             "--build", "[phase1]", "--seq_len", str(args.seq_len), "--num_shards", str(cores),
-                             "--val_fraction", "0.01", "--chunk_bytes", "16MB"])["phase1"]
+        cfg = load_config(TokenizeConfig, overrides={
+            "shards_root": str(work / "shards"), "build": ["phase1"], "seq_len": args.seq_len, "num_shards": cores,
+            "val_fraction": 0.01, "chunk_bytes": "16MB"})
+        manifest = run_tokenize(spark, lake, cfg, Lineage("bench-tokenize"))["phase1"]
         return manifest["tokens"], time.perf_counter() - t0
 
     # Shared machines are noisy: alternate the sides and compare medians of the same number of runs.

@@ -13,7 +13,7 @@ STAMP="$VENV/.codemill-setup"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) $EXTRAS"
 
 # Spark's JVM jars pinned in conf/jars/pom.xml (delta-spark, hadoop-aws and the AWS SDK bundle) into the project's
-# jar cache, which every embedded Spark session puts on its classpath (spark_jobs/session.py). Fetched again only
+# jar cache, which every embedded Spark session puts on its classpath (codemill/session.py). Fetched again only
 # when the pom changes; Maven keeps its own download cache in ~/.m2.
 JARS=${CODEMILL_JARS:-.cache/jars}
 jars_want=$(sha256sum conf/jars/pom.xml | cut -d' ' -f1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from spark_jobs import schemas
+from codemill import schemas
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame

@@ -1,7 +1,7 @@
 """Scores every phase-1 file with the trained quality annotator (paper §2.3) into the `scores` table.
 
-    python -m spark_jobs.annotate --config conf/spark/annotate.yaml --lake lake --score.annotator artifacts/annotator
-    spark-submit spark_jobs/annotate.py --config conf/spark/annotate.yaml        # cluster; GPUs: see docs/annotator.md
+    python -m spark_jobs.pipeline --stages score --lake lake --score.annotator artifacts/annotator
+    spark-submit spark_jobs/pipeline.py --stages score ...       # cluster; GPUs: conf/cluster/score-gpu.sh
 
 A file's score is the mean of the annotator's logits on its top, middle and bottom windows (`window` tokens each,
 512 by default; a file no longer than one window is one window). Scoring runs in `mapInArrow`: each Python worker
@@ -16,13 +16,11 @@ the session's `fs.s3a.*` settings and ships it to the workers, each machine down
 from __future__ import annotations
 
 import os
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from spark_jobs import storage
-from spark_jobs.annotate_dataset import DatasetConfig
-from spark_jobs.select_hq import SelectConfig
+from codemill import storage
+from codemill.config import ConfigError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -50,7 +48,7 @@ class ScoreConfig:
     partitions: int = 0
 
     def validate(self) -> list[str]:
-        from spark_jobs.windows import PRECISIONS
+        from trainer.annotator_model import PRECISIONS
 
         problems = []
         if self.window < 8:
@@ -65,7 +63,7 @@ class ScoreConfig:
 
     def annotator_problems(self) -> list[str]:
         """Checked by the scoring job only: the other jobs of the stage run before an annotator exists."""
-        from spark_jobs.windows import META_FILE
+        from trainer.annotator_model import META_FILE
 
         try:
             if storage.isfile(storage.join(self.annotator, META_FILE)):
@@ -74,16 +72,6 @@ class ScoreConfig:
             return [f"score.annotator: cannot read {self.annotator!r}: {exc}"]
         return [f"score.annotator: no {META_FILE} under {self.annotator!r}; train and export one with "
                 "`python -m trainer.annotator fit --config conf/annotator/minilm.yaml`"]
-
-
-@dataclass
-class AnnotateStageConfig:
-    """One YAML (conf/spark/annotate.yaml) for the stage's three jobs; each reads its own section."""
-
-    lake: str = "lake"
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    score: ScoreConfig = field(default_factory=ScoreConfig)
-    select: SelectConfig = field(default_factory=SelectConfig)
 
 
 def _task_device() -> str:
@@ -119,7 +107,7 @@ def score_files(df: DataFrame, *, annotator: str, window: int = 512, precision: 
     fs = None if storage.is_local(annotator) else storage.filesystem(annotator)[0]
 
     def score_batches(batches):
-        from spark_jobs.windows import Annotator
+        from trainer.annotator_model import Annotator
 
         device = _task_device()
         model = Annotator.cached(annotator, device=device, precision=gpu_precision if device != "cpu" else precision,
@@ -150,20 +138,10 @@ def default_threads(spark) -> int:
     return max(1, task_cpus)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from spark_jobs.config import ConfigError, config_hash, parse_config
-    from spark_jobs.lake import Lake, Lineage
-    from spark_jobs.session import get_spark
-
-    stage = parse_config(AnnotateStageConfig, argv, prog="spark_jobs.annotate")
-    cfg = stage.score
-    remote = not storage.is_local(cfg.annotator)
-    if not remote and cfg.annotator_problems():  # a local folder: fail before starting Spark
-        raise ConfigError(cfg.annotator_problems())
-    spark = get_spark("codemill-annotate")
-    if remote and (problems := cfg.annotator_problems()):  # read with the session's fs.s3a.* settings
+def run_scoring(spark, lake, cfg: ScoreConfig, lineage) -> int:
+    """The stage: scores `cfg.input_table` into `cfg.output_table`; returns the new version."""
+    if problems := cfg.annotator_problems():  # a URI is read with the session's fs.s3a.* settings
         raise ConfigError(problems)
-    lake = Lake.open(spark, stage.lake)
     files = lake.read(cfg.input_table)
     if cfg.partitions:
         files = files.repartition(cfg.partitions)
@@ -172,13 +150,8 @@ def main(argv: list[str] | None = None) -> int:
         gpu_precision=cfg.gpu_precision, threads=cfg.threads or default_threads(spark), max_batch=cfg.max_batch,
         max_tokens=cfg.max_tokens,
     )
-    version = lake.overwrite(cfg.output_table, scores, allow_schema_change=True,
-                             lineage=Lineage("annotate", config_hash(cfg), lake.versions([cfg.input_table])))
+    version = lake.overwrite(cfg.output_table, scores, allow_schema_change=True, lineage=lineage)
     stats = lake.read(cfg.output_table).groupBy("lang").agg({"score": "avg", "n_tokens": "sum", "*": "count"})
     print(f"{cfg.output_table} v{version}:")
     stats.orderBy("lang").show(100, truncate=False)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return version

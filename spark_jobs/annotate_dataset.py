@@ -1,6 +1,6 @@
 """Builds the quality annotator's training set (`annotator_train`) and its alignment set (`alignment_set`).
 
-    python -m spark_jobs.annotate_dataset --config conf/spark/annotate.yaml --lake lake
+    python -m spark_jobs.pipeline --stages annotator_dataset --lake lake      # the pipeline's `dataset` section
 
 Paper §2.3: positives are high-quality code files and instruction data (instruction + response rendered as one
 code document); negatives a uniform random sample of phase-1 files (`clean`, else `files`). The two classes are
@@ -23,11 +23,11 @@ import gzip
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from spark_jobs import storage
+from codemill import storage
+from codemill.lake import TableNotFound
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -51,7 +51,7 @@ class PositiveSource:
     max_rows: int = 0
 
     def __post_init__(self):
-        from spark_jobs.config import repo_path
+        from codemill.config import repo_path
 
         self.path = repo_path(self.path)
 
@@ -84,7 +84,7 @@ class DatasetConfig:
     seed: int = 0
 
     def __post_init__(self):
-        from spark_jobs.config import repo_path
+        from codemill.config import repo_path
 
         self.benchmarks_dir = repo_path(self.benchmarks_dir)
 
@@ -362,21 +362,17 @@ def _contaminated_hashes(spark: SparkSession, docs: DataFrame, benchmarks_dir: s
                               min_short_chars=dc.min_short_chars).select("doc_id")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_training_sets(spark: SparkSession, lake, cfg: DatasetConfig, lineage) -> dict:
+    """The stage: `annotator_train` and `alignment_set` from the lake's phase-1 files and the configured sources;
+    returns the drop counts per class."""
+    import dataclasses
+
     from pyspark.sql import functions as F
 
-    from spark_jobs.annotate import AnnotateStageConfig
-    from spark_jobs.config import config_hash, parse_config
-    from spark_jobs.lake import Lake, Lineage
-    from spark_jobs.session import get_spark
-
-    stage = parse_config(AnnotateStageConfig, argv, prog="spark_jobs.annotate_dataset")
-    cfg = stage.dataset
-    spark = get_spark("codemill-annotate-dataset")
-    lake = Lake.open(spark, stage.lake)
     table = next((t for t in cfg.negative_tables if lake.exists(t)), None)
     if table is None:
-        raise SystemExit(f"negative_tables: none of {cfg.negative_tables} exists under {lake.root}; run curation")
+        raise TableNotFound(f"dataset.negative_tables: none of {cfg.negative_tables} exists under {lake.root}; run "
+                            "curation first")
     corpus = lake.read(table)
 
     positives = (read_positives(spark, cfg.positives).transform(with_text_hash)
@@ -395,24 +391,18 @@ def main(argv: list[str] | None = None) -> int:
     positives, negatives = positives.cache(), negatives.cache()
     stats = drop_stats(positives, negatives)
     train = balance_and_split(positives, negatives, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    inputs = lake.versions([table])
     v_train = lake.overwrite(cfg.output_table, train, allow_schema_change=True,
-                             lineage=Lineage("annotate_dataset", config_hash(cfg), inputs, extra={"drops": stats}))
+                             lineage=dataclasses.replace(lineage, extra={**lineage.extra, "drops": stats}))
 
     sol_rows = benchmark_solutions(cfg.benchmarks_dir, cfg.alignment_benchmarks)
     solutions = spark.createDataFrame([(t, b) for t, b, _ in sol_rows], "text string, benchmark string")
     align = alignment_set(solutions, corpus.select(F.col("content").alias("text")), lake.read(cfg.output_table),
                           negatives=cfg.alignment_negatives, max_per_benchmark=cfg.alignment_max_per_benchmark,
                           seed=cfg.seed)
-    v_align = lake.overwrite(cfg.alignment_table, align, allow_schema_change=True,
-                             lineage=Lineage("annotate_dataset", config_hash(cfg), inputs))
+    v_align = lake.overwrite(cfg.alignment_table, align, allow_schema_change=True, lineage=lineage)
     print(f"drops per class: {json.dumps(stats)}")
     print(f"{cfg.output_table} v{v_train}:")
     lake.read(cfg.output_table).groupBy("split", "label", "source").count().orderBy("split", "label").show(50, False)
     print(f"{cfg.alignment_table} v{v_align}:")
     lake.read(cfg.alignment_table).groupBy("benchmark", "label").count().orderBy("benchmark").show(50, False)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return stats

@@ -28,8 +28,8 @@ import os
 import re
 from typing import TYPE_CHECKING
 
-from spark_jobs import schemas
-from spark_jobs.config import CONF_DIR, REPO_ROOT
+from codemill import schemas
+from codemill.config import CONF_DIR, REPO_ROOT
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -61,7 +61,7 @@ class DecontaminateConfig:
     min_short_chars: int = 50
 
     def __post_init__(self):  # relative paths: against the repository root unless they exist from here
-        from spark_jobs.config import repo_path
+        from codemill.config import repo_path
 
         self.benchmarks_file = repo_path(self.benchmarks_file)
         self.data_dir = repo_path(self.data_dir)
@@ -116,7 +116,7 @@ def benchmark_texts(cfg: DecontaminateConfig) -> list[tuple[str, str, str, str]]
     for name, pattern, id_field, fields, fmt in specs:
         files = sorted(glob.glob(pattern))
         if not files:
-            from spark_jobs.config import ConfigError
+            from codemill.config import ConfigError
 
             raise ConfigError([f"decontaminate.benchmarks_file: {name}: {pattern!r} matches no file"])
         for path in files:

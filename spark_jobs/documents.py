@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from spark_jobs import schemas
+from codemill import schemas
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame

@@ -21,8 +21,8 @@ import functools
 import os
 from typing import TYPE_CHECKING
 
-from spark_jobs import schemas
-from spark_jobs.config import CONF_DIR
+from codemill import schemas
+from codemill.config import CONF_DIR
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -69,7 +69,7 @@ class FilterConfig:
     drop_unknown_language: bool = True
 
     def __post_init__(self):  # relative paths: against the repository root unless they exist from here
-        from spark_jobs.config import REPO_ROOT
+        from codemill.config import REPO_ROOT
 
         if not os.path.isabs(self.rules_file) and not os.path.exists(self.rules_file):
             self.rules_file = str(REPO_ROOT / self.rules_file)
@@ -99,7 +99,7 @@ class FilterConfig:
             langs.setdefault(lang, {}).update({k: float(v) for k, v in (vals or {}).items()})
         missing = [k for k in THRESHOLD_KEYS if k not in defaults]
         if missing:
-            from spark_jobs.config import ConfigError
+            from codemill.config import ConfigError
 
             raise ConfigError([f"filter.rules_file: {self.rules_file} has no default for {missing}"])
         return defaults, langs

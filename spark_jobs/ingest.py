@@ -27,7 +27,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs import schemas, storage
+from codemill import schemas, storage
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -108,7 +108,7 @@ def _record_kind(path: str) -> str | None:
 
 def resolve_input(input_path: str, *, fmt: str = "auto") -> InputSpec:
     """Classifies `--input` (file, glob or directory; local or an object-store URI) into a record source or a
-    repository tree. Listing goes through `spark_jobs.storage` (one recursive listing per glob or folder)."""
+    repository tree. Listing goes through `codemill.storage` (one recursive listing per glob or folder)."""
     path = storage.absolute(input_path)
     if storage.has_magic(input_path):
         files = storage.glob(path)
@@ -211,7 +211,7 @@ def _jsonl_rows(uri: str, rel: str, *, columns: dict[str, list[str]], id_columns
     import gzip
     import json
 
-    from spark_jobs.languages import canonical_lang
+    from codemill.languages import canonical_lang
 
     try:
         data = _open_bytes(uri, fs)
@@ -407,7 +407,7 @@ def map_parquet(df: DataFrame, *, root: str, columns: dict[str, list[str]], id_c
     from pyspark.sql import functions as F
     from pyspark.sql.types import ArrayType
 
-    from spark_jobs.languages import ALIASES
+    from codemill.languages import ALIASES
 
     present = set(df.columns)
 
@@ -448,7 +448,7 @@ def classify(raw: DataFrame, *, root: str, max_bytes: int = 1_000_000, required:
     """RAW rows -> RAW rows plus `doc_id`, a filled `lang` and the final quarantine `reason` (null = usable)."""
     from pyspark.sql import functions as F
 
-    from spark_jobs.languages import EXTENSIONS, FILENAMES
+    from codemill.languages import EXTENSIONS, FILENAMES
 
     rel_file = F.regexp_replace(F.regexp_replace(F.col("source_file"), "^file:", ""),
                                 _root_prefix(root), "")

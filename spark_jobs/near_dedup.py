@@ -1,7 +1,6 @@
 """Near-duplicate removal: MinHash LSH, exact Jaccard verification, distributed connected components.
 
-    python -m spark_jobs.near_dedup --config conf/spark/near_dedup.yaml --lake lake
-    spark-submit spark_jobs/near_dedup.py --config conf/spark/near_dedup.yaml --lake s3://bucket/lake
+    python -m spark_jobs.pipeline --stages near_dedup --lake lake        # the pipeline's `near_dedup` section
 
 Reads `exact_deduped` (files' columns) and writes three tables (docs/near_dedup.md):
 - `near_deduped`: the source rows minus every near-duplicate that is not its cluster's representative;
@@ -19,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +26,7 @@ from spark_jobs.components import component_labels, connected_components
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-    from spark_jobs.lake import Lake, Lineage
+    from codemill.lake import Lake, Lineage
 
 SIGNATURES_TABLE = "minhash_signatures"
 CLUSTERS_TABLE = "near_dup_clusters"
@@ -123,18 +121,6 @@ class NearDedupConfig:
         if self.local_max_edges < 0:
             problems.append(f"local_max_edges: {self.local_max_edges} must be >= 0")
         return problems
-
-
-@dataclasses.dataclass
-class NearDedupJob:
-    """The standalone job: `lake` root, `source` table, and the `near_dedup` section."""
-
-    lake: str = "lake"
-    source: str = "exact_deduped"
-    near_dedup: NearDedupConfig = dataclasses.field(default_factory=NearDedupConfig)
-
-    def validate(self) -> list[str]:
-        return [] if self.source else ["source: must name the table to deduplicate (e.g. exact_deduped)"]
 
 
 # ---------------------------------------------------------------------------------------------- transforms
@@ -644,7 +630,7 @@ def near_duplicates(df: DataFrame, *, num_perm: int = 256, ngram: int = 5, thres
                           checkpoint=checkpoint, max_iterations=max_iterations, local_max_edges=local_max_edges)
     problems = cfg.validate()
     if problems:
-        from spark_jobs.config import ConfigError
+        from codemill.config import ConfigError
 
         raise ConfigError(problems)
     bands, rows = cfg.band_params()
@@ -719,7 +705,7 @@ def run_near_dedup(lake: Lake, cfg: NearDedupConfig, *, source: str = "exact_ded
     """
     from pyspark.sql import functions as F
 
-    from spark_jobs.config import ConfigError
+    from codemill.config import ConfigError
 
     problems = cfg.validate()
     if problems:
@@ -796,24 +782,3 @@ def run_near_dedup(lake: Lake, cfg: NearDedupConfig, *, source: str = "exact_ded
     lake.merge(SIGNATURES_TABLE, sig_rows, keys=["doc_id"], lineage=lineage)
     return {"rows_in": rows_in, "rows_out": rows_in - n_removed, "removed": n_removed, "clusters": n_clusters,
             "incremental": True, "previously_kept": previously_kept}
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    import json
-
-    from spark_jobs.config import config_hash, parse_config
-    from spark_jobs.lake import Lake, Lineage
-    from spark_jobs.session import get_spark
-
-    job = parse_config(NearDedupJob, argv, prog="near_dedup", description=__doc__)
-    spark = get_spark("codemill-near-dedup")
-    lake = Lake.open(spark, job.lake)
-    tables = [job.source, SIGNATURES_TABLE, KEPT_TABLE]
-    lineage = Lineage("near_dedup", config_hash(job), lake.versions(tables))
-    stats = run_near_dedup(lake, job.near_dedup, source=job.source, lineage=lineage)
-    print(json.dumps(stats, sort_keys=True))
-    return stats
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

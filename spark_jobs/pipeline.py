@@ -1,75 +1,197 @@
-"""Phase-1 curation pipeline: raw code -> files -> filtered -> exact_deduped -> near_deduped -> clean -> documents,
-with `outcomes` accounting for every input record and a funnel printed at the end.
+"""The whole recipe as one pipeline: raw code -> phase-1 curation -> quality annotator -> phase-2 selection ->
+synthetic phase 3 -> the three phases' shards -> training and evaluation (docs/ARCHITECTURE.md draws it).
 
-    python -m spark_jobs.pipeline --input data/raw --lake lake [--config conf/spark/pipeline.yaml] [--stages ...]
-    spark-submit spark_jobs/pipeline.py --input /data/the-stack --lake /data/lake --stages ingest filter
+    python -m spark_jobs.pipeline --input data/raw --lake lake                       # curation (phase 1 tables)
+    python -m spark_jobs.pipeline --input data/raw --lake lake --until tokenize      # the data side of the recipe
+    python -m spark_jobs.pipeline --lake lake --stages score select                  # named stages only
+    spark-submit spark_jobs/pipeline.py --input 's3a://bucket/the-stack/*.parquet' --lake s3a://bucket/lake
 
-`--stages` takes stage names (space or comma separated) or `all` (default: every registered stage, in order).
-A stage whose input table versions and config (for ingest: the input files' names, sizes and times) have not
-changed since its last run is skipped; `--force true` re-runs it. Other modules add stages with `register(...)`.
-Tables and columns: docs/tables.md; how to run and tune: docs/curation.md.
+Stages, in order (`STAGES`; each module holds its transforms, this one only wires them):
+
+| stage | reads | writes |
+|---|---|---|
+| ingest | `--input` (files, globs, repository trees) | files, quarantine |
+| filter | files | filtered, rejected, filter_stats |
+| exact_dedup | filtered | exact_deduped, exact_duplicates |
+| near_dedup | exact_deduped | near_deduped, near_dup_clusters, minhash_signatures |
+| decontaminate | near_deduped | contamination, clean |
+| documents | clean | documents (phase 1: language, then repository, files in random order) |
+| outcomes | every table above | outcomes (one verdict per input record) |
+| annotator_dataset | clean, positives, benchmarks | annotator_train, alignment_set |
+| annotator_train | annotator_train, alignment_set | the annotator folder (`score.annotator`) |
+| score | clean, the annotator | scores |
+| select | scores, clean | selected_hq (phase 2) |
+| synth | selected_hq, clean | synthetic_raw, synthetic (phase 3) |
+| tokenize | documents, selected_hq, synthetic | shards (+ the shard files and manifests) |
+| train | shards | one run folder per phase (`python -m trainer fit`) |
+| evaluate | the phases' exported models | eval_results (`python -m trainer.evaluation`) |
+| report | everything | the HTML report |
+
+`--stages` takes stage names (space or comma separated), `curation` (ingest through outcomes, the default) or
+`all`; `--until STAGE` runs every stage from the first through STAGE. A stage whose input table versions and config
+(plus, where it reads files, their names, sizes and times) have not changed since its last run is skipped; `--force
+true` re-runs it. Table stages compare the lineage of their outputs' last commit; steps whose output is a folder
+(annotator training, training, evaluation) compare their row in `step_runs`. Tables and columns: docs/tables.md;
+every key: conf/spark/pipeline.yaml.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
+import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 import uuid
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if __package__ in (None, ""):  # spark-submit runs this file as a script: make `spark_jobs` importable
+if __package__ in (None, ""):  # spark-submit runs this file as a script: make the packages importable
     _here = str(Path(__file__).resolve().parent)
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from spark_jobs.decontaminate import DecontaminateConfig  # noqa: E402
-from spark_jobs.documents import DocumentsConfig  # noqa: E402
-from spark_jobs.exact_dedup import ExactDedupConfig  # noqa: E402
-from spark_jobs.filter import FilterConfig  # noqa: E402
-from spark_jobs.ingest import IngestConfig  # noqa: E402
-from spark_jobs.near_dedup import NearDedupConfig  # noqa: E402
+from codemill import schemas, storage  # noqa: E402
+from codemill.config import CONF_DIR, REPO_ROOT, ConfigError, config_hash, parse_config, repo_path, to_dict  # noqa: E402
+from codemill.lake import Lake, Lineage  # noqa: E402
+from codemill.session import get_spark, under_spark_submit  # noqa: E402
+from spark_jobs import (  # noqa: E402  # noqa: E402
+    accounting,
+    annotate,
+    annotate_dataset,
+    decontaminate,
+    documents,
+    exact_dedup,
+    ingest,
+    near_dedup,
+    report,
+    select_hq,
+    tokenize_shards,
+)
+from spark_jobs import filter as filters  # noqa: E402
+from synth import generate as synth  # noqa: E402
+from trainer.annotator_model import META_FILE  # noqa: E402
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from spark_jobs.lake import Lake, Lineage
+CURATION = ("ingest", "filter", "exact_dedup", "near_dedup", "decontaminate", "documents", "outcomes")
+
+
+# ---------------------------------------------------------------------- the steps that run in their own process
+@dataclasses.dataclass
+class AnnotatorStepConfig:
+    """`annotator.*`: training the quality annotator (`python -m trainer.annotator fit`, its own process); it
+    reads `dataset`'s tables and exports to `score.annotator`."""
+
+    config: str = "conf/annotator/minilm.yaml"
+    # Further trainer.annotator flags, e.g. ["--trainer.max_steps", "40"].
+    args: list[str] = dataclasses.field(default_factory=list)
+
+    def validate(self) -> list[str]:
+        return [] if os.path.isfile(repo_path(self.config)) else [f"config: no file {self.config!r}"]
 
 
 @dataclasses.dataclass
-class PipelineConfig:
-    """Top-level keys; each stage reads its own section."""
+class TrainPhase:
+    name: str
+    config: str
 
-    # File, glob or directory of raw code (needed by the ingest stage only).
+
+def _default_phases() -> list[TrainPhase]:
+    return [TrainPhase(f"phase{i}", f"conf/train/phase{i}.yaml") for i in (1, 2, 3)]
+
+
+@dataclasses.dataclass
+class TrainStepConfig:
+    """`train.*`: the trainer's phases in order (`python -m trainer fit`, each its own process), each started from
+    the previous phase's exported weights; shards from `tokenize.shards_root`."""
+
+    run_root: str = "runs"
+    phases: list[TrainPhase] = dataclasses.field(default_factory=_default_phases)
+    args: list[str] = dataclasses.field(default_factory=list)
+
+    def validate(self) -> list[str]:
+        return [f"phases.{i}.config: no file {p.config!r}" for i, p in enumerate(self.phases)
+                if not os.path.isfile(repo_path(p.config))]
+
+
+@dataclasses.dataclass
+class EvalStepConfig:
+    """`evaluate.*`: pass@1 of each trained phase's model (`python -m trainer.evaluation`, its own process)."""
+
+    config: str = "conf/eval/default.yaml"
+    args: list[str] = dataclasses.field(default_factory=list)
+
+    def validate(self) -> list[str]:
+        return [] if os.path.isfile(repo_path(self.config)) else [f"config: no file {self.config!r}"]
+
+
+# ---------------------------------------------------------------------- the configuration
+@dataclasses.dataclass
+class PipelineConfig:
+    """Top-level keys; each stage reads its own section (conf/spark/pipeline.yaml documents every key)."""
+
+    # File, glob or directory of raw code, local or on an object store (needed by the ingest stage only).
     input: str = ""
     lake: str = "lake"
-    # "all" or stage names separated by commas/spaces, run in registry order.
-    stages: str = "all"
+    # Stage names separated by commas/spaces, `curation` (ingest..outcomes) or `all`, run in registry order.
+    stages: str = "curation"
+    # Every stage from the first through this one (overrides `stages`).
+    until: str = ""
     force: bool = False
     # Identifies this run in stage_stats and the commits' lineage; empty = a timestamp.
     run_id: str = ""
     print_funnel: bool = True
-    ingest: IngestConfig = dataclasses.field(default_factory=IngestConfig)
-    filter: FilterConfig = dataclasses.field(default_factory=FilterConfig)
-    exact_dedup: ExactDedupConfig = dataclasses.field(default_factory=ExactDedupConfig)
-    near_dedup: NearDedupConfig = dataclasses.field(default_factory=NearDedupConfig)
-    decontaminate: DecontaminateConfig = dataclasses.field(default_factory=DecontaminateConfig)
-    documents: DocumentsConfig = dataclasses.field(default_factory=DocumentsConfig)
+    ingest: ingest.IngestConfig = dataclasses.field(default_factory=ingest.IngestConfig)
+    filter: filters.FilterConfig = dataclasses.field(default_factory=filters.FilterConfig)
+    exact_dedup: exact_dedup.ExactDedupConfig = dataclasses.field(default_factory=exact_dedup.ExactDedupConfig)
+    near_dedup: near_dedup.NearDedupConfig = dataclasses.field(default_factory=near_dedup.NearDedupConfig)
+    decontaminate: decontaminate.DecontaminateConfig = dataclasses.field(
+        default_factory=decontaminate.DecontaminateConfig)
+    documents: documents.DocumentsConfig = dataclasses.field(default_factory=documents.DocumentsConfig)
+    dataset: annotate_dataset.DatasetConfig = dataclasses.field(default_factory=annotate_dataset.DatasetConfig)
+    annotator: AnnotatorStepConfig = dataclasses.field(default_factory=AnnotatorStepConfig)
+    score: annotate.ScoreConfig = dataclasses.field(default_factory=annotate.ScoreConfig)
+    select: select_hq.SelectConfig = dataclasses.field(default_factory=select_hq.SelectConfig)
+    synth: synth.SynthConfig = dataclasses.field(default_factory=synth.SynthConfig)
+    tokenize: tokenize_shards.TokenizeConfig = dataclasses.field(default_factory=tokenize_shards.TokenizeConfig)
+    train: TrainStepConfig = dataclasses.field(default_factory=TrainStepConfig)
+    evaluate: EvalStepConfig = dataclasses.field(default_factory=EvalStepConfig)
+    report: report.ReportConfig = dataclasses.field(default_factory=report.ReportConfig)
+
+    def _names(self) -> list[str]:
+        return [s for s in self.stages.replace(",", " ").split() if s]
 
     def stage_names(self) -> list[str]:
-        names = [s for s in self.stages.replace(",", " ").split() if s]
-        return list(STAGES) if not names or names == ["all"] else [s for s in STAGES if s in names]
+        if self.until:
+            names = list(STAGES)
+            return names[:names.index(self.until) + 1] if self.until in names else []
+        names = self._names()
+        if not names or names == ["curation"]:
+            return list(CURATION)
+        if names == ["all"]:
+            return list(STAGES)
+        return [s for s in STAGES if s in names]
+
+    def validated_sections(self) -> list[str]:
+        """The sections of the stages this run runs: a section is checked only when its stage will use it."""
+        names = self.stage_names() if not self.validate() else []
+        return sorted({section for name in names for section in STAGES[name].sections})
 
     def validate(self) -> list[str]:
         problems = []
-        names = [s for s in self.stages.replace(",", " ").split() if s and s != "all"]
-        unknown = [s for s in names if s not in STAGES]
+        unknown = [s for s in self._names() if s not in STAGES and s not in ("all", "curation")]
         if unknown:
-            problems.append(f"stages: unknown stage(s) {unknown}; known: {list(STAGES)}")
+            problems.append(f"stages: unknown stage(s) {unknown}; known: {list(STAGES)}, curation, all")
+        if self.until and self.until not in STAGES:
+            problems.append(f"until: unknown stage {self.until!r}; known: {list(STAGES)}")
         if "ingest" in self.stage_names() and not self.input:
             problems.append("input: the ingest stage needs --input (a file, glob or directory of raw code)")
         if not self.lake:
@@ -89,25 +211,36 @@ class Context:
     def spec(self):
         """The resolved `--input` (listing only; cached)."""
         if self._spec is None:
-            from spark_jobs.ingest import resolve_input
-
-            self._spec = resolve_input(self.cfg.input, fmt=self.cfg.ingest.format)
+            self._spec = ingest.resolve_input(self.cfg.input, fmt=self.cfg.ingest.format)
         return self._spec
 
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
-    """One step of the pipeline. `run(ctx, lineage)` writes `outputs`; `stats(ctx)` returns (in, out) DataFrames
-    with `lang` and `size_bytes` columns for the funnel (None: no funnel row)."""
+    """One step of the pipeline. `run(ctx, lineage)` writes `outputs` (tables), or, for a step whose output is a
+    folder, returns the paths it wrote (`artifacts`), recorded in `step_runs`. `stats(ctx)` returns (in, out)
+    DataFrames with `lang` and `size_bytes` columns for the funnel (None: no funnel row). `always`: never skipped.
+    `lineage_tables`: the outputs whose last commit carries the stage's lineage (default: all of them)."""
 
     name: str
     run: Callable[[Context, Lineage], Any]
-    outputs: tuple[str, ...]
+    outputs: tuple[str, ...] = ()
     inputs: Callable[[PipelineConfig], tuple[str, ...]] = lambda cfg: ()
     section: Callable[[PipelineConfig], Any] = lambda cfg: None
     fingerprint: Callable[[Context], str] = lambda ctx: ""
     stats: Callable[[Context], tuple[DataFrame, DataFrame]] | None = None
     enabled: Callable[[PipelineConfig], bool] = lambda cfg: True
+    artifacts: Callable[[PipelineConfig], list[str]] | None = None
+    always: bool = False
+    lineage_tables: tuple[str, ...] | None = None
+    # The config sections the stage reads: validated when the stage is selected (default: the one of its name).
+    reads: tuple[str, ...] | None = None
+    # `inputs` are alternatives: the stage reads the first of them that exists.
+    first_input: bool = False
+
+    @property
+    def sections(self) -> tuple[str, ...]:
+        return self.reads if self.reads is not None else (self.name,)
 
 
 STAGES: dict[str, Stage] = {}
@@ -126,7 +259,7 @@ def register(stage: Stage, *, after: str | None = None) -> None:
     STAGES.update(items)
 
 
-# ---------------------------------------------------------------------- the phase-1 stages
+# ---------------------------------------------------------------------- phase 1: curation
 def _decontam_source(cfg: PipelineConfig) -> str:
     return "near_deduped" if cfg.near_dedup.enabled else "exact_deduped"
 
@@ -144,8 +277,6 @@ def _persisted(df: DataFrame) -> Iterator[DataFrame]:
 
 
 def _run_ingest(ctx: Context, lineage: Lineage) -> None:
-    from spark_jobs import ingest
-
     cfg = ctx.cfg.ingest
     raw = ingest.read_raw(ctx.spark, ctx.spec, cfg)
     classified = ingest.classify(raw, root=ctx.spec.root, max_bytes=cfg.max_bytes, required=tuple(cfg.required),
@@ -156,8 +287,6 @@ def _run_ingest(ctx: Context, lineage: Lineage) -> None:
 
 
 def _run_filter(ctx: Context, lineage: Lineage) -> None:
-    from spark_jobs import filter as filters
-
     with _persisted(filters.judge(ctx.lake.read("files"), ctx.cfg.filter)) as judged:
         ctx.lake.overwrite("filtered", filters.filtered_rows(judged), lineage=lineage)
         ctx.lake.overwrite("rejected", filters.rejected_rows(judged), lineage=lineage)
@@ -166,8 +295,6 @@ def _run_filter(ctx: Context, lineage: Lineage) -> None:
 
 
 def _run_exact_dedup(ctx: Context, lineage: Lineage) -> None:
-    from spark_jobs import exact_dedup
-
     c = ctx.cfg.exact_dedup
     marked = exact_dedup.mark_duplicates(ctx.lake.read("filtered"), normalise=c.normalise, order_by=c.order_by)
     with _persisted(marked) as marked:
@@ -176,27 +303,22 @@ def _run_exact_dedup(ctx: Context, lineage: Lineage) -> None:
 
 
 def _run_near_dedup(ctx: Context, lineage: Lineage) -> None:
-    from spark_jobs.near_dedup import run_near_dedup
-
-    run_near_dedup(ctx.lake, ctx.cfg.near_dedup, source="exact_deduped", lineage=lineage)
+    near_dedup.run_near_dedup(ctx.lake, ctx.cfg.near_dedup, source="exact_deduped", lineage=lineage)
 
 
 def _run_decontaminate(ctx: Context, lineage: Lineage) -> None:
-    from spark_jobs import decontaminate as dc
-
     c = ctx.cfg.decontaminate
     source = ctx.lake.read(_decontam_source(ctx.cfg))
-    hits = dc.find_contamination(source, dc.load_benchmarks(ctx.spark, c), ngram=c.ngram, min_overlap=c.min_overlap,
-                                 min_matched_ngrams=c.min_matched_ngrams, min_short_chars=c.min_short_chars)
+    hits = decontaminate.find_contamination(
+        source, decontaminate.load_benchmarks(ctx.spark, c), ngram=c.ngram, min_overlap=c.min_overlap,
+        min_matched_ngrams=c.min_matched_ngrams, min_short_chars=c.min_short_chars)
     ctx.lake.overwrite("contamination", hits, lineage=lineage)
     # Read the hits back: the matching (a Python pass over every file) runs once.
-    ctx.lake.overwrite("clean", dc.clean_rows(source, ctx.lake.read("contamination")), lineage=lineage)
+    ctx.lake.overwrite("clean", decontaminate.clean_rows(source, ctx.lake.read("contamination")), lineage=lineage)
 
 
 def _run_documents(ctx: Context, lineage: Lineage) -> None:
-    from spark_jobs.documents import build_documents
-
-    docs = build_documents(ctx.lake.read("clean"), **dataclasses.asdict(ctx.cfg.documents))
+    docs = documents.build_documents(ctx.lake.read("clean"), **dataclasses.asdict(ctx.cfg.documents))
     ctx.lake.overwrite("documents", docs, lineage=lineage, partition_by=["lang"])
 
 
@@ -206,19 +328,17 @@ def _outcome_inputs(cfg: PipelineConfig) -> tuple[str, ...]:
 
 
 def _run_outcomes(ctx: Context, lineage: Lineage) -> None:
-    from spark_jobs.accounting import build_outcomes, verdicts
-
     lake = ctx.lake
 
     def opt(name: str):
         return lake.read(name) if lake.exists(name) else None
 
     near = ctx.cfg.near_dedup.enabled
-    decided = verdicts(rejected=opt("rejected"), exact_duplicates=opt("exact_duplicates"),
-                       near_clusters=opt("near_dup_clusters") if near else None,
-                       near_source=opt("exact_deduped") if near else None,
-                       contamination=opt("contamination"), kept=opt("clean"))
-    out = build_outcomes(files=lake.read("files"), quarantine=lake.read("quarantine"), decided=decided)
+    decided = accounting.verdicts(rejected=opt("rejected"), exact_duplicates=opt("exact_duplicates"),
+                                  near_clusters=opt("near_dup_clusters") if near else None,
+                                  near_source=opt("exact_deduped") if near else None,
+                                  contamination=opt("contamination"), kept=opt("clean"))
+    out = accounting.build_outcomes(files=lake.read("files"), quarantine=lake.read("quarantine"), decided=decided)
     lake.overwrite("outcomes", out, lineage=lineage)
 
 
@@ -242,19 +362,17 @@ def _documents_stats(ctx: Context):
 
 
 def _ingest_fingerprint(ctx: Context) -> str:
-    from spark_jobs.ingest import input_fingerprint
-    from spark_jobs.storage import absolute
-
-    return f"{absolute(ctx.cfg.input)}:{input_fingerprint(ctx.spec, skip_dirs=ctx.cfg.ingest.skip_dirs)}"
+    listing = ingest.input_fingerprint(ctx.spec, skip_dirs=ctx.cfg.ingest.skip_dirs)
+    return f"{storage.absolute(ctx.cfg.input)}:{listing}"
 
 
 def _file_hash(*paths: str) -> str:
-    import hashlib
-
+    """Content hash of files, local or on an object store (missing ones count as empty)."""
     h = hashlib.sha256()
     for p in paths:
-        with open(p, "rb") as fh:
-            h.update(fh.read())
+        h.update(p.encode() + b"\0")
+        if storage.isfile(p):
+            h.update(storage.read_bytes(p))
     return h.hexdigest()[:16]
 
 
@@ -276,15 +394,145 @@ register(Stage("decontaminate", _run_decontaminate, ("contamination", "clean"),
 register(Stage("documents", _run_documents, ("documents",), inputs=lambda c: ("clean",),
                section=lambda c: c.documents, stats=_documents_stats))
 register(Stage("outcomes", _run_outcomes, ("outcomes",), inputs=_outcome_inputs,
-               section=lambda c: {"near_dedup": c.near_dedup.enabled}))
+               section=lambda c: {"near_dedup": c.near_dedup.enabled}, reads=()))
+
+
+# ---------------------------------------------------------------------- phase 2: the quality annotator, selection
+def _run_annotator_dataset(ctx: Context, lineage: Lineage) -> None:
+    annotate_dataset.build_training_sets(ctx.spark, ctx.lake, ctx.cfg.dataset, lineage)
+
+
+def _dataset_fingerprint(ctx: Context) -> str:
+    """The positive sources' and benchmarks' files, by name, size and time."""
+    c = ctx.cfg.dataset
+    listing = [annotate_dataset.source_files(src, i) for i, src in enumerate(c.positives)]
+    listing.append([u for u, _, _ in storage.walk_files(c.benchmarks_dir)])
+    return config_hash([[(u, *_stat(u)) for u in files] for files in listing])
+
+
+def _stat(uri: str) -> tuple[int, int]:
+    fs, path = storage.filesystem(uri)
+    info = fs.get_file_info(path)
+    return int(info.size or 0), int(info.mtime_ns or 0)
+
+
+def _run_annotator_train(ctx: Context, lineage: Lineage) -> list[str]:
+    c, out = ctx.cfg.annotator, ctx.cfg.score.annotator
+    _command(["-m", "trainer.annotator", "fit", "--config", repo_path(c.config), "--data.lake", ctx.lake.root,
+              "--model.export_dir", out, *c.args])
+    return [out]
+
+
+def _annotator_fingerprint(ctx: Context) -> str:
+    """The exported annotator (its metadata names the run and the weights): a new one re-scores every file."""
+    return _file_hash(storage.join(ctx.cfg.score.annotator, META_FILE))
+
+
+def _run_score(ctx: Context, lineage: Lineage) -> None:
+    annotate.run_scoring(ctx.spark, ctx.lake, ctx.cfg.score, lineage)
+
+
+def _run_select(ctx: Context, lineage: Lineage) -> None:
+    select_hq.run_selection(ctx.lake, ctx.cfg.select, lineage)
+
+
+register(Stage("annotator_dataset", _run_annotator_dataset, ("annotator_train", "alignment_set"),
+               inputs=lambda c: tuple(c.dataset.negative_tables), section=lambda c: c.dataset,
+               fingerprint=_dataset_fingerprint, reads=("dataset",), first_input=True))
+register(Stage("annotator_train", _run_annotator_train, inputs=lambda c: (c.dataset.output_table,
+                                                                           c.dataset.alignment_table),
+               section=lambda c: {"annotator": c.annotator, "export_dir": c.score.annotator},
+               fingerprint=lambda ctx: _file_hash(repo_path(ctx.cfg.annotator.config)),
+               artifacts=lambda c: [storage.join(c.score.annotator, META_FILE)], reads=("annotator",)))
+register(Stage("score", _run_score, ("scores",), inputs=lambda c: (c.score.input_table,),
+               section=lambda c: c.score, fingerprint=_annotator_fingerprint))
+register(Stage("select", _run_select, ("selected_hq",),
+               inputs=lambda c: (c.select.scores_table, c.select.files_table), section=lambda c: c.select))
+
+
+# ---------------------------------------------------------------------- phase 3 and the shards
+def _run_synth(ctx: Context, lineage: Lineage) -> None:
+    stats = synth.run(ctx.cfg.synth, lake=ctx.lake, lineage=lineage)
+    print(json.dumps(stats, default=str), flush=True)
+
+
+def _synth_inputs(cfg: PipelineConfig) -> tuple[str, ...]:
+    s = cfg.synth.seeds
+    return tuple(dict.fromkeys([s.table] + ([s.content_table] if s.source == "scores" else [])))
+
+
+def _run_tokenize(ctx: Context, lineage: Lineage) -> None:
+    tokenize_shards.run_tokenize(ctx.spark, ctx.lake, ctx.cfg.tokenize, lineage)
+
+
+def _tokenize_inputs(cfg: PipelineConfig) -> tuple[str, ...]:
+    t = cfg.tokenize
+    return tuple(sorted({s.table for p in t.phases if p.name in t.build for s in p.sources}))
+
+
+register(Stage("synth", _run_synth, (synth.SynthConfig().raw_table, synth.SynthConfig().output_table),
+               inputs=_synth_inputs, section=lambda c: c.synth,
+               lineage_tables=(synth.SynthConfig().output_table,)))
+register(Stage("tokenize", _run_tokenize, ("shards",), inputs=_tokenize_inputs, section=lambda c: c.tokenize))
+
+
+# ---------------------------------------------------------------------- training and evaluation
+def _phase_dir(cfg: PipelineConfig, name: str) -> str:
+    return storage.join(cfg.train.run_root, name)
+
+
+def _run_train(ctx: Context, lineage: Lineage) -> list[str]:
+    c, written, previous = ctx.cfg.train, [], None
+    for phase in c.phases:
+        args = ["-m", "trainer", "fit", "--config", repo_path(phase.config), "--data.shards_root",
+                ctx.cfg.tokenize.shards_root, "--run_dir", _phase_dir(ctx.cfg, phase.name), *c.args]
+        if previous is not None:
+            args += ["--init_from", storage.join(_phase_dir(ctx.cfg, previous), "hf")]
+        _command(args)
+        written.append(storage.join(_phase_dir(ctx.cfg, phase.name), "hf"))
+        previous = phase.name
+    return written
+
+
+def _run_evaluate(ctx: Context, lineage: Lineage) -> list[str]:
+    for phase in ctx.cfg.train.phases:
+        _command(["-m", "trainer.evaluation", "--config", repo_path(ctx.cfg.evaluate.config), "--model",
+                  storage.join(_phase_dir(ctx.cfg, phase.name), "hf"), "--lake", ctx.lake.root,
+                  *ctx.cfg.evaluate.args])
+    return [ctx.lake.path("eval_results")]
+
+
+def _models_fingerprint(ctx: Context) -> str:
+    """The phases' exported models (their run_info.json): a retrained model is evaluated again."""
+    return _file_hash(*[storage.join(_phase_dir(ctx.cfg, p.name), "run_info.json") for p in ctx.cfg.train.phases])
+
+
+def _run_report(ctx: Context, lineage: Lineage) -> None:
+    path = report.build_report(ctx.lake, ctx.cfg.report, shards=ctx.cfg.tokenize.shards_root)
+    print(f"[pipeline] report: {path}", flush=True)
+
+
+register(Stage("train", _run_train, inputs=lambda c: ("shards",), section=lambda c: c.train,
+               fingerprint=lambda ctx: _file_hash(*[repo_path(p.config) for p in ctx.cfg.train.phases]),
+               artifacts=lambda c: [storage.join(_phase_dir(c, p.name), "hf", "config.json") for p in c.train.phases],
+               reads=("train", "tokenize")))
+register(Stage("evaluate", _run_evaluate, section=lambda c: c.evaluate, fingerprint=_models_fingerprint,
+               artifacts=lambda c: [], reads=("evaluate", "train")))
+register(Stage("report", _run_report, always=True))
+
+
+def _command(args: list[str]) -> None:
+    """Runs `python <args>` in its own process (a trainer: its own threads, memory and exit code), from the
+    repository root, with this process's environment (MLflow tracking URI, object-store settings)."""
+    cmd = [sys.executable, *args]
+    print("  $ " + " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, cwd=REPO_ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"), check=True)
 
 
 # ---------------------------------------------------------------------- running
 def stage_stats(df_in: DataFrame, df_out: DataFrame, *, stage: str, run_id: str) -> DataFrame:
     """Rows and bytes in and out per language (schemas.STAGE_STATS)."""
     from pyspark.sql import functions as F
-
-    from spark_jobs import schemas
 
     def agg(df, rows, nbytes):
         return df.groupBy(F.coalesce("lang", F.lit("unknown")).alias("lang")).agg(
@@ -299,43 +547,57 @@ def stage_stats(df_in: DataFrame, df_out: DataFrame, *, stage: str, run_id: str)
     ).select(*schemas.STAGE_STATS.fieldNames())
 
 
-def _up_to_date(lake: Lake, stage: Stage, config_hash: str, inputs: dict[str, int]) -> bool:
-    for name in stage.outputs:
+STEP_RUNS = "step_runs"
+
+
+def _up_to_date(lake: Lake, stage: Stage, cfg: PipelineConfig, config_hash_: str, inputs: dict[str, int]) -> bool:
+    if stage.always:
+        return False
+    if stage.artifacts is not None:
+        from pyspark.sql import functions as F
+
+        if not lake.exists(STEP_RUNS):
+            return False
+        last = (lake.read(STEP_RUNS).where(F.col("stage") == stage.name).orderBy(F.desc("run_id")).limit(1)
+                .collect())
+        return bool(last) and last[0]["config_hash"] == config_hash_ and \
+            json.loads(last[0]["inputs"]) == inputs and all(storage.exists(a) for a in stage.artifacts(cfg))
+    for name in stage.lineage_tables or stage.outputs:
         if not lake.exists(name):
             return False
         last = lake.history(name, 1)[0]["lineage"]
-        if last.get("job") != stage.name or last.get("config_hash") != config_hash or last.get("inputs") != inputs:
+        if last.get("job") != stage.name or last.get("config_hash") != config_hash_ or last.get("inputs") != inputs:
             return False
     return True
 
 
 def run_stage(ctx: Context, stage: Stage) -> dict[str, Any]:
     """Runs one stage unless disabled or up to date; returns {"stage", "status", "seconds"}."""
-    from spark_jobs.config import config_hash, to_dict
-    from spark_jobs.lake import Lineage
-
     cfg, lake = ctx.cfg, ctx.lake
     if not stage.enabled(cfg):
         return {"stage": stage.name, "status": "disabled", "seconds": 0.0}
     wanted = stage.inputs(cfg)
     inputs = lake.versions(wanted)
-    missing = [t for t in wanted if t not in inputs]
+    if stage.first_input:
+        inputs = dict(list(inputs.items())[:1])
+    missing = [t for t in wanted if t not in inputs] if not (stage.first_input and inputs) else []
     if missing:
-        from spark_jobs.config import ConfigError
-
         producers = sorted({s.name for s in STAGES.values() for t in missing if t in s.outputs})
         raise ConfigError([f"stages: {stage.name} needs table(s) {missing} under {lake.root}; run "
                            f"{', '.join(producers) or 'the stage that writes them'} first"])
-    section = stage.section(cfg)
-    payload = {"stage": stage.name, "config": to_dict(section) if dataclasses.is_dataclass(section) else section,
-               "fingerprint": stage.fingerprint(ctx)}
+    section = json.dumps(stage.section(cfg), sort_keys=True,
+                         default=lambda o: to_dict(o) if dataclasses.is_dataclass(o) else str(o))
+    payload = {"stage": stage.name, "config": json.loads(section), "fingerprint": stage.fingerprint(ctx)}
     digest = config_hash(payload)
-    if not cfg.force and _up_to_date(lake, stage, digest, inputs):
+    if not cfg.force and _up_to_date(lake, stage, cfg, digest, inputs):
         return {"stage": stage.name, "status": "skipped (inputs and config unchanged)", "seconds": 0.0}
     lineage = Lineage(stage.name, digest, inputs, write_id=f"{ctx.run_id}:{stage.name}",
                       extra={"run_id": ctx.run_id})
     t0 = time.perf_counter()
-    stage.run(ctx, lineage)
+    written = stage.run(ctx, lineage)
+    if stage.artifacts is not None:
+        row = (stage.name, digest, json.dumps(inputs, sort_keys=True), json.dumps(written or []), ctx.run_id)
+        lake.append(STEP_RUNS, ctx.spark.createDataFrame([row], schemas.STEP_RUNS), lineage=lineage)
     if stage.stats is not None:
         df_in, df_out = stage.stats(ctx)
         lake.append("stage_stats", stage_stats(df_in, df_out, stage=stage.name, run_id=ctx.run_id),
@@ -377,23 +639,18 @@ def format_funnel(rows: list[dict[str, Any]], *, top_langs: int = 8) -> str:
     return "\n".join(lines)
 
 
-def _ship_package(spark: SparkSession) -> None:
-    """Under spark-submit, send the `spark_jobs` package to the executors (their Python imports it to run
-    the vectorised UDFs), so no stage depends on running inside the driver's directory."""
-    import tempfile
-    import zipfile
-
-    from spark_jobs.session import under_spark_submit
-
-    if not under_spark_submit() or getattr(_ship_package, "_done", False):
+def _ship_packages(spark: SparkSession) -> None:
+    """Under spark-submit, send codemill's packages to the executors (their Python imports them to run the
+    vectorised UDFs), so no stage depends on running inside the driver's directory."""
+    if not under_spark_submit() or getattr(_ship_packages, "_done", False):
         return
-    pkg = Path(__file__).resolve().parent
-    target = os.path.join(tempfile.mkdtemp(prefix="codemill-"), "spark_jobs.zip")
+    target = os.path.join(tempfile.mkdtemp(prefix="codemill-"), "codemill.zip")
     with zipfile.ZipFile(target, "w") as zf:
-        for f in sorted(pkg.glob("*.py")):
-            zf.write(f, f"spark_jobs/{f.name}")
+        for package in ("codemill", "spark_jobs", "synth", "trainer"):
+            for f in sorted((REPO_ROOT / package).rglob("*.py")):
+                zf.write(f, str(f.relative_to(REPO_ROOT)))
     spark.sparkContext.addPyFile(target)
-    _ship_package._done = True
+    _ship_packages._done = True
 
 
 def _normalise_argv(argv: Sequence[str]) -> list[str]:
@@ -408,7 +665,7 @@ def _normalise_argv(argv: Sequence[str]) -> list[str]:
             while j < len(argv) and not argv[j].startswith("--"):
                 vals.append(argv[j])
                 j += 1
-            out += ["--stages", ",".join(vals) or "all"]
+            out += ["--stages", ",".join(vals) or "curation"]
             i = j
             continue
         out.append(arg)
@@ -418,27 +675,22 @@ def _normalise_argv(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parses the config, runs the selected stages in order, prints the funnel; returns a summary dict."""
-    from spark_jobs.config import CONF_DIR, parse_config
-    from spark_jobs.lake import Lake
-    from spark_jobs.session import get_spark
-
     argv = _normalise_argv(list(sys.argv[1:] if argv is None else argv))
     cfg = parse_config(PipelineConfig, argv, prog="spark_jobs.pipeline", description=__doc__,
                        default_config_files=[CONF_DIR / "spark" / "pipeline.yaml"])
     spark = get_spark("codemill-pipeline")
-    _ship_package(spark)
+    _ship_packages(spark)
     run_id = cfg.run_id or f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:6]}"
     ctx = Context(spark, Lake.open(spark, cfg.lake), cfg, run_id)
     results = []
     for name in cfg.stage_names():
+        print(f"[pipeline] {name} ...", flush=True)
         res = run_stage(ctx, STAGES[name])
         print(f"[pipeline] {name}: {res['status']} ({res['seconds']} s)", flush=True)
         results.append(res)
     summary: dict[str, Any] = {"run_id": run_id, "stages": results, "lake": ctx.lake.root}
     if ctx.lake.exists("outcomes"):
-        from spark_jobs.accounting import summarize
-
-        summary["accounting"] = summarize(ctx.lake.read("outcomes"))
+        summary["accounting"] = accounting.summarize(ctx.lake.read("outcomes"))
     if cfg.print_funnel:
         rows = funnel_rows(ctx.lake)
         summary["funnel"] = rows
@@ -448,5 +700,5 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     return summary
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # also the guard vLLM's worker processes need (they re-import the main module)
     main()

@@ -1,15 +1,15 @@
 """Funnel report: an HTML page with PNG plots of what every stage did.
 
-    python -m spark_jobs.report --lake lake --shards demo_out/shards --out demo_out/report
-    spark-submit spark_jobs/report.py --lake s3a://bucket/lake --shards s3a://bucket/shards --out s3a://bucket/report
+    python -m spark_jobs.pipeline --stages report --lake lake --tokenize.shards_root shards --report.out report
+    spark-submit spark_jobs/pipeline.py --stages report --lake s3a://bucket/lake --report.out s3a://bucket/report
 
 Sections (each from the tables that stage wrote; a stage that has not run is listed as such):
 per stage and language files and bytes in and out, outcomes of every input record, rejection reasons,
 duplicate cluster sizes, contamination by benchmark, quality-score distributions with the selection cut-offs,
 token mixes of the three phases, training loss and learning-rate curves read from MLflow, and pass@1 per phase.
-Aggregations run in Spark; only the small aggregates reach the driver. `--out` and `--shards` may be object-store
+Aggregations run in Spark; only the small aggregates reach the driver. `report.out` and the shards may be object-store
 URIs: the page is drawn in a local folder and uploaded (`index.html` last), the manifests are read through
-`spark_jobs.storage`.
+`codemill.storage`.
 """
 
 from __future__ import annotations
@@ -28,20 +28,17 @@ matplotlib.use("Agg")  # headless: no display on cluster drivers or CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from spark_jobs import storage  # noqa: E402
-from spark_jobs.config import parse_config  # noqa: E402
+from codemill import storage  # noqa: E402
 
 
 @dataclasses.dataclass
 class ReportConfig:
-    """Where to read from and write to."""
+    """`report.*`: where the HTML report goes and which MLflow runs it plots (the lake and the shards are the
+    pipeline's)."""
 
-    lake: str = "lake"
     out: str = "report"
-    shards: str | None = None
     mlflow_tracking_uri: str | None = None
     mlflow_experiment: str | None = None
-    lake_backend: str = "auto"
 
     def validate(self) -> list[str]:
         return [] if self.out else ["out: must name the report folder"]
@@ -307,7 +304,7 @@ def training_section(report: Report, tracking_uri: str | None, experiment: str |
     report.section("Training curves (MLflow)", _table_html(pd.DataFrame(rows)), fig, "training")
 
 
-def build_report(lake, cfg: ReportConfig) -> Path | str:
+def build_report(lake, cfg: ReportConfig, *, shards: str | None = None) -> Path | str:
     report = Report(cfg.out)
     tables = lake.tables()
     report.section("Tables", _table_html(pd.DataFrame(
@@ -319,22 +316,6 @@ def build_report(lake, cfg: ReportConfig) -> Path | str:
     duplicates_section(report, lake)
     contamination_section(report, lake)
     scores_section(report, lake)
-    phases_section(report, cfg.shards)
+    phases_section(report, shards)
     training_section(report, cfg.mlflow_tracking_uri, cfg.mlflow_experiment)
-    return report.write(f"codemill report — {cfg.lake}")
-
-
-def main(argv: list[str] | None = None) -> Path | str:
-    from spark_jobs.lake import Lake
-    from spark_jobs.session import get_spark
-
-    cfg = parse_config(ReportConfig, argv, prog="spark_jobs.report", description=__doc__.splitlines()[0])
-    lake = Lake(get_spark("codemill-report"), cfg.lake, backend=cfg.lake_backend)  # type: ignore[arg-type]
-    path = build_report(lake, cfg)
-    print(f"report: {path}")
-    return path
-
-
-if __name__ == "__main__":
-    main()
-
+    return report.write(f"codemill report — {lake.root}")

@@ -1,6 +1,6 @@
 """Selects the highest-scored files per language into `selected_hq`, the phase-2 data (paper §2.3).
 
-    python -m spark_jobs.select_hq --config conf/spark/annotate.yaml --lake lake --select.token_budget 12500000000
+    python -m spark_jobs.pipeline --stages select --lake lake --select.token_budget 12500000000
 
 Each language gets the share of `token_budget` it has in phase 1 (tokens of the `scores` table, i.e. of every
 scored phase-1 file), so phase 2 keeps phase 1's language mix; within a language the best-scored files are taken
@@ -13,7 +13,6 @@ number of passes phase 2 makes over the selection (paper: 4).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -112,26 +111,13 @@ def selection_stats(scores: DataFrame, selected: DataFrame, *, token_budget: int
             .orderBy("lang"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from spark_jobs.annotate import AnnotateStageConfig
-    from spark_jobs.config import config_hash, parse_config
-    from spark_jobs.lake import Lake, Lineage
-    from spark_jobs.session import get_spark
-
-    stage = parse_config(AnnotateStageConfig, argv, prog="spark_jobs.select_hq")
-    cfg = stage.select
-    spark = get_spark("codemill-select-hq")
-    lake = Lake.open(spark, stage.lake)
+def run_selection(lake, cfg: SelectConfig, lineage) -> int:
+    """The stage: `cfg.output_table` from the scores and the files they score; returns the new version."""
     scores = lake.read(cfg.scores_table)
     selected = scores.transform(select_top_per_language, token_budget=cfg.token_budget, repeat=cfg.repeat,
                                 n_buckets=cfg.n_buckets)
     out = selected.transform(attach_files, lake.read(cfg.files_table))
-    lineage = Lineage("select_hq", config_hash(cfg), lake.versions([cfg.scores_table, cfg.files_table]))
     version = lake.overwrite(cfg.output_table, out, lineage=lineage, allow_schema_change=True)
     print(f"{cfg.output_table} v{version}: budget {cfg.token_budget:,} tokens, repeat {cfg.repeat}")
     selection_stats(scores, lake.read(cfg.output_table), token_budget=cfg.token_budget).show(100, truncate=False)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return version

@@ -1,9 +1,9 @@
 """Tokenize the phase mixtures in Spark, pack fixed-length sequences and write them as litdata streaming shards.
 
-    python -m spark_jobs.tokenize_shards --config conf/spark/tokenize.yaml
-    python -m spark_jobs.tokenize_shards --config conf/spark/tokenize.yaml --build '[phase2]' --seq_len 2048
-    spark-submit --py-files codemill.zip spark_jobs/tokenize_shards.py --config conf/spark/tokenize.yaml \
-        --lake s3://bucket/lake --shards_root s3://bucket/shards
+    python -m spark_jobs.pipeline --stages tokenize --lake lake                  # the `tokenize` section
+    python -m spark_jobs.pipeline --stages tokenize --lake lake --tokenize.build '[phase2]' --tokenize.seq_len 2048
+    spark-submit spark_jobs/pipeline.py --stages tokenize --lake s3a://bucket/lake \
+        --tokenize.shards_root s3a://bucket/shards
 
 Phases come from `conf/spark/phases.yaml` (loaded first; see `spark_jobs.mixtures`). For each phase (the chunk files
 come from one Spark job; phase 3 runs one more before it, to count tokens for the weight):
@@ -17,7 +17,7 @@ come from one Spark job; phase 3 runs one more before it, to count tokens for th
    appended), packs them in position order into items of seq_len + 1 tokens (consecutive items overlap by one
    token so every token is a training target once) and writes them with litdata's `BinaryWriter` as
    `chunk-<shard>-<i>.bin` straight into `<shards_root>/<phase>/<split>/` (local or shared filesystem) or into a
-   local folder uploaded with the pyarrow filesystem the driver built (object stores: `spark_jobs.storage`, with
+   local folder uploaded with the pyarrow filesystem the driver built (object stores: `codemill.storage`, with
    the session's `fs.s3a.*` endpoint and credentials). Each task returns its shard's index; the driver
    merges them into one `index.json`, so a task retry or a speculative copy rewrites the same files. With fewer
    shards than cores (`encode`), documents are encoded before the shuffle instead, on every core; same bytes;
@@ -25,7 +25,7 @@ come from one Spark job; phase 3 runs one more before it, to count tokens for th
 
 The trainer reads the splits with `litdata.StreamingDataset` + `StreamingDataLoader` (mid-epoch resume through
 `state_dict`, sharding over nodes and workers); no custom loader. For shards on an object store,
-`litdata_source` gives litdata the `s3://` form and the endpoint.
+`codemill.storage.litdata_source` gives litdata the `s3://` form and the endpoint.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs import storage
+from codemill import storage
 from spark_jobs.mixtures import DOC_COLUMNS, HASH_BUCKETS, PhaseConfig
 
 if TYPE_CHECKING:
@@ -78,10 +78,24 @@ class TokenizerConfig:
 
 
 @dataclasses.dataclass
-class TokenizeConfig:
-    lake: str = "lake"
-    shards_root: str = "shards"
+class _Phases:
     phases: list[PhaseConfig] = dataclasses.field(default_factory=list)
+
+
+def shipped_phases() -> list[PhaseConfig]:
+    """The recipe's three phase mixtures, declared in conf/spark/phases.yaml."""
+    from codemill.config import CONF_DIR, load_config
+
+    return load_config(_Phases, CONF_DIR / "spark" / "phases.yaml").phases
+
+
+@dataclasses.dataclass
+class TokenizeConfig:
+    """`tokenize.*`: the tokenizer and the phase shards (phases declared in conf/spark/pipeline.yaml)."""
+
+    shards_root: str = "shards"
+    # The phase mixtures; default: conf/spark/phases.yaml (paper §2).
+    phases: list[PhaseConfig] = dataclasses.field(default_factory=shipped_phases)
     build: list[str] = dataclasses.field(default_factory=lambda: ["phase1", "phase2", "phase3"])
     seq_len: int = 8192  # paper §3: 8192-token context
     val_fraction: float = 0.005
@@ -100,7 +114,7 @@ class TokenizeConfig:
         problems = []
         names = [p.name for p in self.phases]
         if not self.phases:
-            problems.append("phases: none declared; load conf/spark/phases.yaml")
+            problems.append("phases: none declared (conf/spark/phases.yaml holds the recipe's three)")
         if len(set(names)) != len(names):
             problems.append(f"phases: duplicate phase names {names}")
         missing = sorted(set(self.build) - set(names))
@@ -433,48 +447,6 @@ def _upload(local_dir: str, remote_dir: str, names: list[str], *, fs: Any = None
             shutil.copyfileobj(src, dst, length=8 << 20)
 
 
-def _litdata_allow_http() -> None:
-    """Lets litdata's chunk downloads reach a plain-http endpoint (an S3-compatible server without TLS).
-
-    litdata (0.2.x) fetches chunks with obstore, built from its boto3 client's endpoint but with fixed client
-    options that lack `allow_http`, so object_store refuses `http://` URLs ("BadScheme"); boto3, which fetches
-    `index.json`, has no such rule. Adding the option to that module-level dict is the only hook litdata offers;
-    DataLoader workers forked afterwards inherit it."""
-    try:
-        from litdata.streaming import downloader
-    except ImportError:
-        return
-    options = getattr(downloader, "_OBSTORE_CLIENT_OPTIONS", None)
-    if isinstance(options, dict) and "allow_http" not in options:
-        downloader._OBSTORE_CLIENT_OPTIONS = {**options, "allow_http": "true"}
-
-
-def litdata_source(uri: str, settings: storage.S3Settings | None = None) -> tuple[str, dict[str, Any]]:
-    """(input_dir, storage_options) for litdata's `StreamingDataset` reading a split folder.
-
-    Local folders as they are. S3 (`s3a://`, `s3://`) as `s3://` (the only S3 scheme litdata knows) with boto3
-    client options: the endpoint of an S3-compatible server and the keys when `spark_jobs.storage` finds them (the
-    active session's `fs.s3a.*` settings, else the AWS_* environment); without keys boto3 uses its own chain
-    (profile, instance role). Other stores (gs://, azure) go to litdata unchanged."""
-    if storage.is_local(uri):
-        return storage.local_path(uri), {}
-    if storage.scheme(uri) not in storage.S3_SCHEMES:
-        return uri, {}
-    s = settings or storage.s3_settings()
-    options: dict[str, Any] = {}
-    if s.endpoint:
-        options["endpoint_url"] = s.endpoint_url
-        if s.endpoint_url.startswith("http://"):
-            _litdata_allow_http()
-    if s.region:
-        options["region_name"] = s.region
-    if s.access_key:
-        options.update(aws_access_key_id=s.access_key, aws_secret_access_key=s.secret_key)
-        if s.session_token:
-            options["aws_session_token"] = s.session_token
-    return "s3://" + storage.fs_path(uri), options
-
-
 def _chunk_bytes(value: str | int) -> int:
     if isinstance(value, int):
         return value
@@ -524,8 +496,8 @@ def build_phase_documents(lake, phase: PhaseConfig, versions: dict[str, int]) ->
 def ensure_tokenizer(cfg: TokenizeConfig, lake):
     """Loads `tokenizer.load`, or reuses `<shards_root>/tokenizer`, or trains one on a phase-1 sample; saves it
     to `<shards_root>/tokenizer` so every phase, the trainer and the synthetic job share it."""
+    from codemill.config import ConfigError
     from spark_jobs import tokenizer as T
-    from spark_jobs.config import ConfigError
 
     target = storage.absolute(storage.join(cfg.shards_root, "tokenizer"))
     load = cfg.tokenizer.load
@@ -545,10 +517,10 @@ def ensure_tokenizer(cfg: TokenizeConfig, lake):
 
 
 def run_phase(spark, lake, cfg: TokenizeConfig, phase: PhaseConfig, *, tok, tokenizer_path: str,
-              tokenizer_json: Any, cfg_hash: str) -> dict[str, Any]:
+              tokenizer_json: Any, lineage) -> dict[str, Any]:
     """Builds one phase end to end and returns its manifest."""
+    from codemill.lake import TableNotFound
     from spark_jobs import tokenizer as T
-    from spark_jobs.lake import Lineage, TableNotFound
 
     tables = sorted({s.table for s in phase.sources})
     versions = lake.versions(tables)
@@ -582,7 +554,7 @@ def run_phase(spark, lake, cfg: TokenizeConfig, phase: PhaseConfig, *, tok, toke
     # The manifest is written last: its presence marks a complete phase.
     storage.write_text(storage.join(out_dir, "manifest.json"), json.dumps(manifest, indent=2, sort_keys=True))
     table = _shards_rows(spark, phase.name, stats, versions=versions, out_dir=out_dir)
-    lineage = Lineage(JOB, cfg_hash, versions, extra={"phase": phase.name})
+    lineage = dataclasses.replace(lineage, extra={**lineage.extra, "phase": phase.name})
     if lake.exists("shards"):
         lake.replace("shards", table, where={"phase": phase.name}, lineage=lineage)
     else:
@@ -705,7 +677,7 @@ def read_items(split_dir: str, *, cache_dir: str | None = None) -> list:
     os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
     from litdata import StreamingDataset
 
-    input_dir, options = litdata_source(split_dir)
+    input_dir, options = storage.litdata_source(split_dir)
     ds = StreamingDataset(input_dir, shuffle=False, cache_dir=cache_dir, storage_options=options or None)
     return [ds[i]["input_ids"] for i in range(len(ds))]
 
@@ -745,32 +717,17 @@ def decode_documents(split_dir: str, tok, *, cache_dir: str | None = None) -> li
 
 
 # ---------------------------------------------------------------------- job
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    from spark_jobs.config import CONF_DIR, config_hash, parse_config
-    from spark_jobs.lake import Lake
-    from spark_jobs.session import get_spark
-
-    cfg = parse_config(TokenizeConfig, argv, prog="spark_jobs.tokenize_shards", description=__doc__,
-                       default_config_files=[CONF_DIR / "spark" / "phases.yaml"])
-    spark = get_spark("codemill-tokenize")
-    lake = Lake.open(spark, cfg.lake)
+def run_tokenize(spark, lake, cfg: TokenizeConfig, lineage) -> dict[str, Any]:
+    """The stage: the tokenizer, then each phase of `cfg.build`; returns the manifests by phase."""
     tok, tokenizer_path = ensure_tokenizer(cfg, lake)
     tokenizer_json = spark.sparkContext.broadcast(tok.to_str())
     manifests = {}
     for phase in (p for p in cfg.phases if p.name in cfg.build):
         manifest = run_phase(spark, lake, cfg, phase, tok=tok, tokenizer_path=tokenizer_path,
-                             tokenizer_json=tokenizer_json, cfg_hash=config_hash(cfg))
+                             tokenizer_json=tokenizer_json, lineage=lineage)
         manifests[phase.name] = manifest
         print(json.dumps({"phase": phase.name, "tokens": manifest["tokens"], "repeat": manifest["repeat"],
                           "splits": {s: {k: v[k] for k in ("sequences", "tokens")}
                                      for s, v in manifest["splits"].items()},
                           "tokens_per_language": manifest["tokens_per_language"]}, sort_keys=True))
     return manifests
-
-
-if __name__ == "__main__":
-    # Under `spark-submit spark_jobs/tokenize_shards.py` this file is `__main__`; running the imported module's main
-    # makes Spark pickle the worker functions by reference, so each Python worker keeps one tokenizer cache.
-    from spark_jobs.tokenize_shards import main as _main
-
-    _main()

@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
-from spark_jobs import storage
+from codemill import storage
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -233,8 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.load:
         if not args.lake:
             parser.error("--lake: needed to train a tokenizer (or pass --load)")
-        from spark_jobs.lake import Lake
-        from spark_jobs.session import get_spark
+        from codemill.lake import Lake
+        from codemill.session import get_spark
 
         lake = Lake.open(get_spark("codemill-tokenizer"), args.lake)
         texts = sample_texts(lake.read("documents"), column="text", max_docs=args.sample_docs,

@@ -1,7 +1,8 @@
 """The synthetic-data job (paper §2.4): seeds -> prompts -> generations -> `synthetic_raw` -> `synthetic`.
 
-    python -m synth.generate --config conf/synth/local.yaml --lake lake
-    python -m synth.generate --config conf/synth/vllm-70b.yaml --lake s3://bucket/lake --shard_index 3 --num_shards 8
+    python -m spark_jobs.pipeline --stages synth --lake lake --synth conf/synth/local.yaml
+    python -m spark_jobs.pipeline --stages synth --lake s3a://bucket/lake --synth conf/synth/vllm-70b.yaml \
+        --synth.shard_index 3 --synth.num_shards 8            # one of 8 GPU nodes (conf/cluster/synth-gpu.sh)
 
 1. Seeds: the annotator's best files (`selected_hq`, or `scores` joined with a content table) filtered by score
    percentile, per-language quotas and the job shard (`synth.seeds`); each shows the model a snippet or the file.
@@ -17,7 +18,7 @@
    next chunk; only the cross-row half (comparing those keys) and the write wait for the last chunk. The
    background thread writes nothing, so a killed job still loses at most the chunk in flight.
 
-The job runs on a GPU node without spark-submit (embedded Spark for the table I/O); scale-out is vLLM's own
+The stage runs on a GPU node without spark-submit (embedded Spark for the table I/O); scale-out is vLLM's own
 (`engine.engine_args.tensor_parallel_size`, `data_parallel_size`) or one job per node on disjoint seed shards
 (`conf/cluster/synth-gpu.sh`). Generated code is never executed.
 """
@@ -34,7 +35,8 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from spark_jobs.config import config_hash, parse_config
+from codemill.config import config_hash
+from codemill.lake import Lake, Lineage
 from spark_jobs.decontaminate import DecontaminateConfig
 from synth.engines import SamplingConfig
 from synth.postprocess import FilterConfig
@@ -43,7 +45,6 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
-    from spark_jobs.lake import Lake
     from synth.engines import Engine
     from synth.prompts import PromptTemplate
 
@@ -134,9 +135,8 @@ class EngineConfig:
 
 @dataclasses.dataclass
 class SynthConfig:
-    """The synthetic-data job (conf/synth/*.yaml documents each key)."""
+    """`synth.*`: the synthetic-data stage (conf/synth/*.yaml documents each key)."""
 
-    lake: str = "lake"
     seeds: SeedsConfig = dataclasses.field(default_factory=SeedsConfig)
     # A template id under conf/synth/prompts/ or a YAML path.
     prompt: str = "oss_instruct_pretrain"
@@ -242,7 +242,6 @@ def run_generation(lake: Lake, cfg: SynthConfig, *, engine: Engine | None = None
     `checks` hears of the run's seeds before the first chunk (`ChunkChecks.start`), and of each
     chunk this run committed (`submit`; a commit skipped because its write id was already in the table wrote
     nothing and is not reported)."""
-    from spark_jobs.lake import Lineage
     from synth.models import resolve_model
     from synth.prompts import load_template
     from synth.seeds import filter_seeds, seed_text
@@ -417,7 +416,8 @@ def _union(frames: Sequence[DataFrame]) -> DataFrame:
     return out
 
 
-def run_postprocess(lake: Lake, cfg: SynthConfig, *, checks: ChunkChecks | None = None) -> dict[str, Any]:
+def run_postprocess(lake: Lake, cfg: SynthConfig, *, checks: ChunkChecks | None = None,
+                    lineage: Lineage | None = None) -> dict[str, Any]:
     """Rebuilds `output_table` from all of `raw_table` (one atomic overwrite); returns counts per status/reason.
 
     `checks` holds the per-row checks already done for this run's chunks; raw rows it does not cover are checked
@@ -426,7 +426,6 @@ def run_postprocess(lake: Lake, cfg: SynthConfig, *, checks: ChunkChecks | None 
     from pyspark.sql import functions as F
 
     from spark_jobs.decontaminate import load_benchmarks
-    from spark_jobs.lake import Lineage
     from synth.postprocess import finish, seed_keys
 
     t0 = time.perf_counter()
@@ -460,8 +459,10 @@ def run_postprocess(lake: Lake, cfg: SynthConfig, *, checks: ChunkChecks | None 
     t2 = time.perf_counter()
     inputs = lake.versions([cfg.raw_table, cfg.seeds.table])
     settings = [dataclasses.asdict(cfg.filter), dataclasses.asdict(cfg.decontaminate), cfg.seeds.table]
-    # Same raw and seed versions with the same settings = the same `synthetic`: the rewrite is skipped.
-    lineage = Lineage(JOB, config_hash(settings), inputs, write_id=f"synthetic-{config_hash([inputs, settings])}")
+    # Same raw and seed versions with the same settings = the same `synthetic`: the rewrite is skipped (run by the
+    # pipeline, its stage lineage decides instead).
+    lineage = lineage or Lineage(JOB, config_hash(settings), inputs,
+                                 write_id=f"synthetic-{config_hash([inputs, settings])}")
     lake.overwrite(cfg.output_table, out, lineage=lineage, allow_schema_change=True)
     counts = {f"{r['status']}:{r['reject_reason'] or ''}".rstrip(":"): r["count"]
               for r in out.groupBy("status", "reject_reason").count().collect()}
@@ -477,11 +478,9 @@ def _jobs_started(spark: SparkSession) -> int:
     return max(ids, default=-1) + 1
 
 
-def run(cfg: SynthConfig, *, spark: SparkSession | None = None, engine: Engine | None = None) -> dict[str, Any]:
-    from spark_jobs.lake import Lake
-    from spark_jobs.session import get_spark
-
-    lake = Lake.open(spark or get_spark("codemill-synth"), cfg.lake)
+def run(cfg: SynthConfig, *, lake: Lake, lineage: Lineage | None = None,
+        engine: Engine | None = None) -> dict[str, Any]:
+    """The stage: generation (resumable), then the rebuild of `output_table` (written with `lineage`)."""
     stats: dict[str, Any] = {}
     # On a shard of a multi-node run `synthetic` is not rebuilt here (below), so nothing is checked ahead.
     checks = ChunkChecks(lake, cfg) if cfg.generate and cfg.postprocess and cfg.num_shards == 1 else None
@@ -490,23 +489,12 @@ def run(cfg: SynthConfig, *, spark: SparkSession | None = None, engine: Engine |
             stats["generation"] = run_generation(lake, cfg, engine=engine, checks=checks)
         if cfg.postprocess and cfg.num_shards > 1:
             # Other shards may still be generating: rebuilding `synthetic` now would miss their rows. Run it once
-            # at the end instead (`--generate false --num_shards 1`).
+            # at the end instead (`--synth.generate false --synth.num_shards 1`).
             print(f"[{JOB}] shard {cfg.shard_index}/{cfg.num_shards}: post-processing skipped; run it once all "
-                  "shards are done with --generate false", file=sys.stderr)
+                  "shards are done with --synth.generate false", file=sys.stderr)
         elif cfg.postprocess and lake.exists(cfg.raw_table):
-            stats["postprocess"] = run_postprocess(lake, cfg, checks=checks)
+            stats["postprocess"] = run_postprocess(lake, cfg, checks=checks, lineage=lineage)
     finally:
         if checks is not None:
             checks.close()
     return stats
-
-
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    cfg = parse_config(SynthConfig, argv, prog="python -m synth.generate", description=__doc__)
-    stats = run(cfg)
-    print(json.dumps(stats, indent=2, default=str))
-    return stats
-
-
-if __name__ == "__main__":  # the guard vLLM's worker processes need (they re-import the main module)
-    main()

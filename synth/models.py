@@ -86,11 +86,11 @@ def resolve_model(model: str) -> tuple[str, str]:
     """(path or hub id to load, revision recorded in provenance) for a configured model name.
 
     A folder on an object store (`s3a://bucket/runs/phase3/hf`) is loaded from its local copy, downloaded once and
-    reused while its objects are unchanged (`spark_jobs.storage.local_copy`); its revision comes from the copy's
+    reused while its objects are unchanged (`codemill.storage.local_copy`); its revision comes from the copy's
     files, like a local folder's."""
     if model in EMBEDDED_ALIASES:
         return str(convert_embedded()), embedded_revision()
-    from spark_jobs import storage
+    from codemill import storage
 
     if not storage.is_local(model):
         path = Path(storage.local_copy(model))

@@ -115,7 +115,7 @@ def syntax_error(code: str, lang: str) -> str | None:
 
 def check_row(response: str, lang: str, cfg: FilterConfig) -> tuple[str | None, str | None, str | None]:
     """(code, reject_reason, detail) for one generation; reject_reason None = passes the per-row checks."""
-    from spark_jobs.languages import canonical_lang
+    from codemill.languages import canonical_lang
 
     code, fence_lang, problem = extract_code(response or "")
     if problem:
@@ -185,7 +185,7 @@ def _reject(df: DataFrame, flagged: DataFrame, reason: str) -> DataFrame:
 def near_dedup_config(cfg: FilterConfig):
     """The curation stage's near-dedup settings for these filter keys: seeds win their cluster (origin 0 sorts
     first), then the smallest id, so which generation survives does not depend on chunking or run order."""
-    from spark_jobs.config import ConfigError
+    from codemill.config import ConfigError
     from spark_jobs.near_dedup import NearDedupConfig
 
     ncfg = NearDedupConfig(num_perm=cfg.near_num_perm, ngram=cfg.near_ngram, threshold=cfg.near_threshold,

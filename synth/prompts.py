@@ -11,7 +11,7 @@ import dataclasses
 import string
 from pathlib import Path
 
-from spark_jobs.config import CONF_DIR
+from codemill.config import CONF_DIR
 
 PROMPTS_DIR = CONF_DIR / "synth" / "prompts"
 PLACEHOLDERS = {"language", "lang", "seed"}

@@ -18,7 +18,7 @@ os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
 
 @pytest.fixture(scope="session")
 def spark():
-    from spark_jobs.session import get_spark
+    from codemill.session import get_spark
 
     session = get_spark("codemill-tests")
     yield session
@@ -28,7 +28,7 @@ def spark():
 @pytest.fixture
 def lake(spark, tmp_path):
     """An empty lake (embedded backend unless the session has the Delta jars)."""
-    from spark_jobs.lake import Lake
+    from codemill.lake import Lake
 
     return Lake(spark, str(tmp_path / "lake"))
 

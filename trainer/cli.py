@@ -11,7 +11,7 @@ The resolved config, phase, shard manifest, table versions and git commit go to 
 
 Shards, run folder, checkpoints and `init_from` may be on an object store (`s3://bucket/runs/phase1`; `s3a://` is
 the same store to s3fs): Lightning writes and resumes checkpoints through fsspec (s3fs), the rest goes through
-`spark_jobs.storage`; all of them read the standard AWS_* environment (`AWS_ENDPOINT_URL` for an S3-compatible
+`codemill.storage`; all of them read the standard AWS_* environment (`AWS_ENDPOINT_URL` for an S3-compatible
 server, which botocore honours).
 """
 
@@ -26,8 +26,8 @@ from typing import Optional
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from spark_jobs import storage
-from spark_jobs.config import ConfigError
+from codemill import storage
+from codemill.config import ConfigError
 from trainer.callbacks import git_commit, mlflow_logger
 from trainer.data import ShardDataModule
 from trainer.model import CodeLM

@@ -7,7 +7,7 @@ and `StreamingDataLoader.state_dict()` records how many samples every worker has
 that state in its checkpoint and restores it on resume, so an interrupted run continues at the exact next batch.
 
 `shards_root` may be on an object store (`s3://bucket/shards` or `s3a://...`): the manifest is read through
-`spark_jobs.storage` and litdata streams the chunks (`tokenize_shards.litdata_source`), both reaching the store with
+`codemill.storage` and litdata streams the chunks (`storage.litdata_source`), both reaching the store with
 the standard AWS_* environment (`AWS_ENDPOINT_URL` for an S3-compatible server). Credentials go to the clients only:
 they are not in the manifest, the config or the loader state that checkpoints hold.
 """
@@ -19,8 +19,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from spark_jobs import storage
-from spark_jobs.config import ConfigError
+from codemill import storage
+from codemill.config import ConfigError
 
 PHASES = ("phase1", "phase2", "phase3")
 
@@ -120,9 +120,8 @@ class ShardDataModule(pl.LightningDataModule):
     def _loader(self, split: str, *, shuffle: bool, batch_size: int):
         from litdata import StreamingDataLoader, StreamingDataset
 
-        from spark_jobs.tokenize_shards import litdata_source
 
-        input_dir, options = litdata_source(self._split_dir(split))
+        input_dir, options = storage.litdata_source(self._split_dir(split))
         # drop_last keeps every rank at the same number of batches, which DDP/DeepSpeed collectives need.
         dataset = StreamingDataset(input_dir, shuffle=shuffle, seed=self.seed, drop_last=True,
                                    cache_dir=self.cache_dir, storage_options=options or None)

@@ -5,7 +5,7 @@ shards name one, the tokenizer: `transformers.AutoModelForCausalLM.from_pretrain
 
 Folders and checkpoints may be on an object store (`s3://bucket/runs/phase1/hf`, `s3a://...`): an export is written
 locally and uploaded (`publish_folder`, `config.json` last), an `init_from` source is read from a local copy
-(`local_source`), both through `spark_jobs.storage` with the AWS_* environment.
+(`local_source`), both through `codemill.storage` with the AWS_* environment.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from spark_jobs import storage
+from codemill import storage
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 
-from spark_jobs.config import ConfigError
+from codemill.config import ConfigError
 from trainer.schedules import ScheduleKind, lambda_lr, validate_schedule
 
 

@@ -15,4 +15,4 @@ exec spark-submit \
   --conf spark.executor.memory=${EXECUTOR_MEMORY:-32g} \
   --conf spark.sql.execution.arrow.maxRecordsPerBatch=512 \
   --py-files "${CODEMILL_ZIP:-codemill.zip}" \
-  spark_jobs/annotate.py --lake "$LAKE" --score.annotator "$ANNOTATOR" --config conf/spark/annotate.yaml "$@"
+  spark_jobs/pipeline.py --stages score --lake "$LAKE" --score.annotator "$ANNOTATOR" "$@"

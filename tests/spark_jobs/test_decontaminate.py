@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from spark_jobs import schemas
-from spark_jobs.config import REPO_ROOT
+from codemill import schemas
+from codemill.config import REPO_ROOT
 from spark_jobs.decontaminate import (
     DecontaminateConfig,
     benchmark_texts,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spark_jobs import schemas
+from codemill import schemas
 from spark_jobs.documents import build_documents
 
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from spark_jobs import schemas
+from codemill import schemas
 from spark_jobs.filter import FilterConfig, filter_stats, filtered_rows, judge, rejected_rows
 
 GOOD_PY = "import os\n\n\ndef main():\n    # print the cwd\n    print(os.getcwd())\n\n\nmain()\n"
@@ -65,8 +65,8 @@ def _real_files(limit_per_lang: int = 10, max_bytes: int = 100_000) -> list[tupl
     import sysconfig
     from pathlib import Path
 
-    from spark_jobs.config import REPO_ROOT
-    from spark_jobs.languages import lang_from_path
+    from codemill.config import REPO_ROOT
+    from codemill.languages import lang_from_path
 
     roots = [Path(REPO_ROOT), Path(sysconfig.get_paths()["stdlib"]), Path(sysconfig.get_paths()["purelib"]),
              Path(sys.base_prefix) / "include"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from codemill.languages import canonical_lang, lang_from_path
 from spark_jobs.ingest import IngestConfig, classify, read_raw, resolve_input, to_files, to_quarantine
-from spark_jobs.languages import canonical_lang, lang_from_path
 from tests.fixtures.curation.build import JSONL_EXPECTED, TREE_OUTCOMES, make_records, make_stack_parquet, make_tree
 
 
@@ -75,7 +75,7 @@ def test_languages():
 
 # ---------------------------------------------------------------------- on object storage
 def _upload(s3, bucket, local_dir, prefix):
-    from spark_jobs import storage
+    from codemill import storage
 
     storage.upload_dir(str(local_dir), f"{bucket}/{prefix}")
     return f"{bucket}/{prefix}"
@@ -99,7 +99,7 @@ def test_every_source_kind_from_s3_gives_what_local_disk_gives(spark, s3, bucket
 
 
 def test_input_fingerprint_on_s3_changes_when_an_object_changes(s3, bucket, tmp_path):
-    from spark_jobs import storage
+    from codemill import storage
     from spark_jobs.ingest import input_fingerprint
 
     remote = _upload(s3, bucket, make_records(tmp_path / "in"), "records")

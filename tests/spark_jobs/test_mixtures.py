@@ -59,7 +59,7 @@ def test_phase_config_validation_names_keys():
 
 
 def test_shipped_phases_declare_the_paper_recipe():
-    from spark_jobs.config import CONF_DIR, parse_config
+    from codemill.config import CONF_DIR, parse_config
     from spark_jobs.tokenize_shards import TokenizeConfig
 
     cfg = parse_config(TokenizeConfig, ["--config", str(CONF_DIR / "spark" / "tokenize.yaml")],

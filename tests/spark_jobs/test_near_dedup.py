@@ -6,16 +6,16 @@ import random
 
 import pytest
 
+from codemill.config import ConfigError, load_config
 from spark_jobs import minhash
-from spark_jobs.config import ConfigError, load_config
 from spark_jobs.near_dedup import (
     NearDedupConfig,
-    NearDedupJob,
     lsh_candidates,
     minhash_signatures,
     near_duplicates,
     run_near_dedup,
 )
+from spark_jobs.pipeline import PipelineConfig, main
 
 LICENCE = "\n".join(
     ["# Copyright (c) 2021 The Example Authors. All rights reserved.",
@@ -285,14 +285,13 @@ def test_config_validation_names_keys(tmp_path):
     assert NearDedupConfig().band_params() == minhash.optimal_bands(0.7, 256, fp_weight=0.2, fn_weight=0.8)
     assert NearDedupConfig(bands=32).band_params() == (32, 8)
     with pytest.raises(ConfigError, match="near_dedup.threshold"):
-        load_config(NearDedupJob, overrides={"near_dedup.threshold": 2.0})
+        load_config(PipelineConfig, overrides={"near_dedup.threshold": 2.0, "stages": "near_dedup"})
 
 
 def test_shipped_yaml_parses():
-    from spark_jobs.config import CONF_DIR
+    from codemill.config import CONF_DIR
 
-    job = load_config(NearDedupJob, CONF_DIR / "spark" / "near_dedup.yaml")
-    assert job.near_dedup == NearDedupConfig() and job.source == "exact_deduped"
+    assert load_config(NearDedupConfig, CONF_DIR / "spark" / "near_dedup.yaml") == NearDedupConfig()
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -310,16 +309,15 @@ def test_custom_id_column(spark, path):
     assert sorted((r["doc_id"], r["representative"]) for r in clusters.collect()) == [(9, 9), (10, 9)]
 
 
-def test_main_wires_config_to_tables(spark, lake):
-    from spark_jobs.near_dedup import main
-
+def test_pipeline_stage_wires_config_to_tables(spark, lake):
     df = spark.createDataFrame([(r[0], r[1], r[2], r[3]) for r in ROWS[:3]], SCHEMA)
-    lake.overwrite("exact_deduped", df)
-    stats = main(["--lake", lake.root, "--near_dedup.enabled", "false"])
-    assert stats["rows_in"] == stats["rows_out"] == 3
-    assert lake.read("near_deduped").count() == 3
+    lake.overwrite("exact_deduped", df.selectExpr("*", "'python' AS lang"))  # the funnel counts per language
+    main(["--lake", lake.root, "--stages", "near_dedup", "--near_dedup.num_perm", "64", "--print_funnel", "false"])
+    kept, clusters = lake.read("near_deduped").count(), lake.read("near_dup_clusters").collect()
+    assert kept + sum(r.doc_id != r.representative for r in clusters) == 3
+    assert lake.history("near_deduped", 1)[0]["lineage"]["job"] == "near_dedup"
     with pytest.raises(ConfigError, match="near_dedup.ngram"):
-        main(["--lake", lake.root, "--near_dedup.ngram", "0"])
+        main(["--lake", lake.root, "--stages", "near_dedup", "--near_dedup.ngram", "0"])
 
 
 def test_no_candidate_pair_gives_empty_clusters_and_keeps_everything(spark):

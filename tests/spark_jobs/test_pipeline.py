@@ -18,7 +18,7 @@ def test_pipeline_tree_accounting_and_skip(spark, tmp_path, capsys):
             "--near_dedup.num_perm", "64", "--documents.max_chars", "1000"]
     summary = main(argv)
     assert [s["status"] for s in summary["stages"]] == ["ran"] * 7
-    from spark_jobs.lake import Lake
+    from codemill.lake import Lake
 
     lake = Lake(spark, str(lake_dir))
     outcomes = {r.source_id: r for r in lake.read("outcomes").collect()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from spark_jobs import storage
+from codemill import storage
 from spark_jobs.report import Report, phases_section
 
 

@@ -14,15 +14,31 @@ import pytest
 
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # litdata otherwise asks PyPI on import
 
+from codemill import storage  # noqa: E402
+from spark_jobs import pipeline  # noqa: E402
 from spark_jobs import tokenizer as T  # noqa: E402
 from spark_jobs.tokenize_shards import (  # noqa: E402
     _build_shards,
     _ShardWriter,
     decode_documents,
-    main,
     merge_index,
     shard_streams,
 )
+
+
+def main(argv: list[str]) -> dict:
+    """The pipeline's tokenize stage with these `tokenize.*` settings (`--lake` and `--config FILE` as the
+    pipeline takes them); returns the manifests it wrote, by phase."""
+    args, i = ["--stages", "tokenize", "--force", "true"], 0
+    while i < len(argv):
+        key, value = argv[i], argv[i + 1]
+        args += ["--tokenize", value] if key == "--config" else [key, value] if key == "--lake" else \
+            [f"--tokenize.{key[2:]}", value]
+        i += 2
+    cfg = pipeline.parse_config(pipeline.PipelineConfig, args)
+    pipeline.main(args)
+    root = cfg.tokenize.shards_root
+    return {p: json.loads(storage.read_text(storage.join(root, p, "manifest.json"))) for p in cfg.tokenize.build}
 
 SEQ_LEN = 128
 LANGS = ("python", "java", "go")  # labels for the mixture arithmetic; the text is real stdlib code
@@ -34,7 +50,7 @@ def _stdlib_texts(n: int, offset: int = 0, max_chars: int = 1500) -> list[str]:
 
 
 def _make_lake(spark, root: str):
-    from spark_jobs.lake import Lake
+    from codemill.lake import Lake
 
     lake = Lake(spark, root)
     texts = _stdlib_texts(40)
@@ -198,7 +214,7 @@ def test_job_gives_a_small_phase_its_validation_document(built, spark, tmp_path,
     from pyspark.sql import functions as F
 
     import spark_jobs.tokenize_shards as ts
-    from spark_jobs.lake import Lake
+    from codemill.lake import Lake
     from spark_jobs.tokenize_shards import assign_split
 
     if optimistic:
@@ -272,7 +288,7 @@ def test_shard_writer_packs_with_one_token_overlap_and_pads_the_tail(tmp_path):
 
 
 def test_config_errors_name_their_keys(tmp_path):
-    from spark_jobs.config import ConfigError
+    from codemill.config import ConfigError
 
     with pytest.raises(ConfigError) as err:
         main(["--config", "conf/spark/tokenize.yaml", "--seq_len", "1", "--val_fraction", "1.5",
@@ -285,7 +301,7 @@ def test_config_errors_name_their_keys(tmp_path):
 def test_shard_writer_uploads_chunks_to_s3_with_the_given_filesystem(s3, bucket, tmp_path):
     import numpy as np
 
-    from spark_jobs import storage
+    from codemill import storage
 
     out = f"{bucket}/out"
     fs = storage.filesystem(out)[0]  # what the driver ships to the writers
@@ -305,8 +321,8 @@ def test_shard_writer_uploads_chunks_to_s3_with_the_given_filesystem(s3, bucket,
 def test_job_writes_tokenizer_shards_and_manifest_to_s3(spark, s3, bucket, tmp_path, monkeypatch):
     """A local lake, everything the job writes on s3a://: the tokenizer it trains, chunks, indexes, manifest;
     read back through storage and litdata; no credential in any object or in the `shards` table."""
-    from spark_jobs import storage
-    from spark_jobs.lake import Lake
+    from codemill import storage
+    from codemill.lake import Lake
 
     monkeypatch.setenv("CODEMILL_CACHE_DIR", str(tmp_path / "cache"))
     texts = _stdlib_texts(12, max_chars=600) + ["naïve = 'üñí'\n"]

@@ -107,7 +107,7 @@ def test_tokenizer_folder_and_file_on_s3_save_load_and_prepare(trained, s3, buck
 
 
 def _put(uri: str, text: str) -> str:
-    from spark_jobs import storage
+    from codemill import storage
 
     storage.write_text(uri, text)
     return uri

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from spark_jobs.config import ConfigError, load_config, parse_config
+from codemill.config import ConfigError, load_config, parse_config
 from synth.generate import SynthConfig, run
 from tests.synth.conftest import SEED_FILES, write_seeds
 
@@ -18,7 +18,7 @@ PROVENANCE = ["seed_doc_id", "template_id", "template_version", "model", "model_
 
 
 def _cfg(lake, **overrides):
-    base = {"lake": lake.root, "chunk_size": 2, "sampling.max_new_tokens": 32, "sampling.temperature": 0.0,
+    base = {"chunk_size": 2, "sampling.max_new_tokens": 32, "sampling.temperature": 0.0,
             "engine.engine_args": {"batch_size": 4}, "filter.decontaminate": False}
     base.update(overrides)
     return load_config(SynthConfig, "conf/synth/local.yaml", overrides=base)
@@ -27,7 +27,7 @@ def _cfg(lake, **overrides):
 def test_generation_run_writes_rows_with_full_provenance(lake, engine):
     write_seeds(lake)
     # Decontamination against the shipped benchmarks is covered in test_postprocess (one benchmark, fast).
-    stats = run(_cfg(lake), spark=lake.spark, engine=engine)
+    stats = run(_cfg(lake), lake=lake, engine=engine)
     assert stats["generation"]["generated"] == 3 and stats["generation"]["chunks"] == 2
     raw = lake.read("synthetic_raw").collect()
     assert sorted(r.seed_doc_id for r in raw) == ["seed-a", "seed-b", "seed-c"]
@@ -75,16 +75,16 @@ def test_restart_after_a_crash_skips_done_seeds_without_duplicates(lake, engine)
     write_seeds(lake, seeds)
     cfg = _cfg(lake, **{"sampling.max_new_tokens": 8, "postprocess": False})
     with pytest.raises(_Killed):
-        run(cfg, spark=lake.spark, engine=_DiesAfter(engine, 1))
+        run(cfg, lake=lake, engine=_DiesAfter(engine, 1))
     first = lake.read("synthetic_raw").collect()
     assert len(first) == 2  # the committed chunk survives, the chunk in flight is lost
-    stats = run(cfg, spark=lake.spark, engine=engine)["generation"]
+    stats = run(cfg, lake=lake, engine=engine)["generation"]
     assert stats["generated"] == 2
     rows = lake.read("synthetic_raw").collect()
     assert sorted(r.seed_doc_id for r in rows) == ["seed-a", "seed-b", "seed-c", "seed-d"]
     assert len({r.synth_id for r in rows}) == 4
     version = lake.version("synthetic_raw")
-    assert run(cfg, spark=lake.spark, engine=engine)["generation"]["generated"] == 0
+    assert run(cfg, lake=lake, engine=engine)["generation"]["generated"] == 0
     assert lake.version("synthetic_raw") == version
     assert len({r.run_id for r in rows}) == 2  # two runs wrote rows: the crashed one and the restart
 
@@ -122,9 +122,9 @@ def test_overlapped_row_checks_match_a_full_rebuild_across_a_restart(lake, engin
     canned = _Canned(engine, {"fibonacci": GOOD, "json.load": GOOD, "class Stack": other, "x = [i * i": near})
     cfg = _cfg(lake, **{"seeds.mode": "file"})
     with pytest.raises(_Killed):
-        run(cfg, spark=lake.spark, engine=_DiesAfter(canned, 1))
+        run(cfg, lake=lake, engine=_DiesAfter(canned, 1))
     assert lake.read("synthetic_raw").count() == 2 and not lake.exists("synthetic")
-    stats = run(cfg, spark=lake.spark, engine=canned)
+    stats = run(cfg, lake=lake, engine=canned)
     assert stats["postprocess"]["chunk_checked_rows"] == 2  # the restart's chunk; the crashed run's rows came later
 
     got = _assert_matches_full_rebuild(lake, cfg)
@@ -164,7 +164,7 @@ def test_dedup_keys_computed_ahead_match_a_full_rebuild(lake, engine):
     canned = _Canned(engine, {"fibonacci": GOOD, "json.load": GOOD, "class Stack": other, "Warehouse": seed_file,
                               "def shout": near})
     cfg = _cfg(lake, **{"seeds.mode": "file"})
-    post = run(cfg, spark=lake.spark, engine=canned)["postprocess"]
+    post = run(cfg, lake=lake, engine=canned)["postprocess"]
     assert post["chunk_checked_rows"] == 5
     got = _assert_matches_full_rebuild(lake, cfg)
     by_seed = {r.seed_doc_id: r for r in got.values()}
@@ -177,10 +177,11 @@ def test_dedup_keys_computed_ahead_match_a_full_rebuild(lake, engine):
 @pytest.mark.slow
 def test_killed_process_restarts_without_duplicates_or_missing_seeds(lake, engine, tmp_path):
     write_seeds(lake)
-    args = ["--config", "conf/synth/local.yaml", "--lake", lake.root, "--chunk_size", "1",
-            "--sampling.max_new_tokens", "4", "--postprocess", "false", "--seeds.mode", "file"]
+    args = ["--stages", "synth", "--synth", "conf/synth/local.yaml", "--lake", lake.root, "--synth.chunk_size", "1",
+            "--synth.sampling.max_new_tokens", "4", "--synth.postprocess", "false", "--synth.seeds.mode", "file",
+            "--print_funnel", "false"]
     env = dict(os.environ, CODEMILL_SPARK_CORES="1")
-    proc = subprocess.Popen([sys.executable, "-m", "synth.generate", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "spark_jobs.pipeline", *args], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240
@@ -195,8 +196,8 @@ def test_killed_process_restarts_without_duplicates_or_missing_seeds(lake, engin
     before = lake.read("synthetic_raw").count()
     assert 1 <= before < 3
     run(load_config(SynthConfig, "conf/synth/local.yaml", overrides={
-        "lake": lake.root, "chunk_size": 1, "sampling.max_new_tokens": 4, "postprocess": False,
-        "seeds.mode": "file"}), spark=lake.spark, engine=engine)
+        "chunk_size": 1, "sampling.max_new_tokens": 4, "postprocess": False,
+        "seeds.mode": "file"}), lake=lake, engine=engine)
     rows = lake.read("synthetic_raw").collect()
     assert sorted(r.seed_doc_id for r in rows) == ["seed-a", "seed-b", "seed-c"]
     assert len({r.synth_id for r in rows}) == 3

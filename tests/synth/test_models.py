@@ -8,7 +8,7 @@ from synth.models import _folder_revision, resolve_model
 
 
 def test_model_folder_on_s3_resolves_to_a_local_copy_with_the_folders_revision(s3, bucket, tmp_path, monkeypatch):
-    from spark_jobs import storage
+    from codemill import storage
 
     monkeypatch.setenv("CODEMILL_CACHE_DIR", str(tmp_path / "cache"))
     local = tmp_path / "model"

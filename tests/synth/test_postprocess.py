@@ -80,7 +80,7 @@ def _humaneval_text(data_dir):
 def test_build_synthetic_rejects_duplicates_and_contamination_with_reasons(spark, tmp_path):
     import datetime as dt
 
-    from spark_jobs.config import REPO_ROOT
+    from codemill.config import REPO_ROOT
     from spark_jobs.decontaminate import DecontaminateConfig, load_benchmarks
     from synth.generate import SYNTHETIC_COLUMNS, _raw_schema, build_synthetic
 
@@ -130,7 +130,7 @@ def test_checks_of_rows_held_in_process_equal_the_spark_checks(spark, tmp_path):
     verdicts, extracted files, dedup keys and the strongest benchmark hit, also when two benchmarks tie."""
     import datetime as dt
 
-    from spark_jobs.config import REPO_ROOT
+    from codemill.config import REPO_ROOT
     from spark_jobs.decontaminate import DecontaminateConfig, benchmark_index, load_benchmarks
     from synth.generate import _raw_schema
     from synth.postprocess import CONTAMINATION_COL, check_rows, check_rows_local

@@ -58,7 +58,7 @@ def tiny_lake(tmp_path):
 def test_fit_logs_to_mlflow_and_exports(tiny_lake, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from spark_jobs.windows import Annotator
+    from trainer.annotator_model import Annotator
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     export = tmp_path / "annotator"
@@ -85,8 +85,8 @@ def test_fit_reads_an_s3_lake_and_exports_the_annotator_to_s3(tiny_lake, s3, buc
     scoring (the AWS_* variables are what a trainer process has)."""
     from deltalake import DeltaTable, write_deltalake
 
-    from spark_jobs import storage
-    from spark_jobs.windows import Annotator
+    from codemill import storage
+    from trainer.annotator_model import Annotator
 
     for key, value in s3.env.items():
         monkeypatch.setenv(key, value)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spark_jobs.config import ConfigError
+from codemill.config import ConfigError
 from tests.fixtures.train.helpers import REPO, VOCAB_SIZE, StepRecorder, fit, write_shards
 from trainer.cli import TrainCLI, main
 from trainer.data import ShardDataModule
@@ -116,7 +116,7 @@ def test_fit_streams_s3_shards_and_writes_the_run_folder_to_s3(shards, s3, bucke
 
     import mlflow
 
-    from spark_jobs import storage
+    from codemill import storage
     from tests.fixtures.objectstore import environ_with
     from trainer.export import init_source_problem, read_state_dict
 

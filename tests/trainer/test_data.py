@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from spark_jobs.config import ConfigError
+from codemill.config import ConfigError
 from tests.fixtures.train.helpers import VOCAB_SIZE, write_shards
 from trainer.data import ShardDataModule
 
@@ -65,7 +65,7 @@ def test_loader_state_restores_the_exact_position(shards):
 
 # ---------------------------------------------------------------------- on object storage
 def test_shards_on_s3_stream_the_same_batches_as_local_disk(shards, s3, bucket, tmp_path, monkeypatch):
-    from spark_jobs import storage
+    from codemill import storage
 
     for key, value in s3.env.items():  # what a trainer process has: the standard AWS_* variables
         monkeypatch.setenv(key, value)

@@ -177,14 +177,14 @@ def test_known_broken_entries_name_a_reason():
 # ------------------------------------------------------------------------------------------------ config, table
 @pytest.mark.parametrize("path", sorted((REPO / "conf" / "eval").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_parse(path):
-    from spark_jobs.config import parse_config
+    from codemill.config import parse_config
 
     cfg = parse_config(EvalConfig, ["--config", str(path), "--model", "some/model"])
     assert cfg.model == "some/model" and expand(cfg.benchmarks)
 
 
 def test_config_errors_name_keys():
-    from spark_jobs.config import ConfigError, parse_config
+    from codemill.config import ConfigError, parse_config
 
     with pytest.raises(ConfigError) as err:
         parse_config(EvalConfig, ["--benchmarks", "[humaneval, nope]", "--generation.n_samples", "3",

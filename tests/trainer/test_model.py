@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from spark_jobs.config import ConfigError
+from codemill.config import ConfigError
 from trainer.export import export_hf, init_source_problem, load_weights, read_state_dict
 from trainer.model import CodeLM
 

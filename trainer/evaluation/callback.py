@@ -37,7 +37,7 @@ class EvaluateAtFitEnd(pl.Callback):
         trainer.strategy.barrier()
 
     def _evaluate(self, trainer: pl.Trainer) -> dict[str, Any]:
-        from spark_jobs.config import load_config
+        from codemill.config import load_config
         from trainer.evaluation.run import EvalConfig, evaluate
 
         export = next((getattr(cb, "export_path", None) for cb in trainer.callbacks

@@ -298,7 +298,7 @@ def write_results(table, *, lake_root: str, name: str = TABLE, eval_id: str, lin
     """Replaces this evaluation's rows (same `eval_id`) in one Delta commit, so a re-run never duplicates."""
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
-    from spark_jobs import storage
+    from codemill import storage
 
     # No Spark on a GPU node: delta-rs writes this table, the only writer it ever has (docs/lake.md).
     path = storage.delta_uri(storage.join(storage.absolute(lake_root), name))
@@ -315,7 +315,7 @@ def write_results(table, *, lake_root: str, name: str = TABLE, eval_id: str, lin
 def checkpoint_info(model: str) -> dict[str, Any]:
     """`run_info.json` written by trainer.callbacks.HFExport (in the run folder, the HF folder's parent); the model
     folder may be local or on an object store."""
-    from spark_jobs import storage
+    from codemill import storage
 
     model = storage.absolute(model)
     for candidate in (storage.join(model, "run_info.json"), storage.join(model.rstrip("/").rsplit("/", 1)[0],
@@ -357,8 +357,8 @@ def log_to_mlflow(metrics: dict[str, float], *, run_id: str | None, tracking_uri
 # ------------------------------------------------------------------------------------------------------ job
 def evaluate(cfg: EvalConfig, *, engine: Any = None) -> dict[str, Any]:
     """The whole evaluation; returns `{"metrics", "eval_id", "mlflow_run_id", "table_version"}`."""
-    from spark_jobs.config import config_hash, to_dict
-    from spark_jobs.lake import Lineage
+    from codemill.config import config_hash, to_dict
+    from codemill.lake import Lineage
 
     info = checkpoint_info(cfg.model)
     run_id = cfg.mlflow_run_id or info.get("mlflow_run_id")
@@ -407,7 +407,7 @@ def evaluate(cfg: EvalConfig, *, engine: Any = None) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from spark_jobs.config import parse_config
+    from codemill.config import parse_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = parse_config(EvalConfig, argv, prog="python -m trainer.evaluation",

@@ -1,4 +1,4 @@
-"""Tests for spark_jobs/lake.py on real Spark and real Delta tables, every behaviour on both backends (native:
+"""Tests for codemill/lake.py on real Spark and real Delta tables, every behaviour on both backends (native:
 delta-spark from the jar cache; embedded: delta-rs commits), on local disk and on a real S3-compatible server;
 plus the one-writer-per-lake record and interop between the two backends."""
 
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from spark_jobs import storage
-from spark_jobs.lake import LAKE_RECORD, Lake, LakeError, Lineage, SchemaMismatch, TableNotFound
-from spark_jobs.session import has_delta
+from codemill import storage
+from codemill.lake import LAKE_RECORD, Lake, LakeError, Lineage, SchemaMismatch, TableNotFound
+from codemill.session import has_delta
 
 SCHEMA = "id long, lang string, text string"
 REPO = Path(__file__).resolve().parents[2]
@@ -154,8 +154,8 @@ def test_overwrite_that_raises_midway_leaves_previous_version(spark, lake):
 KILLED_WRITER = """
 import os, sys, time
 from pyspark.sql import functions as F
-from spark_jobs.lake import Lake
-from spark_jobs.session import get_spark
+from codemill.lake import Lake
+from codemill.session import get_spark
 
 spark = get_spark("killed-writer", conf={"spark.master": "local[1]"})
 lake = Lake(spark, sys.argv[1])
@@ -320,9 +320,9 @@ def test_a_lake_from_before_the_record_is_recognised_by_its_commits(spark, tmp_p
 
 
 def test_native_needs_the_delta_extension(spark, tmp_path, monkeypatch):
-    import spark_jobs.session
+    import codemill.session
 
-    monkeypatch.setattr(spark_jobs.session, "has_delta", lambda s: False)
+    monkeypatch.setattr(codemill.session, "has_delta", lambda s: False)
     with pytest.raises(LakeError, match="no Delta extension.*scripts/setup.sh"):
         Lake(spark, str(tmp_path / "x"), backend="native")
     root = str(tmp_path / "y")
@@ -331,7 +331,7 @@ def test_native_needs_the_delta_extension(spark, tmp_path, monkeypatch):
 
 def test_switching_from_the_command_line(spark, tmp_path, capsys):
     _needs_jars(spark)
-    from spark_jobs import lake as lake_module
+    from codemill import lake as lake_module
 
     root = str(tmp_path / "lake")
     Lake(spark, root, backend="embedded").overwrite("t", rows(spark, range(2)))

@@ -1,9 +1,9 @@
-"""spark_jobs/storage.py: one path API for local disk and object stores; S3 settings from Hadoop or the
+"""codemill/storage.py: one path API for local disk and object stores; S3 settings from Hadoop or the
 environment; credentials never in what may be printed."""
 
 from __future__ import annotations
 
-from spark_jobs import storage
+from codemill import storage
 
 
 def test_globs_match_like_the_shell_and_double_star_crosses_folders(tmp_path):

@@ -1,11 +1,11 @@
-"""Tests for spark_jobs/session.py: settings chosen for laptop vs spark-submit, and Delta detection."""
+"""Tests for codemill/session.py: settings chosen for laptop vs spark-submit, and Delta detection."""
 
 from __future__ import annotations
 
 import pytest
 
-from spark_jobs import session
-from spark_jobs.session import DELTA_EXTENSION, REQUIRED_CONF, embedded_conf, get_spark, has_delta, session_conf
+from codemill import session
+from codemill.session import DELTA_EXTENSION, REQUIRED_CONF, embedded_conf, get_spark, has_delta, session_conf
 
 
 def test_embedded_conf_is_offline_and_sized(monkeypatch):

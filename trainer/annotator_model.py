@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spark_jobs import storage
+from codemill import storage
 
 HEAD_FILE = "head.safetensors"
 META_FILE = "annotator.json"

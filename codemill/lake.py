@@ -7,7 +7,7 @@ Two backends, one behaviour (tests/spark_jobs/test_lake.py runs the same tests o
 
 - **native** (the default wherever the Delta jars are present: `make demo`, a cluster with `--packages`): the
   session has the Delta extension, and writes are plain `format("delta")` with delta-spark's `DeltaTable` for
-  merge. `scripts/setup.sh` fetches the jars into `.cache/jars`; `python -m spark_jobs.session --packages` prints
+  merge. `scripts/setup.sh` fetches the jars into `.cache/jars`; `python -m codemill.session --packages` prints
   the matching spark-submit line.
 - **embedded**: no Delta jars (a machine without Maven). Spark writes Parquet into a fresh folder inside the table
   (`<table>/part-<uuid>/...`); then `deltalake` (delta-rs) commits one transaction that adds those files, with
@@ -21,12 +21,12 @@ Two backends, one behaviour (tests/spark_jobs/test_lake.py runs the same tests o
 it. `backend="auto"` (or `CODEMILL_LAKE_BACKEND`) follows that record; a lake without one gets native when the
 session has the jars, else embedded, and the choice is printed once. A job whose backend differs from the record
 refuses, naming the lake and the recorded backend. Switching is one explicit act,
-`python -m spark_jobs.lake LAKE --switch-backend embedded` (both write the same protocol version: a table written
+`python -m codemill.lake LAKE --switch-backend embedded` (both write the same protocol version: a table written
 by one is read, appended to and merged by the other, tested both ways).
 
 Paths: the root may be local or an object-store URI (`s3a://bucket/lake`); Spark reaches it through Hadoop, and the
 driver-side metadata calls (delta-rs) take their storage options from the session's Hadoop settings or the
-environment (`spark_jobs.storage`), never from anything recorded in the lake.
+environment (`codemill.storage`), never from anything recorded in the lake.
 
 Every commit carries lineage in its commit metadata (`userMetadata`, JSON): the job name, its config hash, the
 versions of the tables it read, and an optional write id that makes a repeated write a no-op.
@@ -48,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
 
-from spark_jobs import storage
+from codemill import storage
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -116,7 +116,7 @@ class Lake:
     def __init__(self, spark: SparkSession, root: str, *, backend: Backend = "auto", switch: bool = False):
         """`backend`: auto (the lake's record, else native when the session has the Delta jars), native or
         embedded. `switch`: record `backend` as the lake's writer even if another one is recorded (explicit)."""
-        from spark_jobs.session import has_delta
+        from codemill.session import has_delta
 
         self.spark = spark
         self.root = storage.absolute(str(root))
@@ -173,13 +173,13 @@ class Lake:
             raise LakeError(
                 f"lake {self.root} is written by the {recorded} Delta backend ({LAKE_RECORD}); this job would write "
                 f"it with the {chosen} backend. Run it with the {recorded} backend, or switch the lake explicitly: "
-                f"python -m spark_jobs.lake {self.root} --switch-backend {chosen}")
+                f"python -m codemill.lake {self.root} --switch-backend {chosen}")
         if chosen == "native" and not self.native_available:
             raise LakeError(
                 f"lake {self.root} is written by the native Delta backend, but this Spark session has no Delta "
                 "extension: run scripts/setup.sh (jars into .cache/jars) or start spark-submit with the line that "
-                "`python -m spark_jobs.session --delta-conf` prints; or switch the lake explicitly with "
-                f"python -m spark_jobs.lake {self.root} --switch-backend embedded")
+                "`python -m codemill.session --delta-conf` prints; or switch the lake explicitly with "
+                f"python -m codemill.lake {self.root} --switch-backend embedded")
         if recorded is None:
             self._record_backend(chosen)
         return chosen
@@ -774,13 +774,13 @@ def table_digests(root: str, *, ignore: Sequence[str] = ()) -> list[tuple[str, i
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m spark_jobs.lake LAKE [TABLE]`: lists the tables with version and rows, or a table's history;
+    """`python -m codemill.lake LAKE [TABLE]`: lists the tables with version and rows, or a table's history;
     `--digest` prints a content hash per table, `--switch-backend` switches the lake's writer explicitly."""
     import argparse
 
-    from spark_jobs.session import get_spark
+    from codemill.session import get_spark
 
-    parser = argparse.ArgumentParser(prog="python -m spark_jobs.lake", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m codemill.lake", description=main.__doc__)
     parser.add_argument("lake", help="lake root")
     parser.add_argument("table", nargs="?", help="show this table's commit history with lineage")
     parser.add_argument("--switch-backend", choices=BACKENDS,

@@ -456,3 +456,45 @@ def glob_root(pattern: str) -> str:
         head = absolute(head) + ("/" if head.endswith("/") else "")
     return head.rsplit("/", 1)[0] if "/" in head else head
 
+
+# ---------------------------------------------------------------------- litdata (the shards' reader)
+def _litdata_allow_http() -> None:
+    """Lets litdata's chunk downloads reach a plain-http endpoint (an S3-compatible server without TLS).
+
+    litdata (0.2.x) fetches chunks with obstore, built from its boto3 client's endpoint but with fixed client
+    options that lack `allow_http`, so object_store refuses `http://` URLs ("BadScheme"); boto3, which fetches
+    `index.json`, has no such rule. Adding the option to that module-level dict is the only hook litdata offers;
+    DataLoader workers forked afterwards inherit it."""
+    try:
+        from litdata.streaming import downloader
+    except ImportError:
+        return
+    options = getattr(downloader, "_OBSTORE_CLIENT_OPTIONS", None)
+    if isinstance(options, dict) and "allow_http" not in options:
+        downloader._OBSTORE_CLIENT_OPTIONS = {**options, "allow_http": "true"}
+
+
+def litdata_source(uri: str, settings: S3Settings | None = None) -> tuple[str, dict[str, Any]]:
+    """(input_dir, storage_options) for litdata's `StreamingDataset` reading a split folder.
+
+    Local folders as they are. S3 (`s3a://`, `s3://`) as `s3://` (the only S3 scheme litdata knows) with boto3
+    client options: the endpoint of an S3-compatible server and the keys when `codemill.storage` finds them (the
+    active session's `fs.s3a.*` settings, else the AWS_* environment); without keys boto3 uses its own chain
+    (profile, instance role). Other stores (gs://, azure) go to litdata unchanged."""
+    if is_local(uri):
+        return local_path(uri), {}
+    if scheme(uri) not in S3_SCHEMES:
+        return uri, {}
+    s = settings or s3_settings()
+    options: dict[str, Any] = {}
+    if s.endpoint:
+        options["endpoint_url"] = s.endpoint_url
+        if s.endpoint_url.startswith("http://"):
+            _litdata_allow_http()
+    if s.region:
+        options["region_name"] = s.region
+    if s.access_key:
+        options.update(aws_access_key_id=s.access_key, aws_secret_access_key=s.secret_key)
+        if s.session_token:
+            options["aws_session_token"] = s.session_token
+    return "s3://" + fs_path(uri), options

@@ -47,14 +47,20 @@ class ConfigError(ValueError):
 
 
 def collect_problems(cfg: Any, prefix: str = "") -> list[str]:
-    """Runs `validate()` on `cfg` and on every nested dataclass, prefixing messages with the nested key."""
+    """Runs `validate()` on `cfg` and on every nested dataclass, prefixing messages with the nested key. A config
+    with a `validated_sections()` method names the nested sections to check (a pipeline: those of the stages it
+    runs); the others are left alone."""
     problems: list[str] = []
     if not dataclasses.is_dataclass(cfg):
         return problems
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         problems.extend(f"{prefix}{p}" for p in validate())
+    sections = getattr(cfg, "validated_sections", None)
+    wanted = set(sections()) if callable(sections) else None
     for field in dataclasses.fields(cfg):
+        if wanted is not None and field.name not in wanted:
+            continue
         value = getattr(cfg, field.name)
         if dataclasses.is_dataclass(value):
             problems.extend(collect_problems(value, f"{prefix}{field.name}."))

@@ -1,4 +1,4 @@
-"""Tests for spark_jobs/config.py: YAML + command line, type and semantic errors naming the key, hashing."""
+"""Tests for codemill/config.py: YAML + command line, type and semantic errors naming the key, hashing."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from spark_jobs.config import ConfigError, config_hash, load_config, parse_config, to_dict
+from codemill.config import ConfigError, config_hash, load_config, parse_config, to_dict
 
 
 @dataclasses.dataclass

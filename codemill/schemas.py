@@ -134,3 +134,13 @@ STAGE_STATS = _s(
     ("bytes_out", LongType()),
     ("run_id", StringType()),
 )
+
+# One row per run of a pipeline step whose output is not a table (annotator training, trainer phases, evaluation):
+# what the pipeline's lineage-based skipping compares, as a table's last commit is for the other stages.
+STEP_RUNS = _s(
+    ("stage", StringType()),
+    ("config_hash", StringType()),
+    ("inputs", StringType()),  # JSON {table: version} of what the step read
+    ("artifacts", StringType()),  # JSON [paths] the step wrote
+    ("run_id", StringType()),
+)

@@ -9,11 +9,11 @@
   work out of the box. Without the cache the session has no Delta jars and the table layer says so once.
 
 `has_delta(spark)` tells whether the Delta Lake extension is on the classpath and enabled; the table layer
-(`spark_jobs.lake`) picks its backend from it. Print the spark-submit flags for a cluster (the same pinned
+(`codemill.lake`) picks its backend from it. Print the spark-submit flags for a cluster (the same pinned
 versions as the jar cache) with
 
-    python -m spark_jobs.session --packages      # --packages io.delta:delta-spark_4.2_2.13:4.4.0,...
-    python -m spark_jobs.session --delta-conf    # --packages ... --conf spark.sql.extensions=... --conf ...
+    python -m codemill.session --packages      # --packages io.delta:delta-spark_4.2_2.13:4.4.0,...
+    python -m codemill.session --delta-conf    # --packages ... --conf spark.sql.extensions=... --conf ...
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def embedded_conf(*, cores: int | None = None, driver_memory: str | None = None)
 def _s3_endpoint_conf() -> dict[str, str]:
     """s3a settings for an S3-compatible store named in the environment (`AWS_ENDPOINT_URL`): where it is, not who
     you are; s3a takes the credentials from the AWS_* environment itself, so they never enter Spark's settings."""
-    from spark_jobs.storage import s3_settings
+    from codemill.storage import s3_settings
 
     settings = s3_settings({})
     if not settings.endpoint:
@@ -214,7 +214,7 @@ def has_delta(spark: SparkSession) -> bool:
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m spark_jobs.session", description="Spark session helpers")
+    parser = argparse.ArgumentParser(prog="python -m codemill.session", description="Spark session helpers")
     parser.add_argument("--packages", action="store_true", help="print spark-submit's --packages for native Delta "
                         "and s3a (the versions pinned in conf/jars/pom.xml)")
     parser.add_argument("--delta-conf", action="store_true", help="print spark-submit flags for native Delta")
