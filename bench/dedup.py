@@ -268,12 +268,12 @@ def codemill_worker(corpus: Path, out: Path) -> None:
     # margin, a components round, representatives), or those costs land in the timed run: files grouped by
     # their first 200 characters keep a planted variant next to its original and licence-sharing files together.
     sample = df.where(F.pmod(F.xxhash64(F.substring("content", 1, 200)), F.lit(10)) == 0)
-    warm_kept, warm_clusters = near_duplicates(sample, representative=["stars desc", "size_bytes desc", "doc_id asc"])
+    warm_kept, warm_clusters = near_duplicates(sample, keep=["stars desc", "size_bytes desc", "doc_id asc"])
     warm_kept.count()
     warm_clusters.select("doc_id", "cluster_id").write.mode("overwrite").parquet(str(out / "warm-up"))
     spark.sparkContext.setJobGroup("timed", "the timed run")
     cpu0, t0 = tree_cpu_seconds(), time.perf_counter()
-    kept, clusters = near_duplicates(df, representative=["stars desc", "size_bytes desc", "doc_id asc"])
+    kept, clusters = near_duplicates(df, keep=["stars desc", "size_bytes desc", "doc_id asc"])
     n_kept = kept.count()
     # Write the assignment to a file from the executors: nothing scales with the corpus on the driver.
     clusters.select("doc_id", "cluster_id").write.mode("overwrite").parquet(str(out / "clusters"))

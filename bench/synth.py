@@ -73,9 +73,9 @@ def main() -> None:
     os.environ.setdefault("CODEMILL_SPARK_LOG_LEVEL", "ERROR")
 
     from codemill.config import load_config
+    from codemill.engines import make_engine
     from codemill.lake import Lake
     from codemill.session import get_spark
-    from synth.engines import make_engine
     from synth.generate import SynthConfig, run
 
     spark = get_spark("codemill-bench-synth")

@@ -7,10 +7,10 @@ written as a `documents` table. In the same run it measures:
 
 - baseline: `Tokenizer.encode_batch_fast` over the same texts in this process, with tokenizers' own thread pool
   over the same cores Spark gets (`local[N]`), batches of 2000 documents like Spark's Arrow batches;
-- the Spark job: `spark_jobs.tokenize_shards` building phase 1 end to end (read, split, shuffle, then per shard
-  tokenize, pack and write litdata chunks, merge the index, commit the `shards` table) on `local[N]` with one
-  shard per core; and Spark encoding alone (`tokenize_documents` + a sum, as the job runs it with
-  `encode: mappers` and for phase 3), which is what is compared per core with the baseline;
+- the Spark job: `spark_jobs.tokenize_shards.run_tokenize` building phase 1 end to end (read, split, shuffle, then
+  per shard tokenize, pack and write litdata chunks, merge the index, commit the `shards` table) on `local[N]` with
+  one shard per core; and Spark encoding alone (`shard_transforms.tokenize_documents` + a sum, as the job runs it
+  with `encode: mappers` and for phase 3), which is what is compared per core with the baseline;
 - shard reads: `litdata.StreamingDataLoader` over the written train split (batch 8, no workers), in tokens/s,
   against `--trainer_tokens_per_s` (default 50k: ~1.3B-parameter model on one H100 at 40% MFU,
   6 * 1.3e9 FLOP/token against ~4e14 FLOP/s).
@@ -45,6 +45,13 @@ from pathlib import Path  # noqa: E402
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
 os.environ.setdefault("CODEMILL_SPARK_DRIVER_MEMORY", "2g")
 os.environ.setdefault("CODEMILL_SPARK_LOG_LEVEL", "ERROR")
+
+from codemill.config import load_config  # noqa: E402
+from codemill.lake import Lake, Lineage  # noqa: E402
+from codemill.session import get_spark  # noqa: E402
+from spark_jobs import tokenizer as T  # noqa: E402
+from spark_jobs.shard_transforms import tokenize_documents  # noqa: E402
+from spark_jobs.tokenize_shards import TokenizeConfig, run_tokenize  # noqa: E402
 
 
 def load_texts(mb: float, max_chars: int) -> list[str]:
@@ -95,12 +102,6 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     from pyspark.sql import functions as F
-
-    from codemill.config import load_config
-    from codemill.lake import Lake, Lineage
-    from codemill.session import get_spark
-    from spark_jobs import tokenizer as T
-    from spark_jobs.tokenize_shards import TokenizeConfig, run_tokenize, tokenize_documents
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="codemill-bench-tok-"))
     texts = load_texts(args.mb, args.max_chars)

@@ -7,7 +7,7 @@ Two backends, one behaviour (tests/spark_jobs/test_lake.py runs the same tests o
 
 - **native** (the default wherever the Delta jars are present: `make demo`, a cluster with `--packages`): the
   session has the Delta extension, and writes are plain `format("delta")` with delta-spark's `DeltaTable` for
-  merge. `scripts/setup.sh` fetches the jars into `.cache/jars`; `python -m codemill.session --packages` prints
+  merge. `scripts/setup.sh` fetches the jars into `.cache/jars`; `python -m codemill.session --packages true` prints
   the matching spark-submit line.
 - **embedded**: no Delta jars (a machine without Maven). Spark writes Parquet into a fresh folder inside the table
   (`<table>/part-<uuid>/...`); then `deltalake` (delta-rs) commits one transaction that adds those files, with
@@ -21,7 +21,7 @@ Two backends, one behaviour (tests/spark_jobs/test_lake.py runs the same tests o
 it. `backend="auto"` (or `CODEMILL_LAKE_BACKEND`) follows that record; a lake without one gets native when the
 session has the jars, else embedded, and the choice is printed once. A job whose backend differs from the record
 refuses, naming the lake and the recorded backend. Switching is one explicit act,
-`python -m codemill.lake LAKE --switch-backend embedded` (both write the same protocol version: a table written
+`python -m codemill.lake --lake LAKE --switch_backend embedded` (both write the same protocol version: a table written
 by one is read, appended to and merged by the other, tested both ways).
 
 Paths: the root may be local or an object-store URI (`s3a://bucket/lake`); Spark reaches it through Hadoop, and the
@@ -49,6 +49,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import unquote
 
 from codemill import storage
+from codemill.config import parse_config
+from codemill.session import get_spark, has_delta
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -116,7 +118,6 @@ class Lake:
     def __init__(self, spark: SparkSession, root: str, *, backend: Backend = "auto", switch: bool = False):
         """`backend`: auto (the lake's record, else native when the session has the Delta jars), native or
         embedded. `switch`: record `backend` as the lake's writer even if another one is recorded (explicit)."""
-        from codemill.session import has_delta
 
         self.spark = spark
         self.root = storage.absolute(str(root))
@@ -173,13 +174,13 @@ class Lake:
             raise LakeError(
                 f"lake {self.root} is written by the {recorded} Delta backend ({LAKE_RECORD}); this job would write "
                 f"it with the {chosen} backend. Run it with the {recorded} backend, or switch the lake explicitly: "
-                f"python -m codemill.lake {self.root} --switch-backend {chosen}")
+                f"python -m codemill.lake --lake {self.root} --switch_backend {chosen}")
         if chosen == "native" and not self.native_available:
             raise LakeError(
                 f"lake {self.root} is written by the native Delta backend, but this Spark session has no Delta "
                 "extension: run scripts/setup.sh (jars into .cache/jars) or start spark-submit with the line that "
-                "`python -m codemill.session --delta-conf` prints; or switch the lake explicitly with "
-                f"python -m codemill.lake {self.root} --switch-backend embedded")
+                "`python -m codemill.session --delta_conf true` prints; or switch the lake explicitly with "
+                f"python -m codemill.lake --lake {self.root} --switch_backend embedded")
         if recorded is None:
             self._record_backend(chosen)
         return chosen
@@ -773,35 +774,39 @@ def table_digests(root: str, *, ignore: Sequence[str] = ()) -> list[tuple[str, i
     return out
 
 
+@dataclasses.dataclass
+class LakeCommand:
+    """`python -m codemill.lake --lake LAKE`: lists the tables with version and rows; `--table T` shows a table's
+    history with lineage; `--digest true` prints a content hash per table (row order, timestamp columns and the
+    `ignore` columns left out: equal digests = equal tables); `--switch_backend native|embedded` records that Delta
+    backend as the lake's writer from now on (the explicit switch)."""
+
+    lake: str = "lake"
+    table: str = ""
+    digest: bool = False
+    ignore: list[str] = dataclasses.field(default_factory=lambda: ["run_id", "ingest_run"])
+    switch_backend: str = ""
+
+    def validate(self) -> list[str]:
+        if self.switch_backend and self.switch_backend not in BACKENDS:
+            return [f"switch_backend: one of {list(BACKENDS)}, got {self.switch_backend!r}"]
+        return []
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """`python -m codemill.lake LAKE [TABLE]`: lists the tables with version and rows, or a table's history;
-    `--digest` prints a content hash per table, `--switch-backend` switches the lake's writer explicitly."""
-    import argparse
-
-    from codemill.session import get_spark
-
-    parser = argparse.ArgumentParser(prog="python -m codemill.lake", description=main.__doc__)
-    parser.add_argument("lake", help="lake root")
-    parser.add_argument("table", nargs="?", help="show this table's commit history with lineage")
-    parser.add_argument("--switch-backend", choices=BACKENDS,
-                        help="record this Delta backend as the lake's writer from now on (an explicit switch)")
-    parser.add_argument("--digest", action="store_true",
-                        help="print each table's rows and a hash of its content (row order, timestamp columns and "
-                             "the --ignore columns left out): equal digests = equal tables")
-    parser.add_argument("--ignore", default="run_id,ingest_run", help="columns --digest leaves out (comma separated)")
-    args = parser.parse_args(argv)
-    if args.digest:
-        for name, rows, digest in table_digests(args.lake, ignore=[c for c in args.ignore.split(",") if c]):
+    cmd = parse_config(LakeCommand, argv, prog="python -m codemill.lake", description=LakeCommand.__doc__)
+    if cmd.digest:
+        for name, rows, digest in table_digests(cmd.lake, ignore=cmd.ignore):
             print(f"{name:<22} {rows:>10,}  {digest}")
         return
     spark = get_spark("codemill-lake")
-    if args.switch_backend:
-        lake = Lake(spark, args.lake, backend=args.switch_backend, switch=True)
+    if cmd.switch_backend:
+        lake = Lake(spark, cmd.lake, backend=cmd.switch_backend, switch=True)  # type: ignore[arg-type]
         print(f"[lake] {lake.root}: now written by the {lake.backend} Delta backend")
         return
-    lake = Lake(spark, args.lake)
-    if args.table:
-        for h in lake.history(args.table):
+    lake = Lake(spark, cmd.lake)
+    if cmd.table:
+        for h in lake.history(cmd.table):
             print(f"v{h['version']:<4} {h['operation']:<8} {json.dumps(h['lineage'], sort_keys=True)}")
         return
     print(f"{'table':<22} {'version':>7} {'rows':>12} {'files':>6} {'MB':>9}  partitioned by")

@@ -12,18 +12,22 @@
 (`codemill.lake`) picks its backend from it. Print the spark-submit flags for a cluster (the same pinned
 versions as the jar cache) with
 
-    python -m codemill.session --packages      # --packages io.delta:delta-spark_4.2_2.13:4.4.0,...
-    python -m codemill.session --delta-conf    # --packages ... --conf spark.sql.extensions=... --conf ...
+    python -m codemill.session --packages true      # --packages io.delta:delta-spark_4.2_2.13:4.4.0,...
+    python -m codemill.session --delta_conf true    # --packages ... --conf spark.sql.extensions=... --conf ...
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from codemill.config import parse_config
+from codemill.storage import s3_settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -129,7 +133,6 @@ def embedded_conf(*, cores: int | None = None, driver_memory: str | None = None)
 def _s3_endpoint_conf() -> dict[str, str]:
     """s3a settings for an S3-compatible store named in the environment (`AWS_ENDPOINT_URL`): where it is, not who
     you are; s3a takes the credentials from the AWS_* environment itself, so they never enter Spark's settings."""
-    from codemill.storage import s3_settings
 
     settings = s3_settings({})
     if not settings.endpoint:
@@ -211,24 +214,28 @@ def has_delta(spark: SparkSession) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
+@dataclasses.dataclass
+class SessionCommand:
+    """`python -m codemill.session`: `--packages true` prints spark-submit's --packages for native Delta and s3a
+    (the versions pinned in conf/jars/pom.xml), `--delta_conf true` all spark-submit flags for native Delta,
+    `--jars true` the jar cache folder (empty: none)."""
 
-    parser = argparse.ArgumentParser(prog="python -m codemill.session", description="Spark session helpers")
-    parser.add_argument("--packages", action="store_true", help="print spark-submit's --packages for native Delta "
-                        "and s3a (the versions pinned in conf/jars/pom.xml)")
-    parser.add_argument("--delta-conf", action="store_true", help="print spark-submit flags for native Delta")
-    parser.add_argument("--jars", action="store_true", help="print the jar cache folder (empty: none)")
-    args = parser.parse_args(argv)
-    if args.packages:
+    packages: bool = False
+    delta_conf: bool = False
+    jars: bool = False
+
+
+def main(argv: list[str] | None = None) -> None:
+    cmd = parse_config(SessionCommand, argv, prog="python -m codemill.session", description=SessionCommand.__doc__)
+    if cmd.packages:
         print("--packages " + ",".join(pinned_packages()))
-    if args.delta_conf:
+    if cmd.delta_conf:
         conf = delta_conf()
         print(f"--packages {conf.pop('spark.jars.packages')} " + " ".join(f"--conf {k}={v}" for k, v in conf.items()))
-    if args.jars:
+    if cmd.jars:
         print(jar_dir() or "")
-    if not (args.packages or args.delta_conf or args.jars):
-        parser.print_help()
+    if not (cmd.packages or cmd.delta_conf or cmd.jars):
+        print(SessionCommand.__doc__)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name, took in timings.items():
         print(f"  {took:8.1f} s  {name}")
     (out / "timings.json").write_text(json.dumps(dict(timings, total=total), indent=1))
-    print(f"\ntables:     {out / 'lake'}  (python -m codemill.lake {out / 'lake'} lists them)")
+    print(f"\ntables:     {out / 'lake'}  (python -m codemill.lake --lake {out / 'lake'} lists them)")
     print(f"shards:     {out / 'shards'}")
     print(f"checkpoints:{out / 'runs'}/phase{{1,2,3}}/hf")
     print(f"MLflow:     {tracking}  (mlflow ui --backend-store-uri {tracking})")

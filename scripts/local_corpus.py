@@ -10,7 +10,7 @@ Languages are interleaved so any size keeps several languages. Deterministic for
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -18,6 +18,8 @@ import sysconfig
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from codemill.config import parse_config
 
 SKIP_DIRS = {"__pycache__", "test", "tests", "idlelib", "site-packages", "node_modules", ".git", "lib2to3"}
 KEEP_EXT = {".py", ".java", ".h", ".hpp", ".c", ".cc", ".cpp", ".js", ".mjs", ".cjs", ".sh", ".json", ".md",
@@ -144,14 +146,19 @@ def _fill(repos: Iterator[tuple[str, Path, Path]], out: Path, budget: int, per_r
     return used
 
 
+@dataclasses.dataclass
+class CorpusConfig:
+    # Output folder (replaced).
+    out: str = "demo_out/corpus"
+    # Approximate size in MB.
+    mb: float = 30.0
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="output folder (replaced)")
-    parser.add_argument("--mb", type=float, default=30.0, help="approximate size in MB")
-    args = parser.parse_args(argv)
-    used = build_local_corpus(args.out, mb=args.mb)
+    cfg = parse_config(CorpusConfig, argv, prog="python -m scripts.local_corpus", description=__doc__.splitlines()[0])
+    used = build_local_corpus(cfg.out, mb=cfg.mb)
     total = sum(used.values())
-    print(f"corpus at {args.out}: {total / 1e6:.1f} MB ", {k: round(v / 1e6, 1) for k, v in used.items()},
+    print(f"corpus at {cfg.out}: {total / 1e6:.1f} MB ", {k: round(v / 1e6, 1) for k, v in used.items()},
           file=sys.stderr)
 
 

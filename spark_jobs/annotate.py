@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from codemill import storage
 from codemill.config import ConfigError
+from trainer.annotator_model import META_FILE, PRECISIONS, Annotator
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -48,7 +49,6 @@ class ScoreConfig:
     partitions: int = 0
 
     def validate(self) -> list[str]:
-        from trainer.annotator_model import PRECISIONS
 
         problems = []
         if self.window < 8:
@@ -63,7 +63,6 @@ class ScoreConfig:
 
     def annotator_problems(self) -> list[str]:
         """Checked by the scoring job only: the other jobs of the stage run before an annotator exists."""
-        from trainer.annotator_model import META_FILE
 
         try:
             if storage.isfile(storage.join(self.annotator, META_FILE)):
@@ -107,7 +106,6 @@ def score_files(df: DataFrame, *, annotator: str, window: int = 512, precision: 
     fs = None if storage.is_local(annotator) else storage.filesystem(annotator)[0]
 
     def score_batches(batches):
-        from trainer.annotator_model import Annotator
 
         device = _task_device()
         model = Annotator.cached(annotator, device=device, precision=gpu_precision if device != "cpu" else precision,

@@ -7,30 +7,40 @@ code document); negatives a uniform random sample of phase-1 files (`clean`, els
 deduplicated (within each and against each other: a text in both stays a positive only), decontaminated against
 the benchmarks, balanced and split train/val by a hash of the text.
 
-The alignment set (paper Fig. 2) is for evaluation only: benchmark solutions (HumanEval, MBPP, BigCodeBench, ...)
-labelled 1 with their benchmark's name, against phase-1 files that are not in the training set, labelled 0 with
-benchmark `corpus`. An annotator's ROC-AUC per benchmark is that benchmark's positives against all `corpus` rows.
+The alignment set (paper Fig. 2) is for evaluation only: benchmark solutions (HumanEval, MBPP, BigCodeBench, ...;
+complete reference programs read by the benchmark catalogue, `codemill.benchmarks`) labelled 1 with their
+benchmark folder's name, against phase-1 files that are not in the training set, labelled 0 with benchmark
+`corpus`. An annotator's ROC-AUC per benchmark is that benchmark's positives against all `corpus` rows.
 
 Positive sources (`positives[].path`: a file or a glob) may be local or on an object store
 (`s3a://bucket/hq/*.parquet`); a URI is listed and read when the job runs, with the session's `fs.s3a.*` settings.
 The benchmark folder (`benchmarks_dir`, bundled under data/) is local.
+
+Public API: `DatasetConfig`, `PositiveSource`, `build_training_sets` (the stage), `read_positives`,
+`source_files`, `instruction_pairs`, `ossinstruct_pairs`, `render_instruction`, `benchmark_solutions`,
+`with_text_hash`, `length_filter`, `mark_duplicates`, `mark_contaminated`, `balance_and_split`, `sample_negatives`,
+`alignment_set`, `drop_stats`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import gzip
 import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import StringType, StructField, StructType
 
 from codemill import storage
+from codemill.benchmarks import folder_benchmark
+from codemill.config import repo_path
 from codemill.lake import TableNotFound
-
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+from spark_jobs.decontaminate import DecontaminateConfig, find_contamination, load_benchmarks
 
 TRAIN_COLUMNS = ["text", "label", "source", "split"]
 ALIGNMENT_COLUMNS = ["text", "label", "benchmark"]
@@ -51,8 +61,6 @@ class PositiveSource:
     max_rows: int = 0
 
     def __post_init__(self):
-        from codemill.config import repo_path
-
         self.path = repo_path(self.path)
 
 
@@ -84,8 +92,6 @@ class DatasetConfig:
     seed: int = 0
 
     def __post_init__(self):
-        from codemill.config import repo_path
-
         self.benchmarks_dir = repo_path(self.benchmarks_dir)
 
     def validate(self) -> list[str]:
@@ -104,7 +110,7 @@ class DatasetConfig:
             problems.append(f"benchmarks_dir: {self.benchmarks_dir!r} is not a folder")
         else:
             for b in self.alignment_benchmarks:
-                if not glob.glob(os.path.join(self.benchmarks_dir, b, "*.json*")):
+                if not folder_benchmark(b, self.benchmarks_dir).paths():
                     problems.append(f"alignment_benchmarks: no benchmark files under {self.benchmarks_dir}/{b}")
         if self.min_chars < 1 or self.max_chars <= self.min_chars:
             problems.append("min_chars/max_chars: need 1 <= min_chars < max_chars")
@@ -198,9 +204,6 @@ def ossinstruct_pairs(text: str) -> list[tuple[str, str]]:
 
 def read_positives(spark: SparkSession, sources: list[PositiveSource]) -> DataFrame:
     """text, source of every configured positive source."""
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import StringType, StructField, StructType
-
     schema = StructType([StructField("text", StringType()), StructField("source", StringType())])
     frames = []
     for i, src in enumerate(sources):
@@ -230,34 +233,27 @@ def read_positives(spark: SparkSession, sources: list[PositiveSource]) -> DataFr
 
 
 def benchmark_solutions(benchmarks_dir: str, benchmarks: list[str]) -> list[tuple[str, str, str]]:
-    """(text, benchmark, task_id) of every benchmark solution: prompt + canonical solution, or the `code` /
-    `reference_code` field. Tasks without a solution (e.g. Multi-HumanEval's `None`) are skipped."""
+    """(text, benchmark, task_id) of every benchmark solution: the complete reference program of every problem in
+    the folders `benchmarks` under `benchmarks_dir` (`codemill.benchmarks.Problem.solution`: prompt + canonical
+    solution, or the `code` / `reference_code` field). Tasks without a solution (e.g. Multi-HumanEval's `None`) are
+    skipped; `task_id` is `<file name>:<task id>`."""
     rows = []
     for bench in benchmarks:
-        for path in sorted(glob.glob(os.path.join(benchmarks_dir, bench, "*.json*"))):
-            for rec in _records(path):
-                sol = rec.get("canonical_solution")
-                if isinstance(sol, str) and sol.strip() and sol.strip() != "None":
-                    text = (rec.get("prompt") or rec.get("complete_prompt") or "") + sol
-                else:
-                    text = rec.get("code") or rec.get("reference_code") or ""
-                if isinstance(text, str) and text.strip():
-                    rows.append((text, bench, f"{os.path.basename(path)}:{rec.get('task_id', len(rows))}"))
+        folder = folder_benchmark(bench, benchmarks_dir)
+        for problem in folder.problems() if folder.paths() else []:
+            if isinstance(problem.solution, str) and problem.solution.strip():
+                rows.append((problem.solution, bench, f"{os.path.basename(problem.path)}:{problem.task_id}"))
     return rows
 
 
 # ---------------------------------------------------------------------- transforms
 def with_text_hash(df: DataFrame) -> DataFrame:
     """Adds `text_hash`: SHA-256 of the text with whitespace runs collapsed (formatting-only copies collide)."""
-    from pyspark.sql import functions as F
-
     return df.withColumn("text_hash", F.sha2(F.regexp_replace(F.trim("text"), r"\s+", " "), 256))
 
 
 def length_filter(df: DataFrame, *, min_chars: int = 32, max_chars: int = 100_000) -> DataFrame:
     """Sets `drop_reason` to too_short / too_long (kept rows: null)."""
-    from pyspark.sql import functions as F
-
     n = F.length("text")
     reason = F.when(F.col("text").isNull() | (n < min_chars), "too_short").when(n > max_chars, "too_long")
     return df.withColumn("drop_reason", F.coalesce(F.col("drop_reason"), reason) if "drop_reason" in df.columns
@@ -267,9 +263,6 @@ def length_filter(df: DataFrame, *, min_chars: int = 32, max_chars: int = 100_00
 def mark_duplicates(positives: DataFrame, negatives: DataFrame) -> tuple[DataFrame, DataFrame]:
     """Marks repeated texts within each class (`duplicate`) and negatives whose text is also a positive
     (`also_positive`), via `drop_reason`."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
     def within(df):
         w = Window.partitionBy("text_hash").orderBy("source", "text")
         first = F.row_number().over(w) == 1
@@ -286,8 +279,6 @@ def mark_duplicates(positives: DataFrame, negatives: DataFrame) -> tuple[DataFra
 
 def mark_contaminated(df: DataFrame, contaminated: DataFrame) -> DataFrame:
     """Sets `drop_reason` = contaminated for rows whose `text_hash` is among `contaminated.doc_id`."""
-    from pyspark.sql import functions as F
-
     bad = contaminated.select(F.col("doc_id").alias("text_hash")).distinct().withColumn("_bad", F.lit(1))
     return (df.join(bad, "text_hash", "left")
             .withColumn("drop_reason", F.coalesce("drop_reason", F.when(F.col("_bad") == 1, F.lit("contaminated"))))
@@ -298,8 +289,6 @@ def balance_and_split(positives: DataFrame, negatives: DataFrame, *, val_fractio
                       seed: int = 0) -> DataFrame:
     """Kept rows (null `drop_reason`) of both classes, the larger class cut at random to the smaller one's size,
     labelled and split by a hash of the text (so a text's split never changes between runs)."""
-    from pyspark.sql import functions as F
-
     pos = positives.where("drop_reason IS NULL")
     neg = negatives.where("drop_reason IS NULL")
     n = min(pos.count(), neg.count())
@@ -314,8 +303,6 @@ def balance_and_split(positives: DataFrame, negatives: DataFrame, *, val_fractio
 
 def sample_negatives(files: DataFrame, *, n: int, seed: int = 0, source: str = "negative") -> DataFrame:
     """About `n` files drawn uniformly (Bernoulli sample with 30% headroom for later drops), as text, source."""
-    from pyspark.sql import functions as F
-
     total = files.count()
     fraction = min(1.0, 1.3 * n / max(total, 1))
     return files.sample(withReplacement=False, fraction=fraction, seed=seed).select(
@@ -326,9 +313,6 @@ def alignment_set(solutions: DataFrame, corpus: DataFrame, train: DataFrame, *, 
                   max_per_benchmark: int = 400, seed: int = 0) -> DataFrame:
     """Benchmark solutions (label 1, their benchmark) and corpus files absent from the training set (label 0,
     benchmark `corpus`). `solutions`: text, benchmark; `corpus`: text; `train`: text."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
     w = Window.partitionBy("benchmark").orderBy(F.xxhash64("text", F.lit(seed)))
     pos = (solutions.withColumn("_n", F.row_number().over(w)).where(F.col("_n") <= max_per_benchmark)
            .select("text", F.lit(1).alias("label"), "benchmark"))
@@ -354,21 +338,13 @@ def drop_stats(positives: DataFrame, negatives: DataFrame) -> dict[str, dict[str
 def _contaminated_hashes(spark: SparkSession, docs: DataFrame, benchmarks_dir: str) -> DataFrame:
     """doc_id (= text_hash) of every text that the curation stage's decontamination flags (same benchmarks,
     n-gram size and thresholds as phase 1's `clean`)."""
-    from spark_jobs.decontaminate import DecontaminateConfig, find_contamination, load_benchmarks
-
     dc = DecontaminateConfig(data_dir=os.path.abspath(benchmarks_dir))
-    return find_contamination(docs, load_benchmarks(spark, dc), ngram=dc.ngram, min_overlap=dc.min_overlap,
-                              min_matched_ngrams=dc.min_matched_ngrams,
-                              min_short_chars=dc.min_short_chars).select("doc_id")
+    return find_contamination(docs, load_benchmarks(spark, dc), dc).select("doc_id")
 
 
 def build_training_sets(spark: SparkSession, lake, cfg: DatasetConfig, lineage) -> dict:
     """The stage: `annotator_train` and `alignment_set` from the lake's phase-1 files and the configured sources;
     returns the drop counts per class."""
-    import dataclasses
-
-    from pyspark.sql import functions as F
-
     table = next((t for t in cfg.negative_tables if lake.exists(t)), None)
     if table is None:
         raise TableNotFound(f"dataset.negative_tables: none of {cfg.negative_tables} exists under {lake.root}; run "

@@ -32,10 +32,16 @@ edges (2.9-5.1 s against 4.9-5.5 s) and beat it on the skewed graphs (0.8-2.0 s)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components as label_components
 
 Checkpoint = Literal["local", "reliable", "none"]
 
@@ -54,9 +60,6 @@ def _checkpoint(df: DataFrame, mode: Checkpoint) -> DataFrame:
 
 def _large_star(edges: DataFrame) -> DataFrame:
     """Every node u links each strictly larger neighbour to the smallest node of N(u) + {u}."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
     both = edges.select("u", "v").unionByName(edges.select(F.col("v").alias("u"), F.col("u").alias("v")))
     # A window instead of groupBy + join: one shuffle on u per round instead of two.
     m = F.least(F.min("v").over(Window.partitionBy("u")), F.col("u"))
@@ -67,9 +70,6 @@ def _large_star(edges: DataFrame) -> DataFrame:
 
 def _small_star(edges: DataFrame) -> DataFrame:
     """Every node u links itself and its smaller neighbours to the smallest of them."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
     # Edges are stored from the larger to the smaller end, so N(u) restricted to smaller nodes is u's edges.
     m = F.min("v").over(Window.partitionBy("u"))
     linked = edges.select("u", "v", m.alias("m"))
@@ -81,8 +81,6 @@ def _small_star(edges: DataFrame) -> DataFrame:
 def _status(edges: DataFrame) -> tuple[bool, int]:
     """(converged, number of edges), in one Spark job. Converged: the edges form a set of stars, i.e. no node is
     both a leaf and a centre, and every leaf has exactly one centre."""
-    from pyspark.sql import functions as F
-
     roles = edges.select(F.col("u").alias("node"), F.lit(1).alias("leaf"), F.lit(0).alias("centre")).unionByName(
         edges.select(F.col("v").alias("node"), F.lit(0).alias("leaf"), F.lit(1).alias("centre")))
     per_node = roles.groupBy("node").agg(F.sum("leaf").alias("leaf"), F.max("centre").alias("centre"))
@@ -95,14 +93,10 @@ def _status(edges: DataFrame) -> tuple[bool, int]:
 def _in_memory(edges: DataFrame) -> DataFrame:
     """(node, component) of the (u, v) edges, computed in one task: all edges are shuffled into one partition and
     labelled there by `component_labels`."""
-    from pyspark.sql import types as T
-
     id_type = edges.schema["u"].dataType
     schema = T.StructType([T.StructField("node", id_type, False), T.StructField("component", id_type, False)])
 
     def compute(batches):
-        import pyarrow as pa
-
         batches = list(batches)
         if batches:
             table = pa.Table.from_batches(batches)
@@ -120,12 +114,6 @@ def component_labels(u, v):
     components of the graph as a sparse matrix in O(nodes + edges), and a label's first node number is then its
     component's smallest id: the label the star rounds give. Repeated edges and self-loops are harmless.
     """
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components as label_components
-
     def whole(a):
         return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
 
@@ -151,8 +139,6 @@ def connected_components(edges: DataFrame, *, src: str = "src", dst: str = "dst"
     the caller guarantees no unordered pair occurs twice (in either direction), which saves a shuffle.
     `local_max_edges`: graphs of at most this many edges are finished in one executor task (0: never).
     """
-    from pyspark.sql import functions as F
-
     current = (edges.select(F.col(src).alias("u"), F.col(dst).alias("v"))
                .where(F.col("u").isNotNull() & F.col("v").isNotNull() & (F.col("u") != F.col("v")))
                .select(F.greatest("u", "v").alias("u"), F.least("u", "v").alias("v")))

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from codemill import schemas, storage
+from codemill.languages import ALIASES, EXTENSIONS, FILENAMES, canonical_lang
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -211,7 +212,6 @@ def _jsonl_rows(uri: str, rel: str, *, columns: dict[str, list[str]], id_columns
     import gzip
     import json
 
-    from codemill.languages import canonical_lang
 
     try:
         data = _open_bytes(uri, fs)
@@ -407,7 +407,6 @@ def map_parquet(df: DataFrame, *, root: str, columns: dict[str, list[str]], id_c
     from pyspark.sql import functions as F
     from pyspark.sql.types import ArrayType
 
-    from codemill.languages import ALIASES
 
     present = set(df.columns)
 
@@ -448,7 +447,6 @@ def classify(raw: DataFrame, *, root: str, max_bytes: int = 1_000_000, required:
     """RAW rows -> RAW rows plus `doc_id`, a filled `lang` and the final quarantine `reason` (null = usable)."""
     from pyspark.sql import functions as F
 
-    from codemill.languages import EXTENSIONS, FILENAMES
 
     rel_file = F.regexp_replace(F.regexp_replace(F.col("source_file"), "^file:", ""),
                                 _root_prefix(root), "")

@@ -1,4 +1,5 @@
-"""MinHash for source code, used by `spark_jobs.near_dedup` inside `mapInArrow`.
+"""MinHash for source code, used by near dedup (`spark_jobs.near_dup_pairs` inside `mapInArrow`,
+`spark_jobs.near_dup_clusters` in its one task).
 
 Everything here works on a whole Arrow string array at once: the per-byte and per-shingle loops are compiled
 (`spark_jobs.minhash_kernels`, numba), the rest is numpy; Python only loops over memory-bounded chunks.
@@ -14,6 +15,7 @@ Everything here works on a whole Arrow string array at once: the per-byte and pe
 - `optimal_bands(threshold, num_perm)`: LSH bands x rows minimising the weighted false positive/negative areas of
   the S-curve 1 - (1 - s^r)^b around the threshold (Leskovec et al., Mining of Massive Datasets §3.4).
 - `jaccard(a, b)`: exact Jaccard similarity of two documents' shingle sets, for candidate verification.
+- `signature_matrix(lists)`: signatures held as an Arrow list array (what Spark sends) as one numpy matrix.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ import functools
 from collections.abc import Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from spark_jobs import minhash_kernels
 
 # Odd 64-bit constants: the polynomial base for token hashes and the per-position weights of shingle hashes.
 _BASE = np.uint64(0x100000001B3)
@@ -46,8 +52,6 @@ _TOKEN_VALUE[128:] = np.arange(128, 256) + 1
 def _as_bytes(contents) -> tuple[np.ndarray, np.ndarray]:
     """(offsets (n+1,), data uint8) of a string array; nulls read as empty strings. Zero-copy for Arrow arrays
     without nulls: `string` arrays (what Spark sends) keep their int32 offsets, `large_string` their int64 ones."""
-    import pyarrow as pa
-
     if not isinstance(contents, pa.Array | pa.ChunkedArray):
         contents = pa.array(list(contents), type=pa.large_string())
     if isinstance(contents, pa.ChunkedArray):
@@ -79,8 +83,6 @@ def shingle_hashes(contents, ngram: int = 5) -> tuple[np.ndarray, np.ndarray]:
 
 def _shingles(data: np.ndarray, offsets: np.ndarray, lo: int, hi: int, ngram: int) -> tuple[np.ndarray, np.ndarray]:
     """Shingle hashes of documents lo..hi-1 with their chunk-local document index (compiled kernel)."""
-    from spark_jobs import minhash_kernels
-
     return minhash_kernels.shingles(data, offsets, lo, hi, ngram, np.resize(_POS_WEIGHTS, ngram), _TOKEN_VALUE,
                                     _BASE)
 
@@ -117,8 +119,6 @@ def signatures(contents, *, num_perm: int = 256, ngram: int = 5, seed: int = 42)
     (`minhash_kernels.signatures`). A document without any token has n_shingles 0 and an all-0xFFFFFFFF
     signature; callers keep it out of LSH.
     """
-    from spark_jobs import minhash_kernels
-
     offsets, data = _as_bytes(contents)
     n_docs = len(offsets) - 1
     n_shingles = np.zeros(n_docs, dtype=np.int64)
@@ -143,8 +143,6 @@ def band_keys(sig: np.ndarray, *, bands: int, rows: int) -> np.ndarray:
     by a 2^-64 collision) and one column of keys can be grouped on without a band column. Vectorised over
     documents and bands; the loop is over the `rows` positions of a band.
     """
-    from spark_jobs import minhash_kernels
-
     if bands * rows > sig.shape[1]:
         raise ValueError(f"bands x rows = {bands * rows} exceeds the signature length {sig.shape[1]}")
     cells = sig[:, :bands * rows].reshape(len(sig), bands, rows).astype(np.uint64)
@@ -157,8 +155,6 @@ def band_keys(sig: np.ndarray, *, bands: int, rows: int) -> np.ndarray:
 
 def shingle_sets(contents, ngram: int = 5) -> list[np.ndarray]:
     """Sorted distinct shingle hashes per document (views into one array)."""
-    from spark_jobs import minhash_kernels
-
     n_docs = len(contents)
     sh, sh_doc = shingle_hashes(contents, ngram)  # in document order: each document's shingles are one slice
     values, bounds = minhash_kernels.unique_segments(sh, np.searchsorted(sh_doc, np.arange(n_docs + 1)))
@@ -167,8 +163,6 @@ def shingle_sets(contents, ngram: int = 5) -> list[np.ndarray]:
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     """Exact Jaccard similarity of two sorted distinct shingle-hash arrays (0 when either is empty)."""
-    from spark_jobs import minhash_kernels
-
     if len(a) == 0 or len(b) == 0:
         return 0.0
     inter = minhash_kernels.intersection_size(a, b)
@@ -211,6 +205,15 @@ def estimated_similarity(sig_a: np.ndarray, sig_b: np.ndarray) -> np.ndarray:
     return (np.asarray(sig_a) == np.asarray(sig_b)).mean(axis=-1)
 
 
+def signature_matrix(lists: pa.Array) -> np.ndarray:
+    """An Arrow list<int> array of signatures as an (n, num_perm) numpy matrix (no copy without nulls)."""
+    lengths = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    if len(lists) and ((lengths != lengths[0]).any() or lists.null_count):
+        raise ValueError("MinHash signatures of different lengths cannot be compared (different num_perm?)")
+    width = int(lengths[0]) if len(lists) else 0
+    return lists.flatten().to_numpy(zero_copy_only=False).reshape(len(lists), width) if width else np.zeros((0, 0))
+
+
 def collision_probability(s, *, bands: int, rows: int):
     """Probability that two documents with Jaccard similarity s share at least one LSH bucket."""
     return 1.0 - (1.0 - np.asarray(s, dtype=float) ** rows) ** bands
@@ -245,5 +248,5 @@ def as_int32(sig: np.ndarray) -> np.ndarray:
 
 __all__: Sequence[str] = (
     "as_int32", "band_keys", "collision_probability", "estimated_similarity", "jaccard", "optimal_bands",
-    "pair_jaccard", "permutations", "shingle_hashes", "shingle_sets", "signatures",
+    "pair_jaccard", "permutations", "shingle_hashes", "shingle_sets", "signature_matrix", "signatures",
 )

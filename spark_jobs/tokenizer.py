@@ -5,9 +5,11 @@
     # or adopt an existing tokenizer (tokenizer.json, sentencepiece .model or HF folder)
     python -m spark_jobs.tokenizer --load path/to/tokenizer.json --out shards/tokenizer
 
-The tokenization job (`spark_jobs.tokenize_shards`) calls the same functions, so normally this module is not run
-on its own. The saved folder (`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`) loads with
-`transformers.AutoTokenizer.from_pretrained` and `tokenizers.Tokenizer.from_file(<dir>/tokenizer.json)`.
+Keys (`--help` lists them; `--config FILE` reads them from YAML): `out`, `load`, `lake`, `vocab_size`, `sample_docs`,
+`max_chars`, `seed` (`TokenizerJobConfig`). The tokenize stage (`spark_jobs.tokenize_shards.ensure_tokenizer`) calls
+the same functions, so normally this module is not run on its own. The saved folder (`tokenizer.json`,
+`tokenizer_config.json`, `special_tokens_map.json`) loads with `transformers.AutoTokenizer.from_pretrained` and
+`tokenizers.Tokenizer.from_file(<dir>/tokenizer.json)`.
 
 Paths (`--out`, `--load`) may be local or object-store URIs (`s3a://bucket/shards/tokenizer`): a folder is written
 locally and uploaded (`tokenizer.json` last), a remote folder or file is read through a local copy.
@@ -19,6 +21,7 @@ unknown token, so decode(encode(text)) == text for every document (the round-tri
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -26,6 +29,9 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from codemill import storage
+from codemill.config import parse_config
+from codemill.lake import Lake
+from codemill.session import get_spark
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -212,35 +218,44 @@ def prepare(*, out_dir: str, load_from: str | None, texts: Iterable[str] | None,
     return saved
 
 
-def to_json(tok: Tokenizer) -> str:
-    """The tokenizer as one JSON string: what the job ships to Spark workers (no shared filesystem needed)."""
-    return tok.to_str()
+@dataclasses.dataclass
+class TokenizerJobConfig:
+    """`python -m spark_jobs.tokenizer` keys (the tokenize stage has its own `tokenize.tokenizer` section)."""
+
+    # Output Hugging Face tokenizer folder (local or a URI).
+    out: str | None = None
+    # An existing tokenizer.json, sentencepiece .model or HF folder to adopt; None = train a byte-level BPE.
+    load: str | None = None
+    # Lake root holding the `documents` table, sampled to train the BPE.
+    lake: str | None = None
+    vocab_size: int = 64000  # paper §3: 64k vocabulary
+    sample_docs: int = 200_000
+    max_chars: int = 20_000  # characters kept per sampled document
+    seed: int = 1234
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not self.out:
+            problems.append("out: the folder to write the tokenizer to is required")
+        if not self.load and not self.lake:
+            problems.append("lake: needed to train a tokenizer (or pass --load)")
+        return problems
 
 
-def main(argv: list[str] | None = None) -> None:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="output Hugging Face tokenizer folder")
-    parser.add_argument("--load", default=None, help="existing tokenizer.json / .model / HF folder to adopt")
-    parser.add_argument("--lake", default=None, help="lake root holding the `documents` table (training)")
-    parser.add_argument("--vocab_size", type=int, default=64000)
-    parser.add_argument("--sample_docs", type=int, default=200000)
-    parser.add_argument("--max_chars", type=int, default=20000)
-    parser.add_argument("--seed", type=int, default=1234)
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None) -> dict:
+    """Trains (on a sample of the lake's `documents`) or adopts a tokenizer, saves it to `out`; prints and returns
+    the folder, the vocabulary size and the special token ids."""
+    cfg = parse_config(TokenizerJobConfig, argv, prog="python -m spark_jobs.tokenizer",
+                       description=__doc__.splitlines()[0])
     texts = None
-    if not args.load:
-        if not args.lake:
-            parser.error("--lake: needed to train a tokenizer (or pass --load)")
-        from codemill.lake import Lake
-        from codemill.session import get_spark
-
-        lake = Lake.open(get_spark("codemill-tokenizer"), args.lake)
-        texts = sample_texts(lake.read("documents"), column="text", max_docs=args.sample_docs,
-                             max_chars=args.max_chars, seed=args.seed)
-    tok = prepare(out_dir=args.out, load_from=args.load, texts=texts, vocab_size=args.vocab_size)
-    print(json.dumps({"out": storage.absolute(args.out), "vocab_size": tok.get_vocab_size(), **special_ids(tok)}))
+    if not cfg.load:
+        lake = Lake.open(get_spark("codemill-tokenizer"), cfg.lake)
+        texts = sample_texts(lake.read("documents"), column="text", max_docs=cfg.sample_docs,
+                             max_chars=cfg.max_chars, seed=cfg.seed)
+    tok = prepare(out_dir=cfg.out, load_from=cfg.load, texts=texts, vocab_size=cfg.vocab_size)
+    result = {"out": storage.absolute(cfg.out), "vocab_size": tok.get_vocab_size(), **special_ids(tok)}
+    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

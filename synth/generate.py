@@ -21,6 +21,10 @@
 The stage runs on a GPU node without spark-submit (embedded Spark for the table I/O); scale-out is vLLM's own
 (`engine.engine_args.tensor_parallel_size`, `data_parallel_size`) or one job per node on disjoint seed shards
 (`conf/cluster/synth-gpu.sh`). Generated code is never executed.
+
+Public API: `SynthConfig` (`SeedsConfig`, `EngineConfig`; its `filter` section is `synth.postprocess.FilterConfig`),
+`run`, `run_generation`, `run_postprocess`, `build_synthetic`, `ChunkChecks`, `read_seeds`, `with_synth_id`,
+`pending`, `chunked`, `chunk_write_id`, `generate_chunk`, `SYNTHETIC_COLUMNS`.
 """
 
 from __future__ import annotations
@@ -33,28 +37,28 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import yaml
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType, TimestampType
 
 from codemill.config import config_hash
+from codemill.engines import Engine, SamplingConfig, check_vllm_engine_args, make_engine, vllm_engine_fields
 from codemill.lake import Lake, Lineage
-from spark_jobs.decontaminate import DecontaminateConfig
-from synth.engines import SamplingConfig
-from synth.postprocess import FilterConfig
-
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
-    from pyspark.sql.types import StructType
-
-    from synth.engines import Engine
-    from synth.prompts import PromptTemplate
+from codemill.models import resolve_model
+from spark_jobs.decontaminate import benchmark_index, load_benchmarks
+from synth.postprocess import FilterConfig, check_rows, check_rows_local, finish, seed_keys
+from synth.prompts import PromptTemplate, load_template, template_path, template_problems
+from synth.seeds import filter_seeds, seed_text, seeds_from_scores
 
 JOB = "synth.generate"
 TRANSFORMERS_ARGS = {"batch_size", "dtype", "device", "num_threads"}
 
 
 def _raw_schema():
-    from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType, TimestampType
-
     fields = [
         ("synth_id", StringType()), ("seed_doc_id", StringType()), ("lang", StringType()),
         ("seed_score", DoubleType()), ("seed_text", StringType()), ("prompt", StringType()),
@@ -119,8 +123,6 @@ class EngineConfig:
     engine_args: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> list[str]:
-        from synth.engines import check_vllm_engine_args, vllm_engine_fields
-
         if self.kind == "transformers":
             unknown = sorted(set(self.engine_args) - TRANSFORMERS_ARGS)
             return [f"engine_args.{k}: not a transformers engine option ({sorted(TRANSFORMERS_ARGS)})"
@@ -142,8 +144,8 @@ class SynthConfig:
     prompt: str = "oss_instruct_pretrain"
     engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
     sampling: SamplingConfig = dataclasses.field(default_factory=SamplingConfig)
+    # The checks of post-processing, with the curation stages' exact_dedup, near_dedup and decontaminate configs.
     filter: FilterConfig = dataclasses.field(default_factory=FilterConfig)
-    decontaminate: DecontaminateConfig = dataclasses.field(default_factory=DecontaminateConfig)
     # Seeds per committed chunk: big enough to keep the engine's batch full (vLLM schedules the whole chunk).
     chunk_size: int = 256
     shard_index: int = 0
@@ -156,8 +158,6 @@ class SynthConfig:
     postprocess: bool = True
 
     def validate(self) -> list[str]:
-        from synth.prompts import template_path, template_problems
-
         problems = []
         if self.chunk_size < 1:
             problems.append(f"chunk_size: must be >= 1, got {self.chunk_size}")
@@ -167,8 +167,6 @@ class SynthConfig:
         if not path.is_file():
             problems.append(f"prompt: no template {path}")
         else:
-            import yaml
-
             data = yaml.safe_load(path.read_text())
             problems += [f"prompt: {p}" for p in template_problems(data if isinstance(data, dict) else {}, str(path))]
         return problems
@@ -178,16 +176,12 @@ class SynthConfig:
 def read_seeds(lake: Lake, cfg: SeedsConfig) -> DataFrame:
     """doc_id, lang, score, content of the candidate seed files."""
     if cfg.source == "scores":
-        from synth.seeds import seeds_from_scores
-
         return seeds_from_scores(lake.read(cfg.table), lake.read(cfg.content_table))
     return lake.read(cfg.table).select("doc_id", "lang", "score", "content")
 
 
 def with_synth_id(seeds: DataFrame, *, template: PromptTemplate, model: str, revision: str) -> DataFrame:
     """Adds `synth_id`, the resume key: one generation per seed, template version and model."""
-    from pyspark.sql import functions as F
-
     key = F.concat_ws("\u001f", F.col("doc_id"), F.lit(template.id), F.lit(str(template.version)), F.lit(model),
                       F.lit(revision))
     return seeds.withColumn("synth_id", F.substring(F.sha2(key, 256), 1, 32))
@@ -242,10 +236,6 @@ def run_generation(lake: Lake, cfg: SynthConfig, *, engine: Engine | None = None
     `checks` hears of the run's seeds before the first chunk (`ChunkChecks.start`), and of each
     chunk this run committed (`submit`; a commit skipped because its write id was already in the table wrote
     nothing and is not reported)."""
-    from synth.models import resolve_model
-    from synth.prompts import load_template
-    from synth.seeds import filter_seeds, seed_text
-
     t0 = time.perf_counter()
     template = load_template(cfg.prompt)
     model = engine.model if engine else cfg.engine.model
@@ -299,30 +289,18 @@ def run_generation(lake: Lake, cfg: SynthConfig, *, engine: Engine | None = None
 
 
 def _make_engine(ecfg: EngineConfig) -> Engine:
-    from synth.engines import make_engine
-
     return make_engine(ecfg.kind, ecfg.model, **ecfg.engine_args)
 
 
 # ---------------------------------------------------------------------------------------- post-processing
-def _check_rows(raw: DataFrame, benchmarks: DataFrame | None, cfg: FilterConfig,
-                decon: DecontaminateConfig) -> DataFrame:
-    from synth.postprocess import check_rows
-
-    return check_rows(raw, benchmarks, cfg=cfg, ngram=decon.ngram, min_overlap=decon.min_overlap,
-                      min_matched_ngrams=decon.min_matched_ngrams, min_short_chars=decon.min_short_chars)
-
-
-def build_synthetic(raw: DataFrame, seeds: DataFrame | None, benchmarks: DataFrame | None, *, cfg: FilterConfig,
-                    decon: DecontaminateConfig) -> DataFrame:
+def build_synthetic(raw: DataFrame, seeds: DataFrame | None, benchmarks: DataFrame | None, *,
+                    cfg: FilterConfig) -> DataFrame:
     """The `synthetic` table from `synthetic_raw`: every generation, accepted or rejected with its reason.
 
     `seeds` (doc_id, content) are the seed files the generations must not duplicate; `benchmarks` the output of
-    `spark_jobs.decontaminate.load_benchmarks` (None skips decontamination).
+    `spark_jobs.decontaminate.load_benchmarks` for `cfg.decontaminate` (None skips decontamination).
     """
-    from synth.postprocess import finish
-
-    return finish(_check_rows(raw, benchmarks, cfg, decon), seeds, cfg=cfg).select(*SYNTHETIC_COLUMNS)
+    return finish(check_rows(raw, benchmarks, cfg=cfg), seeds, cfg=cfg).select(*SYNTHETIC_COLUMNS)
 
 
 class ChunkChecks:
@@ -341,8 +319,6 @@ class ChunkChecks:
     COMPACT_EVERY = 32
 
     def __init__(self, lake: Lake, cfg: SynthConfig):
-        from concurrent.futures import ThreadPoolExecutor
-
         self.lake, self.cfg = lake, cfg
         self.rows = 0
         self.busy_s = 0.0
@@ -360,8 +336,6 @@ class ChunkChecks:
         self._futures.append(self._pool.submit(self._keys_of_seeds, seeds.select("doc_id")))
 
     def _keys_of_seeds(self, ids: DataFrame) -> None:
-        from synth.postprocess import seed_keys
-
         t = time.perf_counter()
         seeds = read_seeds(self.lake, self.cfg.seeds).join(ids, on="doc_id")
         self._seed_keys = seed_keys(seeds, cfg=self.cfg.filter).localCheckpoint(eager=True)
@@ -374,18 +348,15 @@ class ChunkChecks:
         self._futures.append(self._pool.submit(self._check, rows, schema))
 
     def _check(self, rows: Sequence[tuple], schema: StructType) -> None:
-        from spark_jobs.decontaminate import benchmark_index
-        from synth.postprocess import check_rows_local
-
         t = time.perf_counter()
-        f, d = self.cfg.filter, self.cfg.decontaminate
+        f = self.cfg.filter
         # The chunk is in this process already: `check_rows_local` checks it here (one Spark job per chunk, to
         # store the result) rather than through `check_rows`' Spark jobs; both give the same rows
         # (tests/synth/test_postprocess.py).
-        if f.decontaminate and self._index is None:
-            self._index = benchmark_index(d)  # reads the benchmark list and hashes its files: once per run
-        checked = check_rows_local(self.lake.spark, rows, schema, cfg=f, index=self._index, ngram=d.ngram,
-                                   min_overlap=d.min_overlap, min_matched_ngrams=d.min_matched_ngrams)
+        if f.decontaminate.enabled and self._index is None:
+            # Reads the benchmark list and hashes its files: once per run.
+            self._index = benchmark_index(f.decontaminate)
+        checked = check_rows_local(self.lake.spark, rows, schema, cfg=f, index=self._index)
         self._frames.append(checked.localCheckpoint(eager=True))
         if len(self._frames) >= self.COMPACT_EVERY:
             self._frames = [_union(self._frames).localCheckpoint(eager=True)]
@@ -423,14 +394,10 @@ def run_postprocess(lake: Lake, cfg: SynthConfig, *, checks: ChunkChecks | None 
     `checks` holds the per-row checks already done for this run's chunks; raw rows it does not cover are checked
     here, so the result is the same with or without it.
     """
-    from pyspark.sql import functions as F
-
-    from spark_jobs.decontaminate import load_benchmarks
-    from synth.postprocess import finish, seed_keys
-
     t0 = time.perf_counter()
     raw = lake.read(cfg.raw_table)
-    benchmarks = load_benchmarks(lake.spark, cfg.decontaminate) if cfg.filter.decontaminate else None
+    decon = cfg.filter.decontaminate
+    benchmarks = load_benchmarks(lake.spark, decon) if decon.enabled else None
     checked, keys = checks.result() if checks is not None else (None, None)
     wait_s = time.perf_counter() - t0
     jobs0 = _jobs_started(lake.spark)
@@ -441,7 +408,7 @@ def run_postprocess(lake: Lake, cfg: SynthConfig, *, checks: ChunkChecks | None 
         # Rows of earlier runs (the Delta log's row counts tell, without a Spark job), or no chunk checked ahead:
         # check them, and key the seeds they were generated from.
         rest = raw if checked is None else raw.join(checked.select("synth_id"), on="synth_id", how="left_anti")
-        rest = _check_rows(rest, benchmarks, cfg.filter, cfg.decontaminate)
+        rest = check_rows(rest, benchmarks, cfg=cfg.filter)
         # Materialised: the dedup steps read it several times; the per-row checks then run once.
         checked = (rest if checked is None else checked.unionByName(rest)).localCheckpoint(eager=True)
         if keys is None:
@@ -458,7 +425,7 @@ def run_postprocess(lake: Lake, cfg: SynthConfig, *, checks: ChunkChecks | None 
     out = out.localCheckpoint(eager=True)
     t2 = time.perf_counter()
     inputs = lake.versions([cfg.raw_table, cfg.seeds.table])
-    settings = [dataclasses.asdict(cfg.filter), dataclasses.asdict(cfg.decontaminate), cfg.seeds.table]
+    settings = [dataclasses.asdict(cfg.filter), cfg.seeds.table]
     # Same raw and seed versions with the same settings = the same `synthetic`: the rewrite is skipped (run by the
     # pipeline, its stage lineage decides instead).
     lineage = lineage or Lineage(JOB, config_hash(settings), inputs,

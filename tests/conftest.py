@@ -54,3 +54,13 @@ def bucket(s3, request):
     name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + f"-{digest}"
     s3.bucket(name)
     return f"s3a://{name}"
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The embedded SmolLM2-135M-Instruct with transformers (converted from the GGUF on first use)."""
+    from codemill.engines import make_engine
+
+    eng = make_engine("transformers", "embedded", batch_size=4)
+    yield eng
+    eng.close()

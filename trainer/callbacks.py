@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from codemill import storage
+from trainer.export import export_hf, publish_folder
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 
@@ -163,7 +164,6 @@ class HFExport(pl.Callback):
             self._export_via(trainer, pl_module, out, tmp)
 
     def _export_via(self, trainer, pl_module, out: str, tmp: str) -> None:
-        from trainer.export import export_hf, publish_folder
 
         datamodule = trainer.datamodule
         remote = not storage.is_local(out)

@@ -38,7 +38,8 @@ def read_manifest(shards_root: str, phase: str) -> tuple[dict[str, Any], list[st
         problems.append(f"data.shards_root: cannot read {path}: {exc}")
         return {}, problems
     if not found:
-        problems.append(f"data.shards_root: no {phase}/manifest.json under {shards_root}; run spark_jobs/tokenize.py")
+        problems.append(f"data.shards_root: no {phase}/manifest.json under {shards_root}; run the tokenize stage "
+                        "(python -m spark_jobs.pipeline --stages tokenize)")
         return {}, problems
     manifest = json.loads(storage.read_text(path))
     for key in ("seq_len", "vocab_size", "splits"):
@@ -119,7 +120,6 @@ class ShardDataModule(pl.LightningDataModule):
 
     def _loader(self, split: str, *, shuffle: bool, batch_size: int):
         from litdata import StreamingDataLoader, StreamingDataset
-
 
         input_dir, options = storage.litdata_source(self._split_dir(split))
         # drop_last keeps every rank at the same number of batches, which DDP/DeepSpeed collectives need.

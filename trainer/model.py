@@ -11,6 +11,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 
 from codemill.config import ConfigError
+from trainer.export import init_source_problem, load_weights
 from trainer.schedules import ScheduleKind, lambda_lr, validate_schedule
 
 
@@ -41,7 +42,6 @@ class CodeLM(pl.LightningModule):
         if seq_len > max_position_embeddings:
             problems.append(f"model.max_position_embeddings: {max_position_embeddings} < shard seq_len {seq_len}")
         if init_from is not None:
-            from trainer.export import init_source_problem
 
             problems += init_source_problem(init_from)
         if problems:
@@ -72,7 +72,6 @@ class CodeLM(pl.LightningModule):
         if self.hparams.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         if self.hparams.init_from:
-            from trainer.export import load_weights
 
             load_weights(self.model, self.hparams.init_from)
 

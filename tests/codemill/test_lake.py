@@ -298,7 +298,7 @@ def test_a_new_lake_records_its_backend_and_refuses_the_other(spark, tmp_path, c
     assert "written by the native Delta backend" in capsys.readouterr().out
     assert '"backend": "native"' in (tmp_path / "lake" / LAKE_RECORD).read_text()
     lake.overwrite("t", rows(spark, range(3)))
-    with pytest.raises(LakeError, match=rf"lake {root} is written by the native Delta backend.*--switch-backend"):
+    with pytest.raises(LakeError, match=rf"lake {root} is written by the native Delta backend.*--switch_backend"):
         Lake(spark, root, backend="embedded")
     assert Lake(spark, root).backend == "native"  # auto follows the record
     switched = Lake(spark, root, backend="embedded", switch=True)
@@ -320,9 +320,9 @@ def test_a_lake_from_before_the_record_is_recognised_by_its_commits(spark, tmp_p
 
 
 def test_native_needs_the_delta_extension(spark, tmp_path, monkeypatch):
-    import codemill.session
+    import codemill.lake
 
-    monkeypatch.setattr(codemill.session, "has_delta", lambda s: False)
+    monkeypatch.setattr(codemill.lake, "has_delta", lambda s: False)
     with pytest.raises(LakeError, match="no Delta extension.*scripts/setup.sh"):
         Lake(spark, str(tmp_path / "x"), backend="native")
     root = str(tmp_path / "y")
@@ -335,7 +335,7 @@ def test_switching_from_the_command_line(spark, tmp_path, capsys):
 
     root = str(tmp_path / "lake")
     Lake(spark, root, backend="embedded").overwrite("t", rows(spark, range(2)))
-    lake_module.main([root, "--switch-backend", "native"])
+    lake_module.main(["--lake", root, "--switch_backend", "native"])
     assert "now written by the native Delta backend" in capsys.readouterr().out
     assert Lake(spark, root).backend == "native"
 

@@ -109,7 +109,7 @@ def test_packages_line_comes_from_the_pinned_pom(capsys):
     for coordinate in packages:  # the cache holds what the cluster line names
         artifact, ver = coordinate.split(":")[1:]
         assert (jars / f"{artifact}-{ver}.jar").exists(), coordinate
-    session.main(["--packages"])
+    session.main(["--packages", "true"])
     assert capsys.readouterr().out.strip() == "--packages " + ",".join(packages)
     conf = session.delta_conf()
     assert conf == {"spark.jars.packages": ",".join(packages), "spark.sql.extensions": DELTA_EXTENSION,

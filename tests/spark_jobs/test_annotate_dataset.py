@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 
 import pytest
 
+from codemill import storage
 from spark_jobs.annotate_dataset import (
+    DatasetConfig,
+    PositiveSource,
     alignment_set,
     balance_and_split,
     benchmark_solutions,
@@ -17,6 +21,7 @@ from spark_jobs.annotate_dataset import (
     mark_contaminated,
     mark_duplicates,
     ossinstruct_pairs,
+    read_positives,
     render_instruction,
     with_text_hash,
 )
@@ -61,6 +66,11 @@ def test_benchmark_solutions_are_complete_programs():
     assert len(he) == 164
     assert he[0].startswith("from typing import List") and "for idx, elem in enumerate(numbers)" in he[0]
     assert {b for _, b, _ in rows} == {"humaneval", "humaneval_x"}
+    # The default alignment benchmarks' solutions as read before the benchmark catalogue (codemill/benchmarks.py):
+    # count and sha256 prefix of (text, benchmark).
+    rows = benchmark_solutions("data/benchmarks", DatasetConfig().alignment_benchmarks)
+    digest = hashlib.sha256(json.dumps([[t, b] for t, b, _ in rows]).encode()).hexdigest()[:16]
+    assert [len(rows), digest] == [14438, '481a1348176d2c52']
 
 
 def test_marking_balance_and_split(spark):
@@ -137,9 +147,6 @@ def test_job_end_to_end(spark, lake, tmp_path):
 def test_positive_sources_on_s3_read_like_local_ones(spark, s3, bucket, tmp_path):
     """Globs over s3a:// (instruct JSON.gz, the few-shot text, Parquet code files) give the rows the same files
     give on local disk; a glob matching nothing names its key."""
-    from codemill import storage
-    from spark_jobs.annotate_dataset import PositiveSource, read_positives
-
     for path in glob.glob("data/instruct/evol_instruct_code/*.json.gz"):
         with open(path, "rb") as fh:
             storage.write_bytes(f"{bucket}/instruct/{os.path.basename(path)}", fh.read())

@@ -1,22 +1,32 @@
-"""spark_jobs/decontaminate.py: n-gram overlap, short-solution substring match, benchmark loading."""
+"""spark_jobs/decontaminate.py and spark_jobs/benchmark_index.py: n-gram overlap, short-solution substring match,
+benchmark loading, the cached index."""
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 
 import pytest
 
 from codemill import schemas
-from codemill.config import REPO_ROOT
-from spark_jobs.decontaminate import (
-    DecontaminateConfig,
+from codemill.config import REPO_ROOT, ConfigError
+from spark_jobs import benchmark_index as bi
+from spark_jobs import decontaminate as dc
+from spark_jobs.benchmark_index import (
     benchmark_texts,
     build_index,
+    match_text,
+    ngram_hashes,
+    token_ids,
+    window_hashes,
+)
+from spark_jobs.decontaminate import (
+    DecontaminateConfig,
+    benchmark_hits,
     clean_rows,
     find_contamination,
     load_benchmarks,
-    match_text,
 )
 
 SOLUTION = ("def running_max(values):\n    best = None\n    out = []\n    for v in values:\n"
@@ -55,7 +65,7 @@ def test_shipped_benchmarks_load_and_humaneval_is_found(tmp_path):
     user.write_text(json.dumps({"task_id": "mine/1", "prompt": "def secret_task(a, b):\n", "solution": SOLUTION})
                     + "\n")
     cfg = DecontaminateConfig(user_files=[str(user)], user_text_fields=["solution"])
-    texts = benchmark_texts(cfg)
+    texts = benchmark_texts(cfg.benchmarks())
     names = {t[0] for t in texts}
     assert {"humaneval", "humaneval_plus", "mbpp", "mbpp_plus", "bigcodebench", "evoeval", "ds1000", "humaneval_x",
             "multi_humaneval", "mbxp", "multipl_e", "mine"} <= names
@@ -69,10 +79,8 @@ def test_shipped_benchmarks_load_and_humaneval_is_found(tmp_path):
 
 
 def test_index_is_built_once_cached_on_disk_and_keyed_by_content(spark, tmp_path, monkeypatch):
-    from spark_jobs import decontaminate as dc
-
-    for memo in ("_TEXTS", "_INDEXES", "_BENCH_DFS", "_BROADCASTS"):  # isolate from other tests' memos
-        monkeypatch.setattr(dc, memo, {})
+    for module, memo in ((bi, "_TEXTS"), (bi, "_INDEXES"), (dc, "_BENCH_DFS"), (dc, "_BROADCASTS")):
+        monkeypatch.setattr(module, memo, {})  # isolate from other tests' memos
     monkeypatch.setenv("CODEMILL_CACHE_DIR", str(tmp_path / "cache"))
     user = tmp_path / "mine.jsonl"
     user.write_text(json.dumps({"task_id": "mine/1", "solution": SOLUTION}) + "\n")
@@ -92,23 +100,52 @@ def test_index_is_built_once_cached_on_disk_and_keyed_by_content(spark, tmp_path
     saved = list((tmp_path / "cache" / "decontam").glob("index-*.pkl"))
     assert len(saved) == 1
     # Same process: the memoised index and broadcast; a new process: the disk copy. Neither rebuilds nor collects.
-    monkeypatch.setattr(dc, "build_index", lambda *a, **k: pytest.fail("index rebuilt"))
+    monkeypatch.setattr(bi, "build_index", lambda *a, **k: pytest.fail("index rebuilt"))
     monkeypatch.setattr(bench, "collect", lambda: pytest.fail("benchmarks collected"))
     assert {(h.doc_id, h.task_id) for h in find_contamination(files, bench, **kw).collect()} == hits
-    monkeypatch.setattr(dc, "_INDEXES", {})
+    monkeypatch.setattr(bi, "_INDEXES", {})
     assert dc.benchmark_index(cfg).key == saved[0].stem.removeprefix("index-")
     # Another n or another benchmark file content is another index.
-    key = dc.benchmarks_key(cfg)
+    key = bi.texts_key(cfg.benchmarks())
     user.write_text(json.dumps({"task_id": "mine/1", "solution": SOLUTION + "# v2\n"}) + "\n")
-    assert dc.benchmarks_key(cfg) != key
-    assert dc._index_key(key, 10, 50) != dc._index_key(key, 8, 50)
+    assert bi.texts_key(cfg.benchmarks()) != key
+    assert bi.index_key(key, 10, 50) != bi.index_key(key, 8, 50)
 
 
 def test_window_hashes_equal_direct_ngram_hashes():
-    from spark_jobs.decontaminate import ngram_hashes, token_ids, window_hashes
-
     ids = token_ids(SOLUTION * 3)
     windows = window_hashes(ids)
     for k in (1, 2, 9, 10, len(ids)):
         assert (windows(k) == ngram_hashes(ids, k)).all() and len(windows(k)) == len(ids) - k + 1
     assert len(windows(len(ids) + 1)) == 0 and len(window_hashes(ids[:0])(3)) == 0
+
+
+def test_matching_a_text_held_in_process_equals_the_spark_matcher(spark):
+    """`benchmark_hits` (synth's in-process check) gives the rows `find_contamination` gives, with one config;
+    `enabled: false` finds nothing."""
+    cfg = DecontaminateConfig(ngram=5, min_short_chars=20)
+    texts = [("bench", "T/1", "canonical_solution", SOLUTION), ("bench", "T/2", "canonical_solution", SHORT)]
+    bench = spark.createDataFrame(texts, schemas.BENCHMARKS)
+    contents = {"a": SOLUTION + "\n# more\n", "b": f"def common(l1, l2):\n    {SHORT}\n", "c": "x = 1\n", "d": ""}
+    files = spark.createDataFrame(list(contents.items()), "doc_id string, content string")
+    want = sorted(tuple(r) for r in find_contamination(files, bench, cfg).collect())
+    index = build_index(texts, ngram=cfg.ngram, min_short_chars=cfg.min_short_chars)
+    got = sorted((doc, *hit) for doc, text in contents.items() for hit in benchmark_hits(text, index, cfg))
+    assert got == want and {r[0] for r in want} == {"a", "b"}
+    off = DecontaminateConfig(enabled=False, ngram=5, min_short_chars=20)
+    assert find_contamination(files, bench, off).count() == 0 and benchmark_hits(SOLUTION, index, off) == []
+
+
+def test_a_benchmark_without_files_is_a_config_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODEMILL_CACHE_DIR", str(tmp_path / "cache"))
+    catalogue = tmp_path / "benchmarks.yaml"
+    catalogue.write_text("benchmarks:\n  - {name: gone, files: nowhere/*.jsonl.gz, fields: [prompt]}\n")
+    with pytest.raises(ConfigError, match="decontaminate.benchmarks_file: gone: .*nowhere.* matches no file"):
+        dc.benchmark_index(DecontaminateConfig(benchmarks_file=str(catalogue)))
+
+
+def test_indexed_texts_are_unchanged():
+    """The shipped benchmarks' texts as decontamination indexed them before the benchmark catalogue
+    (codemill/benchmarks.py) read them: count and sha256 prefix."""
+    texts = benchmark_texts(DecontaminateConfig().benchmarks())
+    assert [len(texts), hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16]] == [50741, 'dccaf07d0318654f']

@@ -1,4 +1,5 @@
-"""spark_jobs/filter.py: each rule fires on the input made for it and nowhere else; stats add up."""
+"""spark_jobs/filter.py: each rule fires on the input made for it and nowhere else; stats add up; a rule is added in
+one place; the thresholds file names only keys that rules read."""
 
 from __future__ import annotations
 
@@ -6,9 +7,25 @@ import base64
 import random
 
 import pytest
+import yaml
+from pyspark.sql import functions as F
 
 from codemill import schemas
-from spark_jobs.filter import FilterConfig, filter_stats, filtered_rows, judge, rejected_rows
+from codemill.config import ConfigError, collect_problems
+from spark_jobs.filter import (
+    DEFAULT_RULES_FILE,
+    MEASURES,
+    RULES,
+    THRESHOLD_KEYS,
+    FilterConfig,
+    Measure,
+    Rule,
+    filter_stats,
+    filtered_rows,
+    judge,
+    measure_text,
+    rejected_rows,
+)
 
 GOOD_PY = "import os\n\n\ndef main():\n    # print the cwd\n    print(os.getcwd())\n\n\nmain()\n"
 
@@ -46,6 +63,10 @@ def test_rules(spark):
     rejected = {r.doc_id: r for r in rejected_rows(judged).collect()}
     assert rejected["encoded"].measures["max_encoded_blob"] > 1024
     assert rejected["long_line"].reasons[:2] == ["max_line_length", "mean_line_length"]
+    good = next(r for r in judged.collect() if r.doc_id == "good")
+    one = dict(zip([m.name for m in MEASURES], measure_text(GOOD_PY, "python", markers=FilterConfig().autogen_markers,
+                                                            skip=("visible_text_ratio", "visible_chars"))))
+    assert good.measures == {k: v for k, v in one.items() if v is not None}  # the one-file function, the same pass
     assert [r.doc_id for r in filtered_rows(judged).collect()] == ["good"]
     stats = {(r.lang, r.reason): (r.rows, r.bytes) for r in filter_stats(judged, run_id="x").collect()}
     assert stats[("python", "input")][0] == 6 and stats[("python", "kept")][0] == 1
@@ -113,3 +134,86 @@ def test_arrow_measures_match_sql_reference_on_real_files(spark):
         assert (got.reasons, got.first_reason) == (ref.reasons, ref.first_reason), doc_id
         shared = {k: v for k, v in ref.measures.items() if ref.lang == "html" or not k.startswith("visible")}
         assert {k: got.measures.get(k) for k in shared} == pytest.approx(shared, rel=1e-12), doc_id
+
+
+# A rule defined outside spark_jobs/filter.py, with the new measure it reads: all it takes to add one.
+TABS = Measure("tab_fraction", lambda f: f.content.count("\t") / f.denom,
+               lambda s: (F.length(s.content) - F.length(F.regexp_replace(s.content, "\t", ""))) / s.denom)
+TAB_INDENTED = Rule("tab_indented", ("tab_fraction",), ("max_tab_fraction",),
+                    lambda m, t: m.tab_fraction > t.max_tab_fraction, defaults={"max_tab_fraction": 0.05})
+
+
+def test_a_rule_is_added_in_one_place(spark):
+    tabbed = "def f(a):\n\tif a:\n\t\treturn 1\n\treturn 2\n"
+    rows = [
+        _row("good", "python", "a.py", GOOD_PY),
+        _row("tabs", "python", "b.py", tabbed),
+        _row("go_tabs", "go", "c.go", "package x\n\nfunc f() int {\n\tif true {\n\t\treturn 1\n\t}\n\treturn 2\n}\n"),
+        _row("tabs_comments", "python", "d.py", "#\tlicence\n" * 10),
+    ]
+    files = spark.createDataFrame(rows, schemas.FILES)
+    cfg = FilterConfig(languages={"go": {"max_tab_fraction": 1.0}})  # gofmt indents with tabs
+    assert cfg.validate(RULES + (TAB_INDENTED,)) == []
+    assert "languages.go.max_tab_fraction" in " ".join(cfg.validate())  # unknown to the shipped rules alone
+    for sql in (False, True):
+        judged = judge(files, cfg, rules=RULES + (TAB_INDENTED,), measures=MEASURES + (TABS,), sql_measures=sql)
+        got = {r.doc_id: r for r in judged.collect()}
+        assert {k: r.first_reason for k, r in got.items()} == {
+            "good": None, "tabs": "tab_indented", "go_tabs": None, "tabs_comments": "comment_ratio"}, sql
+        assert got["tabs_comments"].reasons == ["comment_ratio", "tab_indented"]  # appended rule = last priority
+        assert got["tabs"].measures["tab_fraction"] == pytest.approx(4 / len(tabbed))
+        assert got["good"].measures["tab_fraction"] == 0.0
+    stats = {(r.lang, r.reason): r.rows for r in filter_stats(judged, run_id="x").collect()}
+    assert stats[("python", "tab_indented")] == 1 and stats[("go", "kept")] == 1
+    assert {r.doc_id: r.first_reason for r in judge(files, FilterConfig()).collect()}["tabs"] is None
+
+
+def test_declarations_are_checked(spark):
+    files = spark.createDataFrame([_row("a", "python", "a.py", GOOD_PY)], schemas.FILES)
+    with pytest.raises(ValueError, match="'tab_indented' reads measure 'tab_fraction', which is not declared"):
+        judge(files, FilterConfig(), rules=RULES + (TAB_INDENTED,))
+    sneaky = Rule("sneaky", ("n_chars",), (), lambda m, t: m.n_lines > 0)
+    with pytest.raises(AttributeError, match="rule 'sneaky' reads 'n_lines', which is not in its Rule.measures"):
+        judge(files, FilterConfig(), rules=RULES + (sneaky,))
+    with pytest.raises(ValueError, match="defaults for \\['x'\\]"):
+        Rule("r", (), ("y",), lambda m, t: t.y > 0, defaults={"x": 1.0})
+    no_default = Rule("r", ("n_chars",), ("min_n",), lambda m, t: m.n_chars < t.min_n)
+    with pytest.raises(ConfigError, match=r"has no default for \['min_n'\]"):
+        judge(files, FilterConfig(), rules=RULES + (no_default,))
+
+
+def test_the_rules_and_their_thresholds_file(tmp_path):
+    """The order of the rules is the contract (`first_reason`); every threshold key in filters.yaml belongs to a
+    rule, and a key that belongs to none is a config error naming it."""
+    assert [r.name for r in RULES] == [
+        "unknown_language", "min_chars", "max_chars", "auto_generated", "encoded_data", "minified",
+        "max_line_length", "mean_line_length", "alnum_fraction", "visible_text", "comment_ratio"]
+    assert [m.name for m in MEASURES] == [
+        "n_chars", "n_lines", "max_line_length", "mean_line_length", "alnum_fraction", "whitespace_fraction",
+        "encoded_fraction", "max_encoded_blob", "auto_generated", "visible_text_ratio", "visible_chars",
+        "comment_ratio"]
+    shipped = yaml.safe_load(open(DEFAULT_RULES_FILE))
+    keys = set(shipped["defaults"]) | {k for vals in shipped["languages"].values() for k in vals}
+    assert keys <= set(THRESHOLD_KEYS)
+    assert set(shipped["defaults"]) == set(THRESHOLD_KEYS)  # the shipped numbers live only in the YAML
+    assert all(not r.defaults for r in RULES)
+    assert FilterConfig().validate() == []
+
+    typo = tmp_path / "filters.yaml"
+    shipped["languages"]["python"] = {"max_line_lenght": 2000}
+    shipped["defaults"]["min_comment_ration"] = 0.1
+    typo.write_text(yaml.safe_dump(shipped))
+    problems = FilterConfig(rules_file=str(typo)).validate()
+    assert len(problems) == 2
+    assert problems[0].startswith(f"rules_file: {typo}: defaults.min_comment_ration: no rule reads this threshold")
+    assert problems[1].startswith(f"rules_file: {typo}: languages.python.max_line_lenght: no rule reads")
+    assert collect_problems(FilterConfig(rules_file=str(typo)), "filter.")[1].startswith(
+        "filter.rules_file:")
+    with pytest.raises(ConfigError, match="languages.python.max_line_lenght"):
+        FilterConfig(rules_file=str(typo)).thresholds()
+    del shipped["defaults"]["max_chars"], shipped["defaults"]["min_comment_ration"]
+    shipped["languages"]["python"] = {"max_line_length": 2000}
+    typo.write_text(yaml.safe_dump(shipped))
+    assert FilterConfig(rules_file=str(typo)).validate() == [f"rules_file: {typo}: has no default for ['max_chars']"]
+    assert FilterConfig(languages={"python": {"max_line_lenght": 1}}).validate()[0].startswith(
+        "languages.python.max_line_lenght: no rule reads this threshold")

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import random
 
+import pyarrow as pa
 import pytest
+from pyspark.sql import functions as F
 
-from codemill.config import ConfigError, load_config
+from codemill.config import CONF_DIR, ConfigError, load_config
 from spark_jobs import minhash
+from spark_jobs.keep_policy import KeepPolicy
 from spark_jobs.near_dedup import (
     NearDedupConfig,
-    lsh_candidates,
-    minhash_signatures,
+    key_columns,
+    minhash_key_arrays,
+    minhash_key_fields,
+    minhash_keys,
     near_duplicates,
     run_near_dedup,
+)
+from spark_jobs.near_dup_pairs import (
+    band_column,
+    estimate_candidates,
+    lsh_candidates,
+    minhash_signatures,
+    verify_candidates,
+    with_band_keys,
 )
 from spark_jobs.pipeline import PipelineConfig, main
 
@@ -106,14 +119,14 @@ def partitioned_runs(spark):
     runs = {}
     for path, limit in PATHS.items():
         for parts in (1, 2, 8):
-            kept, clusters = near_duplicates(df.repartition(parts), representative=POLICY, local_max_edges=limit)
+            kept, clusters = near_duplicates(df.repartition(parts), keep=POLICY, local_max_edges=limit)
             runs[path, parts] = (sorted(r["doc_id"] for r in kept.collect()),
                                  sorted(tuple(r) for r in clusters.collect()))
         # Broadcast joins off: every join of the pairs with signatures, texts and policy columns is a shuffle join.
         previous = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
         spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
         try:
-            kept, clusters = near_duplicates(df.repartition(2), representative=POLICY, local_max_edges=limit)
+            kept, clusters = near_duplicates(df.repartition(2), keep=POLICY, local_max_edges=limit)
             runs[path, "no_broadcast"] = (sorted(r["doc_id"] for r in kept.collect()),
                                           sorted(tuple(r) for r in clusters.collect()))
         finally:
@@ -161,8 +174,11 @@ def test_representative_policy_with_ties_and_nulls(spark, path):
     for policy, winner in ((["stars desc", "size_bytes desc"], "b"), (["stars asc"], "a"), (["stars desc"], "b"),
                            (["owner asc"], "a"), (["owner desc"], "c"), (["size_bytes desc", "stars asc"], "a"),
                            (["doc_id desc"], "d")):
-        _, clusters = near_duplicates(df, representative=policy, local_max_edges=limit)
+        _, clusters = near_duplicates(df, keep=policy, local_max_edges=limit)
         assert {r["representative"] for r in clusters.collect()} == {winner}, policy
+    # `representative`, the old name of `keep`, still picks the kept file.
+    _, clusters = near_duplicates(df, representative=["doc_id desc"], local_max_edges=limit)
+    assert {r["representative"] for r in clusters.collect()} == {"d"}
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -186,10 +202,6 @@ def test_verification_rejects_shared_boilerplate(spark, path):
 
 
 def test_estimate_decides_only_clear_candidates(spark):
-    from pyspark.sql import functions as F
-
-    from spark_jobs.near_dedup import estimate_candidates
-
     df = spark.createDataFrame(ROWS, SCHEMA)
     sigs = minhash_signatures(df)
     edges = lsh_candidates(sigs, bands=64, rows=2)
@@ -204,8 +216,6 @@ def test_estimate_decides_only_clear_candidates(spark):
 
 
 def test_band_keys_from_signature_pass_equal_keys_from_stored_signatures(spark):
-    from spark_jobs.near_dedup import band_column, with_band_keys
-
     df = spark.createDataFrame(ROWS, SCHEMA)
     with_keys = minhash_signatures(df, bands=28, rows=9)
     column = band_column(28, 9)
@@ -216,8 +226,6 @@ def test_band_keys_from_signature_pass_equal_keys_from_stored_signatures(spark):
 
 
 def test_verify_candidates_gives_exact_jaccard_per_pair(spark):
-    from spark_jobs.near_dedup import verify_candidates
-
     df = spark.createDataFrame(ROWS, SCHEMA)
     contents = {r[0]: r[1] for r in ROWS}
     sets = dict(zip(contents, minhash.shingle_sets(list(contents.values()))))
@@ -235,8 +243,6 @@ def test_verify_candidates_gives_exact_jaccard_per_pair(spark):
 
 @pytest.mark.parametrize("path", PATHS)
 def test_incremental_equals_union_semantics(spark, lake, path):
-    from pyspark.sql import functions as F
-
     contents = {r[0]: r for r in ROWS}
     batch1 = ["b0", "b0_reformat", "b1", "b2", "h0", "h1"]
     # b0_copy has more stars than the kept b0 but must not displace it; b1_rename duplicates an old file;
@@ -282,6 +288,8 @@ def test_config_validation_names_keys(tmp_path):
     problems = bad.validate()
     for key in ("num_perm", "threshold", "bands", "representative[0]", "checkpoint", "verify_margin"):
         assert any(p.startswith(f"{key}:") for p in problems), (key, problems)
+    assert NearDedupConfig(representative=["doc_id desc"]).keep_policy() == KeepPolicy.parse(["doc_id desc"])
+    assert NearDedupConfig(keep=["a", "b desc", "a desc"]).keep_policy() == KeepPolicy((("a", False), ("b", True)))
     assert NearDedupConfig().band_params() == minhash.optimal_bands(0.7, 256, fp_weight=0.2, fn_weight=0.8)
     assert NearDedupConfig(bands=32).band_params() == (32, 8)
     with pytest.raises(ConfigError, match="near_dedup.threshold"):
@@ -289,8 +297,6 @@ def test_config_validation_names_keys(tmp_path):
 
 
 def test_shipped_yaml_parses():
-    from codemill.config import CONF_DIR
-
     assert load_config(NearDedupConfig, CONF_DIR / "spark" / "near_dedup.yaml") == NearDedupConfig()
 
 
@@ -326,3 +332,14 @@ def test_no_candidate_pair_gives_empty_clusters_and_keeps_everything(spark):
     assert clusters.columns == ["doc_id", "cluster_id", "representative", "similarity"]
     assert clusters.count() == 0
     assert sorted(r["doc_id"] for r in kept.collect()) == ["b1", "b5"]
+
+
+def test_keys_of_rows_held_in_process_equal_the_dataframe_keys(spark):
+    """`minhash_key_arrays` (rows in this process, e.g. synth's chunks) gives `minhash_keys`' columns."""
+    cfg = NearDedupConfig(num_perm=64)
+    df = spark.createDataFrame(ROWS, SCHEMA)
+    want = {r["doc_id"]: tuple(r[c] for c in key_columns(cfg)) for r in minhash_keys(df, cfg).collect()}
+    arrays = minhash_key_arrays(pa.array([r[1] for r in ROWS], pa.string()), cfg)
+    got = {r[0]: tuple(a[i].as_py() for a in arrays) for i, r in enumerate(ROWS)}
+    assert got == want and key_columns(cfg)[2] == band_column(*cfg.band_params())
+    assert [f.name for f in minhash_key_fields(cfg)] == key_columns(cfg)

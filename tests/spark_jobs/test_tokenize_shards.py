@@ -14,16 +14,17 @@ import pytest
 
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")  # litdata otherwise asks PyPI on import
 
+import spark_jobs.tokenize_shards as ts  # noqa: E402
 from codemill import storage  # noqa: E402
+from codemill.config import ConfigError  # noqa: E402
+from codemill.lake import Lake  # noqa: E402
 from spark_jobs import pipeline  # noqa: E402
 from spark_jobs import tokenizer as T  # noqa: E402
-from spark_jobs.tokenize_shards import (  # noqa: E402
-    _build_shards,
-    _ShardWriter,
-    decode_documents,
-    merge_index,
-    shard_streams,
-)
+from spark_jobs.mixtures import DOC_COLUMNS  # noqa: E402
+from spark_jobs.shard_transforms import assign_shards, assign_split  # noqa: E402
+from spark_jobs.shard_writer import _ShardWriter, merge_index, write_shards  # noqa: E402
+from spark_jobs.tokenize_shards import _build_shards  # noqa: E402
+from tests.fixtures.shards import decode_documents, read_items, shard_streams  # noqa: E402
 
 
 def main(argv: list[str]) -> dict:
@@ -50,8 +51,6 @@ def _stdlib_texts(n: int, offset: int = 0, max_chars: int = 1500) -> list[str]:
 
 
 def _make_lake(spark, root: str):
-    from codemill.lake import Lake
-
     lake = Lake(spark, root)
     texts = _stdlib_texts(40)
     # Edge cases: a document that spells the end-of-document token, an empty one and non-ASCII text.
@@ -117,8 +116,6 @@ def test_layout_and_manifest_follow_the_contract(built):
 
 def test_items_have_contract_shape_and_dtype(built):
     import numpy as np
-
-    from spark_jobs.tokenize_shards import read_items
 
     items = read_items(str(built["shards"] / "phase1" / "train"))
     assert items and all(isinstance(i, np.ndarray) and i.dtype == np.int32 and i.shape == (SEQ_LEN + 1,)
@@ -213,10 +210,6 @@ def test_same_input_gives_identical_shards(built, spark):
 def test_job_gives_a_small_phase_its_validation_document(built, spark, tmp_path, monkeypatch, optimistic):
     from pyspark.sql import functions as F
 
-    import spark_jobs.tokenize_shards as ts
-    from codemill.lake import Lake
-    from spark_jobs.tokenize_shards import assign_split
-
     if optimistic:
         # As if many val documents were expected: build without the fallback, then rebuild when val is empty.
         monkeypatch.setattr(ts, "VAL_DOCS_WITHOUT_FALLBACK", 0)
@@ -280,16 +273,12 @@ def test_shard_writer_packs_with_one_token_overlap_and_pads_the_tail(tmp_path):
     index = json.loads(stats["index_json"])
     assert [c["filename"] for c in index["chunks"]] == ["chunk-3-0.bin"]
     (tmp_path / "train" / "index.json").write_text(json.dumps(merge_index([index])))
-    from spark_jobs.tokenize_shards import read_items
-
     items = [i.tolist() for i in read_items(str(tmp_path / "train"))]
     assert items == [[1, 2, 3, 4, 5], [5, 6, 7, 8, 9], [9, 10, 99, 99, 99]]
     assert shard_streams(str(tmp_path / "train"), pad_id=99) == {3: list(range(1, 11))}
 
 
 def test_config_errors_name_their_keys(tmp_path):
-    from codemill.config import ConfigError
-
     with pytest.raises(ConfigError) as err:
         main(["--config", "conf/spark/tokenize.yaml", "--seq_len", "1", "--val_fraction", "1.5",
               "--build", "[phase9]", "--chunk_bytes", "lots", "--encode", "sometimes"])
@@ -300,8 +289,6 @@ def test_config_errors_name_their_keys(tmp_path):
 
 def test_shard_writer_uploads_chunks_to_s3_with_the_given_filesystem(s3, bucket, tmp_path):
     import numpy as np
-
-    from codemill import storage
 
     out = f"{bucket}/out"
     fs = storage.filesystem(out)[0]  # what the driver ships to the writers
@@ -321,9 +308,6 @@ def test_shard_writer_uploads_chunks_to_s3_with_the_given_filesystem(s3, bucket,
 def test_job_writes_tokenizer_shards_and_manifest_to_s3(spark, s3, bucket, tmp_path, monkeypatch):
     """A local lake, everything the job writes on s3a://: the tokenizer it trains, chunks, indexes, manifest;
     read back through storage and litdata; no credential in any object or in the `shards` table."""
-    from codemill import storage
-    from codemill.lake import Lake
-
     monkeypatch.setenv("CODEMILL_CACHE_DIR", str(tmp_path / "cache"))
     texts = _stdlib_texts(12, max_chars=600) + ["naïve = 'üñí'\n"]
     lake = Lake(spark, str(tmp_path / "lake"))
@@ -355,9 +339,6 @@ def test_job_writes_tokenizer_shards_and_manifest_to_s3(spark, s3, bucket, tmp_p
 
 
 def test_small_inputs_still_get_a_validation_document(spark):
-    from spark_jobs.mixtures import DOC_COLUMNS
-    from spark_jobs.tokenize_shards import assign_split
-
     def docs(n):
         rows = [{c: None for c in DOC_COLUMNS} | {"doc_key": f"d{i}", "source": "documents", "lang": "python",
                                                   "text": f"x = {i}"} for i in range(n)]
@@ -373,8 +354,6 @@ def test_small_inputs_still_get_a_validation_document(spark):
 
 
 def test_writing_untokenized_rows_needs_the_tokenizer(spark, tmp_path):
-    from spark_jobs.tokenize_shards import assign_shards, write_shards
-
     docs = spark.createDataFrame([("d0", "documents", "python", "x = 1\n", "train")],
                                  "doc_key string, source string, lang string, text string, split string")
     shuffled = assign_shards(docs, num_shards=2, val_shards=1, seed=1)

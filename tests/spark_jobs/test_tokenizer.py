@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import json
 import sysconfig
 from pathlib import Path
 
 import pytest
 
+from codemill import storage
+from codemill.config import ConfigError
 from spark_jobs import tokenizer as T
 
 
@@ -85,6 +88,23 @@ def test_load_rejects_unknown_formats(tmp_path):
         T.load(str(tmp_path / "vocab.txt"))
 
 
+def test_main_adopts_or_trains_and_names_missing_keys(trained, corpus, lake, tmp_path, capsys):
+    with pytest.raises(ConfigError) as err:
+        T.main([])
+    assert [p.split(":")[0] for p in err.value.problems] == ["out", "lake"]
+    trained.save(str(tmp_path / "adopt.json"))
+    adopted = T.main(["--load", str(tmp_path / "adopt.json"), "--out", str(tmp_path / "adopted")])
+    assert adopted == {"out": str(tmp_path / "adopted"), "vocab_size": 800, "eos": 0, "file_sep": 1,
+                       "repo_name": 2, "pad": 3}
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == adopted
+    assert T.load(str(tmp_path / "adopted")).encode("def f(): pass").ids == trained.encode("def f(): pass").ids
+    lake.overwrite("documents", lake.spark.createDataFrame([(f"d{i}", t) for i, t in enumerate(corpus)],
+                                                           "document_id string, text string"))
+    out = T.main(["--lake", lake.root, "--out", str(tmp_path / "trained"), "--vocab_size", "300",
+                  "--sample_docs", "10", "--max_chars", "500"])
+    assert out["vocab_size"] == 300 and (tmp_path / "trained" / "tokenizer.json").exists()
+
+
 # ---------------------------------------------------------------------- on object storage
 def test_tokenizer_folder_and_file_on_s3_save_load_and_prepare(trained, s3, bucket, tmp_path, monkeypatch):
     monkeypatch.setenv("CODEMILL_CACHE_DIR", str(tmp_path / "cache"))  # local copies of remote folders
@@ -107,7 +127,5 @@ def test_tokenizer_folder_and_file_on_s3_save_load_and_prepare(trained, s3, buck
 
 
 def _put(uri: str, text: str) -> str:
-    from codemill import storage
-
     storage.write_text(uri, text)
     return uri

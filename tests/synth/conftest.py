@@ -1,8 +1,6 @@
-"""Fixtures for the synthetic-data tests: the embedded engine (loaded once) and a lake with a few seed files."""
+"""Fixtures for the synthetic-data tests: a lake with a few seed files (`engine` is in tests/conftest.py)."""
 
 from __future__ import annotations
-
-import pytest
 
 SEED_FILES = [
     ("seed-a", "python", 0.95, "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n"
@@ -12,16 +10,6 @@ SEED_FILES = [
     ("seed-c", "python", 0.85, "class Stack:\n    def __init__(self):\n        self.items = []\n\n"
                                "    def push(self, x):\n        self.items.append(x)\n"),
 ]
-
-
-@pytest.fixture(scope="session")
-def engine():
-    """The embedded SmolLM2-135M-Instruct with transformers (converted from the GGUF on first use)."""
-    from synth.engines import make_engine
-
-    eng = make_engine("transformers", "embedded", batch_size=4)
-    yield eng
-    eng.close()
 
 
 def write_seeds(lake, rows=SEED_FILES, table="selected_hq"):

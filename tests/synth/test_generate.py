@@ -9,9 +9,12 @@ import time
 
 import pytest
 
-from codemill.config import ConfigError, load_config, parse_config
-from synth.generate import SynthConfig, run
+from codemill.config import CONF_DIR, ConfigError, load_config, parse_config
+from codemill.engines import Generation
+from spark_jobs.pipeline import PipelineConfig
+from synth.generate import SYNTHETIC_COLUMNS, SynthConfig, build_synthetic, run
 from tests.synth.conftest import SEED_FILES, write_seeds
+from tests.synth.test_postprocess import GOOD
 
 PROVENANCE = ["seed_doc_id", "template_id", "template_version", "model", "model_revision", "engine", "sampling",
               "prompt_tokens", "completion_tokens", "finish_reason", "generated_at"]
@@ -19,7 +22,7 @@ PROVENANCE = ["seed_doc_id", "template_id", "template_version", "model", "model_
 
 def _cfg(lake, **overrides):
     base = {"chunk_size": 2, "sampling.max_new_tokens": 32, "sampling.temperature": 0.0,
-            "engine.engine_args": {"batch_size": 4}, "filter.decontaminate": False}
+            "engine.engine_args": {"batch_size": 4}, "filter.decontaminate.enabled": False}
     base.update(overrides)
     return load_config(SynthConfig, "conf/synth/local.yaml", overrides=base)
 
@@ -102,8 +105,6 @@ class _Canned:
         return self.inner.render_chat(messages)
 
     def generate(self, prompts, sampling):
-        from synth.engines import Generation
-
         return [Generation(next(f"```python\n{code}\n```\n" for key, code in self.answers.items() if key in p),
                            10, 50, "stop") for p in prompts]
 
@@ -111,8 +112,6 @@ class _Canned:
 def test_overlapped_row_checks_match_a_full_rebuild_across_a_restart(lake, engine):
     """Chunks checked in the background, chunks of a crashed earlier run checked at the end, duplicates across
     chunks: `synthetic` equals what the one-pass rebuild (`build_synthetic`) makes of `synthetic_raw`."""
-    from tests.synth.test_postprocess import GOOD
-
     seeds = SEED_FILES + [("seed-d", "python", 0.8, "x = [i * i for i in range(10)]\nprint(sum(x))\n")]
     write_seeds(lake, seeds)
     other = GOOD.replace("Inventory", "Ledger").replace("item", "entry").replace("count", "amount")
@@ -136,14 +135,12 @@ def test_overlapped_row_checks_match_a_full_rebuild_across_a_restart(lake, engin
 
 
 def _assert_matches_full_rebuild(lake, cfg):
-    from synth.generate import SYNTHETIC_COLUMNS, build_synthetic
-
     got = {r.synth_id: r for r in lake.read("synthetic").collect()}
     raw = lake.read("synthetic_raw")
     used = raw.select(raw.seed_doc_id.alias("doc_id")).distinct()
     want = {r.synth_id: r for r in build_synthetic(
-        raw, lake.read("selected_hq").join(used, on="doc_id").select("doc_id", "content"), None, cfg=cfg.filter,
-        decon=cfg.decontaminate).collect()}
+        raw, lake.read("selected_hq").join(used, on="doc_id").select("doc_id", "content"), None,
+        cfg=cfg.filter).collect()}
     assert got.keys() == want.keys()
     for sid, row in got.items():
         assert [row[c] for c in SYNTHETIC_COLUMNS] == [want[sid][c] for c in SYNTHETIC_COLUMNS]
@@ -153,8 +150,6 @@ def _assert_matches_full_rebuild(lake, cfg):
 def test_dedup_keys_computed_ahead_match_a_full_rebuild(lake, engine):
     """One clean run: every row and every seed is keyed in the background, only the comparison is left for the
     end; a generation copying its seed and (near) copies across chunks are rejected as in one pass."""
-    from tests.synth.test_postprocess import GOOD
-
     seed_file = GOOD.replace("Inventory", "Warehouse").replace("item", "crate")
     seeds = SEED_FILES + [("seed-d", "python", 0.8, seed_file),
                           ("seed-e", "python", 0.7, "def shout(s):\n    return s.upper() + '!'\n")]
@@ -206,6 +201,14 @@ def test_killed_process_restarts_without_duplicates_or_missing_seeds(lake, engin
 def test_shipped_configs_parse_and_errors_name_keys():
     cfg = parse_config(SynthConfig, ["--config", "conf/synth/local.yaml"])
     assert cfg.engine.kind == "transformers" and cfg.prompt == "oss_instruct_pretrain"
+    # The curation stages' configs, whole, with the shipped file's settings.
+    assert cfg.filter.near_dedup.threshold == 0.7 and cfg.filter.decontaminate.ngram == 10
+    assert cfg.filter.exact_dedup.enabled and cfg.filter.near_dedup.enabled and cfg.filter.decontaminate.enabled
+    # The pipeline composes these files as its `synth` section (conf/spark/demo.yaml, pipeline-local.yaml).
+    for overlay in ("demo.yaml", "pipeline-local.yaml"):
+        piped = parse_config(PipelineConfig, ["--config", f"{CONF_DIR}/spark/pipeline.yaml", "--config",
+                                              f"{CONF_DIR}/spark/{overlay}", "--stages", "synth"]).synth
+        assert piped.filter == cfg.filter and piped.engine == cfg.engine
     try:
         import vllm  # noqa: F401
         has_vllm = True

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import json
 
 import pytest
 
-from synth.postprocess import FilterConfig, check_row, extract_code
+from codemill.config import REPO_ROOT, ConfigError, load_config
+from spark_jobs.decontaminate import DecontaminateConfig, benchmark_index, load_benchmarks
+from spark_jobs.exact_dedup import ExactDedupConfig
+from spark_jobs.near_dedup import NearDedupConfig
+from synth.generate import SYNTHETIC_COLUMNS, _raw_schema, build_synthetic
+from synth.postprocess import CONTAMINATION_COL, FilterConfig, check_row, check_rows, check_rows_local, extract_code
 
 GOOD = '''"""Inventory of items with quantities: add, remove and report stock levels."""
 
@@ -78,12 +84,6 @@ def _humaneval_text(data_dir):
 
 
 def test_build_synthetic_rejects_duplicates_and_contamination_with_reasons(spark, tmp_path):
-    import datetime as dt
-
-    from codemill.config import REPO_ROOT
-    from spark_jobs.decontaminate import DecontaminateConfig, load_benchmarks
-    from synth.generate import SYNTHETIC_COLUMNS, _raw_schema, build_synthetic
-
     task_id, bench_code = _humaneval_text(REPO_ROOT / "data" / "benchmarks")
     seed_code = GOOD.replace("Inventory", "Warehouse").replace("item", "crate")
     near = GOOD.replace('inv.add("apple", 3)', 'inv.add("pear", 3)')
@@ -108,7 +108,7 @@ def test_build_synthetic_rejects_duplicates_and_contamination_with_reasons(spark
                           " fields: [prompt, canonical_solution]}\n")
     decon = DecontaminateConfig(benchmarks_file=str(bench_yaml))
     out = build_synthetic(raw, seeds, load_benchmarks(spark, decon),
-                          cfg=FilterConfig(min_chars=80, min_lines=3), decon=decon)
+                          cfg=FilterConfig(min_chars=80, min_lines=3, decontaminate=decon))
     assert out.columns == SYNTHETIC_COLUMNS
     got = {r.synth_id: r for r in out.collect()}
     reasons = {sid: r.reject_reason for sid, r in got.items()}
@@ -128,13 +128,6 @@ def test_build_synthetic_rejects_duplicates_and_contamination_with_reasons(spark
 def test_checks_of_rows_held_in_process_equal_the_spark_checks(spark, tmp_path):
     """`check_rows_local` (what the job runs on each generated chunk) gives `check_rows`' rows column for column:
     verdicts, extracted files, dedup keys and the strongest benchmark hit, also when two benchmarks tie."""
-    import datetime as dt
-
-    from codemill.config import REPO_ROOT
-    from spark_jobs.decontaminate import DecontaminateConfig, benchmark_index, load_benchmarks
-    from synth.generate import _raw_schema
-    from synth.postprocess import CONTAMINATION_COL, check_rows, check_rows_local
-
     _, bench_code = _humaneval_text(REPO_ROOT / "data" / "benchmarks")
     responses = [fenced(GOOD), "I cannot help with that.", fenced("print(1)"), fenced(GOOD + "\n"),
                  fenced(bench_code), fenced(GOOD.replace("return [", "return [[")), "```python\n" + GOOD[:200],
@@ -148,12 +141,9 @@ def test_checks_of_rows_held_in_process_equal_the_spark_checks(spark, tmp_path):
         "benchmarks:\n  - {name: humaneval, files: humaneval/HumanEval.jsonl.gz, id: task_id, fields: [prompt]}\n"
         "  - {name: humaneval_plus, files: humaneval_plus/HumanEvalPlus.jsonl.gz, id: task_id, fields: [prompt]}\n")
     decon = DecontaminateConfig(benchmarks_file=str(bench_yaml))
-    cfg = FilterConfig(min_chars=80, min_lines=3)
-    kwargs = dict(cfg=cfg, ngram=decon.ngram, min_overlap=decon.min_overlap,
-                  min_matched_ngrams=decon.min_matched_ngrams)
-    want = check_rows(spark.createDataFrame(rows, _raw_schema()), load_benchmarks(spark, decon),
-                      min_short_chars=decon.min_short_chars, **kwargs)
-    got = check_rows_local(spark, rows, _raw_schema(), index=benchmark_index(decon), **kwargs)
+    cfg = FilterConfig(min_chars=80, min_lines=3, decontaminate=decon)
+    want = check_rows(spark.createDataFrame(rows, _raw_schema()), load_benchmarks(spark, decon), cfg=cfg)
+    got = check_rows_local(spark, rows, _raw_schema(), cfg=cfg, index=benchmark_index(decon))
     assert got.columns == want.columns
     got_rows, want_rows = ({r.synth_id: r.asDict() for r in df.collect()} for df in (got, want))
     assert got_rows == want_rows
@@ -162,3 +152,15 @@ def test_checks_of_rows_held_in_process_equal_the_spark_checks(spark, tmp_path):
     assert got_rows["g4"][CONTAMINATION_COL].startswith("humaneval_plus ")  # the tie goes to the greater name
     assert got_rows["g0"]["content_hash"] == got_rows["g3"]["content_hash"] and got_rows["g0"]["signature"]
     assert got_rows["g1"]["signature"] is None and got_rows["g1"]["content_hash"] is None
+
+
+def test_filter_sections_are_the_curation_configs_and_refuse_settings_synth_ignores():
+    cfg = load_config(FilterConfig, overrides={"near_dedup.threshold": 0.8, "exact_dedup.normalise": '["strip"]',
+                                               "decontaminate.enabled": False})
+    assert cfg.near_dedup == NearDedupConfig(threshold=0.8)
+    assert cfg.exact_dedup == ExactDedupConfig(normalise=["strip"]) and not cfg.decontaminate.enabled
+    with pytest.raises(ConfigError) as err:
+        load_config(FilterConfig, overrides={"near_dedup.keep": '["doc_id desc"]', "near_dedup.incremental": True})
+    assert sorted(p.split(":")[0] for p in err.value.problems) == ["near_dedup.incremental", "near_dedup.keep"]
+    with pytest.raises(ConfigError, match="near_dedup.threshold"):
+        load_config(FilterConfig, overrides={"near_dedup.threshold": 2.0})

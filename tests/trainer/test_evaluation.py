@@ -2,26 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 import pickle
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+import trainer.evaluation.run as run_mod
+from codemill.config import ConfigError, parse_config
 from trainer.evaluation.benchmarks import BENCHMARKS, KNOWN_BROKEN, expand, load_benchmark
+from trainer.evaluation.callback import EvaluateAtFitEnd
 from trainer.evaluation.passk import mean_pass_at_k, pass_at_k
 from trainer.evaluation.run import (
     EvalConfig,
     Sample,
     canonical_samples,
+    evaluate,
     execute_samples,
     load_tasks,
+    mlflow_key,
     score,
     truncate,
     write_results,
 )
-from trainer.evaluation.sandbox import Digest, Job, SandboxConfig, SandboxPool, outputs_match
+from trainer.evaluation.sandbox import Digest, Job, SandboxConfig, SandboxPool, execute, outputs_match
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,8 +87,6 @@ def test_sandbox_stops_hostile_samples_without_affecting_others(pool, tmp_path):
 
 def test_sandbox_network_guard_and_namespace(pool):
     guard = SandboxConfig(timeout_s=5.0, memory_mb=512, workers=1, network="guard")
-    from trainer.evaluation.sandbox import execute
-
     r = execute(Job("import socket\nsocket.socket()", 5.0), guard)
     assert not r.passed and "network access is disabled" in r.detail and r.network == "guard"
     # `auto` reports which mechanism it used; both block connections.
@@ -127,6 +134,28 @@ def test_benchmark_loading_and_prompts():
     # JSON stored MBPP+ tuple arguments as lists; the contract restores them (Mbpp/2 takes two tuples).
     mbpp2 = next(t for t in load_benchmark("mbpp_plus") if t.task_id == "Mbpp/2")
     assert all(isinstance(a, tuple) for a in pickle.loads(mbpp2.inputs)[0])
+
+
+# Tasks of each benchmark as loaded before the benchmark catalogue (codemill/benchmarks.py) existed: (count, sha256
+# prefix of the tasks with their inputs unpickled). A change means evaluation scores other problems than before.
+LOADED_TASKS = {"humaneval": [164, "ef2f65688ee71a72"],
+                "humaneval_plus": [164, "6a5d8a6e4899e859"],
+                "mbpp": [500, "f3f8a9836e18264d"],
+                "mbpp_plus": [378, "4a6156b50158485f"],
+                "evoeval_difficult": [100, "1374f96f9af2a569"],
+                "evoeval_creative": [100, "c396caadf1e77574"],
+                "evoeval_subtle": [100, "2da870b66f769d11"],
+                "evoeval_combine": [100, "d5df67ae3e38023a"],
+                "evoeval_tool_use": [100, "2fffd62f9a0bb219"]}
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_loaded_tasks_are_unchanged(name):
+    tasks = load_benchmark(name, include_broken=True)
+    rows = [{**dataclasses.asdict(t), "inputs": repr(pickle.loads(t.inputs)) if t.inputs is not None else None}
+            for t in tasks]
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+    assert [len(tasks), digest] == LOADED_TASKS[name]
 
 
 def _wrong(task) -> str:
@@ -177,15 +206,11 @@ def test_known_broken_entries_name_a_reason():
 # ------------------------------------------------------------------------------------------------ config, table
 @pytest.mark.parametrize("path", sorted((REPO / "conf" / "eval").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_configs_parse(path):
-    from codemill.config import parse_config
-
     cfg = parse_config(EvalConfig, ["--config", str(path), "--model", "some/model"])
     assert cfg.model == "some/model" and expand(cfg.benchmarks)
 
 
 def test_config_errors_name_keys():
-    from codemill.config import ConfigError, parse_config
-
     with pytest.raises(ConfigError) as err:
         parse_config(EvalConfig, ["--benchmarks", "[humaneval, nope]", "--generation.n_samples", "3",
                                   "--sandbox.workers", "0"])
@@ -233,12 +258,8 @@ def _tiny_checkpoint(run_dir: Path) -> Path:
 
 
 def test_debug_model_end_to_end_scores_land_in_mlflow_and_table(tmp_path):
-    import json
-
     import mlflow
     from deltalake import DeltaTable
-
-    from trainer.evaluation.run import evaluate, mlflow_key
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking_uri=uri)
@@ -270,11 +291,6 @@ def test_debug_model_end_to_end_scores_land_in_mlflow_and_table(tmp_path):
 
 
 def test_callback_evaluates_the_phase_export_into_its_mlflow_run(monkeypatch, tmp_path):
-    from types import SimpleNamespace
-
-    import trainer.evaluation.run as run_mod
-    from trainer.evaluation.callback import EvaluateAtFitEnd
-
     seen = {}
     monkeypatch.setattr(run_mod, "evaluate", lambda cfg: seen.setdefault("cfg", cfg))
 

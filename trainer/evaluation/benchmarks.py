@@ -1,12 +1,13 @@
-"""The Python code benchmarks the paper reports, loaded from the shipped `data/benchmarks/*` files.
+"""The Python code benchmarks the paper reports, as runnable tasks: problems of the benchmark catalogue
+(`codemill.benchmarks`, the one reader of the shipped `data/benchmarks/*` files) with their tests.
 
-| name | file | tasks | tests |
+| name | catalogue benchmark: file | tasks | tests |
 |---|---|---|---|
-| `humaneval` | humaneval/HumanEval.jsonl.gz | 164 | the original `check(candidate)` asserts |
-| `humaneval_plus` | humaneval_plus/HumanEvalPlus.jsonl.gz | 164 | base + plus inputs vs canonical outputs |
-| `mbpp` | mbpp/mbpp.jsonl.gz, task ids 11-510 (the test split) | 500 | the three `test_list` asserts |
-| `mbpp_plus` | mbpp_plus/MbppPlus.jsonl.gz | 378 | base + plus inputs vs canonical outputs |
-| `evoeval_<c>` | evoeval/EvoEval_<c>.jsonl.gz | 100 each | `inputs`, outputs vs the canonical solution |
+| `humaneval` | humaneval: HumanEval.jsonl.gz | 164 | the original `check(candidate)` asserts |
+| `humaneval_plus` | humaneval_plus: HumanEvalPlus.jsonl.gz | 164 | base + plus inputs vs canonical outputs |
+| `mbpp` | mbpp: mbpp.jsonl.gz, task ids 11-510 (the test split) | 500 | the three `test_list` asserts |
+| `mbpp_plus` | mbpp_plus: MbppPlus.jsonl.gz | 378 | base + plus inputs vs canonical outputs |
+| `evoeval_<c>` | evoeval: EvoEval_<c>.jsonl.gz | 100 each | `inputs`, outputs vs the canonical solution |
 
 `evoeval` names the five categories of the EvoEval paper's main table (difficult, creative, subtle, combine,
 tool_use); its score is their mean. Differential tests follow EvalPlus: expected outputs are whatever the
@@ -16,20 +17,24 @@ tolerance, or with the special oracles EvalPlus defines for a handful of tasks.
 Prompts: the paper evaluates base models on the raw HumanEval-style prompt with trailing newlines stripped
 (a prompt ending in "\\n" makes the tokenizer split the indentation badly); generation stops at the first
 top-level statement after the function (`STOPS_*`).
+
+Public API: `Task`, `load_benchmark(name, data_dir)`, `expand(names)`, `unknown(names)`, `BENCHMARKS`, `GROUPS`,
+`KNOWN_BROKEN`, `STOPS_FUNCTION`, `STOPS_PROGRAM`.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
-import gzip
-import json
 import pickle
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "data" / "benchmarks"
+from codemill import benchmarks as catalogue
+from codemill.benchmarks import DATA_DIR, Problem
+
 EVOEVAL_CATEGORIES = ("difficult", "creative", "subtle", "combine", "tool_use")
 BENCHMARKS = ("humaneval", "humaneval_plus", "mbpp", "mbpp_plus") + tuple(f"evoeval_{c}" for c in EVOEVAL_CATEGORIES)
 # Aliases expanding to several benchmarks; their score is the mean of the members' scores.
@@ -99,9 +104,9 @@ def unknown(names: Sequence[str]) -> list[str]:
     return [n for n in names if n not in BENCHMARKS and n not in GROUPS]
 
 
-def _rows(path: Path) -> list[dict]:
-    with gzip.open(path, "rt", encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+def _problems(name: str, data_dir: Path, file: str | None = None) -> list[Problem]:
+    """The catalogue's problems of benchmark `name` (only those of the file named `file` when given)."""
+    return catalogue.problems(name, data_dir=data_dir, file=file)
 
 
 def _join(prompt: str, body: str) -> str:
@@ -111,9 +116,9 @@ def _join(prompt: str, body: str) -> str:
 
 def _humaneval(data_dir: Path) -> list[Task]:
     return [
-        Task("humaneval", r["task_id"], r["prompt"], _join(r["prompt"], r["canonical_solution"]), r["entry_point"],
-             "assert", "function", tests=f"\n\n{r['test']}\n\ncheck({r['entry_point']})\n")
-        for r in _rows(data_dir / "humaneval" / "HumanEval.jsonl.gz")
+        Task("humaneval", p.task_id, p.prompt, _join(p.prompt, p.canonical_solution), p.entry_point, "assert",
+             "function", tests=f"\n\n{p.tests}\n\ncheck({p.entry_point})\n")
+        for p in _problems("humaneval", data_dir)
     ]
 
 
@@ -125,14 +130,15 @@ def _mbpp_prompt(text: str, first_test: str) -> str:
 
 def _mbpp(data_dir: Path) -> list[Task]:
     tasks = []
-    for r in _rows(data_dir / "mbpp" / "mbpp.jsonl.gz"):
-        if r["task_id"] not in MBPP_TEST_IDS:
+    for p in _problems("mbpp", data_dir):
+        if p.fields["task_id"] not in MBPP_TEST_IDS:
             continue
-        entry = re.search(r"assert\s+(?:not\s+)?\(?\s*(?:set\()?\s*([A-Za-z_]\w*)\s*\(", r["test_list"][0])
-        code = r["code"].replace("\r\n", "\n")
-        prompt = _mbpp_prompt(r["text"], r["test_list"][0])
-        tests = "\n\n" + (r["test_setup_code"] or "") + "\n" + "\n".join(r["test_list"]) + "\n"
-        tasks.append(Task("mbpp", f"Mbpp/{r['task_id']}", prompt, prompt + code, entry.group(1) if entry else "",
+        first_test = p.fields["test_list"][0]
+        entry = re.search(r"assert\s+(?:not\s+)?\(?\s*(?:set\()?\s*([A-Za-z_]\w*)\s*\(", first_test)
+        code = p.canonical_solution.replace("\r\n", "\n")  # MBPP ships whole functions (`code`)
+        prompt = _mbpp_prompt(p.fields["text"], first_test)
+        tests = "\n\n" + (p.fields["test_setup_code"] or "") + "\n" + p.tests + "\n"
+        tasks.append(Task("mbpp", f"Mbpp/{p.task_id}", prompt, prompt + code, entry.group(1) if entry else "",
                           "assert", "program", tests=tests))
     return tasks
 
@@ -173,29 +179,28 @@ def _restore_types(params: list[str], contract: str, inputs: list) -> list:
 
 
 def _params(program: str, entry_point: str) -> list[str]:
-    import ast
-
     for node in ast.walk(ast.parse(program)):
         if isinstance(node, ast.FunctionDef) and node.name == entry_point:
             return [a.arg for a in node.args.args]
     return []
 
 
-def _plus(benchmark: str, path: Path, style: Literal["function", "program"]) -> list[Task]:
+def _plus(benchmark: str, data_dir: Path, style: Literal["function", "program"]) -> list[Task]:
     tasks = []
-    for r in _rows(path):
+    for p in _problems(benchmark, data_dir):
+        r = p.fields
         inputs = list(r["base_input"]) + list(r["plus_input"])
-        solution = _join(r["prompt"], r["canonical_solution"])
+        solution = _join(p.prompt, p.canonical_solution)
         if style == "program":
-            inputs = _restore_types(_params(solution, r["entry_point"]), r.get("contract", ""), inputs)
+            inputs = _restore_types(_params(solution, p.entry_point), r.get("contract", ""), inputs)
         oracle = "exact"
-        if r["entry_point"] == "find_zero":
+        if p.entry_point == "find_zero":
             oracle = "poly_root"
-        elif style == "program" and r["entry_point"] in MBPP_SET_EQ:
+        elif style == "program" and p.entry_point in MBPP_SET_EQ:
             oracle = "set"
-        elif style == "program" and r["entry_point"] in MBPP_NOT_NONE:
+        elif style == "program" and p.entry_point in MBPP_NOT_NONE:
             oracle = "not_none"
-        tasks.append(Task(benchmark, r["task_id"], r["prompt"], solution, r["entry_point"], "diff", style,
+        tasks.append(Task(benchmark, p.task_id, p.prompt, solution, p.entry_point, "diff", style,
                           inputs=pickle.dumps(inputs), n_inputs=len(inputs), oracle=oracle,
                           atol=float(r.get("atol") or 0.0)))
     return tasks
@@ -203,13 +208,13 @@ def _plus(benchmark: str, path: Path, style: Literal["function", "program"]) -> 
 
 def _evoeval(data_dir: Path, category: str) -> list[Task]:
     tasks = []
-    for r in _rows(data_dir / "evoeval" / f"EvoEval_{category}.jsonl.gz"):
+    for p in _problems("evoeval", data_dir, file=f"EvoEval_{category}.jsonl.gz"):
         # Inputs are Python argument lists as source text (`"[1, 2], 3"`, `"[5] * 5000, 5"`): evaluated in the
         # sandbox child, before the candidate's code runs.
-        source = "[" + ",\n".join(f"_args({s})" for s in r["inputs"]) + "]"
-        solution = _join(r["prompt"], r["canonical_solution"])
-        tasks.append(Task(f"evoeval_{category}", r["task_id"], r["prompt"], solution, r["entry_point"], "diff",
-                          "function", inputs_source=source, n_inputs=len(r["inputs"])))
+        source = "[" + ",\n".join(f"_args({s})" for s in p.fields["inputs"]) + "]"
+        solution = _join(p.prompt, p.canonical_solution)
+        tasks.append(Task(f"evoeval_{category}", p.task_id, p.prompt, solution, p.entry_point, "diff",
+                          "function", inputs_source=source, n_inputs=len(p.fields["inputs"])))
     return tasks
 
 
@@ -219,11 +224,11 @@ def load_benchmark(name: str, data_dir: str | Path = DATA_DIR, *, include_broken
     if name == "humaneval":
         tasks = _humaneval(data_dir)
     elif name == "humaneval_plus":
-        tasks = _plus(name, data_dir / "humaneval_plus" / "HumanEvalPlus.jsonl.gz", "function")
+        tasks = _plus(name, data_dir, "function")
     elif name == "mbpp":
         tasks = _mbpp(data_dir)
     elif name == "mbpp_plus":
-        tasks = _plus(name, data_dir / "mbpp_plus" / "MbppPlus.jsonl.gz", "program")
+        tasks = _plus(name, data_dir, "program")
     elif name.startswith("evoeval_") and name[len("evoeval_"):] in EVOEVAL_CATEGORIES:
         tasks = _evoeval(data_dir, name[len("evoeval_"):])
     else:

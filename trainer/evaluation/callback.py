@@ -19,6 +19,9 @@ from typing import Any
 
 import lightning.pytorch as pl
 
+from codemill.config import load_config
+from trainer.evaluation.run import EvalConfig, evaluate
+
 
 class EvaluateAtFitEnd(pl.Callback):
     """Args:
@@ -37,8 +40,6 @@ class EvaluateAtFitEnd(pl.Callback):
         trainer.strategy.barrier()
 
     def _evaluate(self, trainer: pl.Trainer) -> dict[str, Any]:
-        from codemill.config import load_config
-        from trainer.evaluation.run import EvalConfig, evaluate
 
         export = next((getattr(cb, "export_path", None) for cb in trainer.callbacks
                        if type(cb).__name__ == "HFExport"), None)

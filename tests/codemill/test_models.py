@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from synth.models import _folder_revision, resolve_model
+from codemill.models import _folder_revision, resolve_model
 
 
 def test_model_folder_on_s3_resolves_to_a_local_copy_with_the_folders_revision(s3, bucket, tmp_path, monkeypatch):

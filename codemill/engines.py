@@ -1,6 +1,6 @@
 """Generation engines behind one small interface (docs/CONTRACTS.md "Generation engines").
 
-    from synth.engines import SamplingConfig, make_engine
+    from codemill.engines import SamplingConfig, make_engine
     engine = make_engine("transformers", "embedded")            # SmolLM2-135M-Instruct on CPU
     engine = make_engine("vllm", "meta-llama/Llama-3.1-70B-Instruct", tensor_parallel_size=8)
     prompts = [engine.render_chat([{"role": "user", "content": "..."}])]
@@ -18,9 +18,12 @@ per prompt, in order. Heavy imports are deferred into the engines.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from typing import Any, Literal
+
+from codemill.models import resolve_model
 
 EngineKind = Literal["transformers", "vllm"]
 FinishReason = Literal["stop", "length"]
@@ -101,7 +104,6 @@ class TransformersEngine(Engine):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from synth.models import resolve_model
 
         path, revision = resolve_model(model)
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -192,7 +194,6 @@ class VLLMEngine(Engine):
     def __init__(self, model: str, **engine_args: Any):
         from vllm import LLM
 
-        from synth.models import resolve_model
 
         problems = check_vllm_engine_args(engine_args, vllm_engine_fields())
         if "model" in engine_args:
@@ -232,7 +233,6 @@ class VLLMEngine(Engine):
         return gens
 
     def close(self) -> None:
-        import contextlib
 
         llm = getattr(self, "llm", None)
         if llm is not None:
