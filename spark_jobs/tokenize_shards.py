@@ -209,7 +209,10 @@ def run_phase(spark, lake, cfg: TokenizeConfig, phase: PhaseConfig, *, tok, toke
     # The manifest is written last: its presence marks a complete phase.
     storage.write_text(storage.join(out_dir, "manifest.json"), json.dumps(manifest, indent=2, sort_keys=True))
     table = shards_rows(spark, phase.name, stats, versions=versions, out_dir=out_dir)
-    lineage = dataclasses.replace(lineage, extra={**lineage.extra, "phase": phase.name})
+    # One commit per phase on one table: each phase's write id is its own, or the pipeline's `run:tokenize` id would
+    # mark phases 2 and 3 as already written.
+    lineage = dataclasses.replace(lineage, extra={**lineage.extra, "phase": phase.name},
+                                  write_id=f"{lineage.write_id}:{phase.name}" if lineage.write_id else None)
     if lake.exists("shards"):
         lake.replace("shards", table, where={"phase": phase.name}, lineage=lineage)
     else:

@@ -141,6 +141,8 @@ def test_token_counts_are_exact(built):
     assert manifest["tokens_per_language"] == dict(sorted(per_lang.items()))
     assert manifest["tokens"] == sum(per_lang.values())
     assert manifest["splits"]["train"]["tokens"] + manifest["splits"]["val"]["tokens"] == manifest["tokens"]
+    # Every phase built in one pipeline run has its own rows (one commit per phase, each with its own write id).
+    assert {r["phase"] for r in built["lake"].read("shards").collect()} == set(built["manifests"])
     table = built["lake"].read("shards").where("phase = 'phase1'").collect()
     assert sum(r["tokens"] for r in table) == manifest["tokens"]
     for r in table:

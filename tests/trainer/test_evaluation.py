@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import trainer.evaluation.run as run_mod
+import trainer.evaluation.callback as callback_mod
 from codemill.config import ConfigError, parse_config
 from trainer.evaluation.benchmarks import BENCHMARKS, KNOWN_BROKEN, expand, load_benchmark
 from trainer.evaluation.callback import EvaluateAtFitEnd
@@ -292,7 +292,7 @@ def test_debug_model_end_to_end_scores_land_in_mlflow_and_table(tmp_path):
 
 def test_callback_evaluates_the_phase_export_into_its_mlflow_run(monkeypatch, tmp_path):
     seen = {}
-    monkeypatch.setattr(run_mod, "evaluate", lambda cfg: seen.setdefault("cfg", cfg))
+    monkeypatch.setattr(callback_mod, "evaluate", lambda cfg: seen.setdefault("cfg", cfg))
 
     class HFExport:  # stands in for trainer.callbacks.HFExport after on_fit_end
         export_path = tmp_path / "run" / "hf"
