@@ -176,26 +176,35 @@ def worker_tokenizer(key: str, tokenizer_json: Any):
     return tok
 
 
+# Stands in for each separator while a document is encoded: a non-special added token (of a worker-local copy of
+# the tokenizer, `_with_placeholder`), so tokenizers splits the text at it exactly as it splits at a recognised
+# special token (also for pre-tokenizers that treat the start of a text apart, e.g. sentencepiece's Metaspace,
+# where encoding the pieces one by one would prepend a space to each), while `encode_special_tokens` keeps every
+# special-token string of the text itself ordinary. Plane-15 private-use characters around a name: no real file
+# holds it; one that does is encoded piece by piece instead (exact for byte-level BPE).
+PLACEHOLDER = "\U000f0000codemill-separator\U000f0000"
+_PLACEHOLDER_TOKENIZERS: dict[int, tuple[Any, Any, int]] = {}  # id(tok) -> (tok, its copy, placeholder id)
+
+
 def encode_documents(tok, texts: list[str], offsets: list[list[int] | None], eos_id: int,
                      keys: list[str] | None = None) -> list[list[int]]:
     """Token ids of each document, `eos_id` ending every document.
 
     The separators of a document (its `special_offsets`: where in the text a special-token string starts) become
-    their special ids; every other character is encoded as ordinary text (the worker tokenizer has
-    `encode_special_tokens` set), so a special-token string inside a file's content costs a few ordinary tokens
-    and decodes back to itself, never to a boundary. The text between separators is encoded in one batch call
-    with all the other documents' pieces; tokenizers splits at added tokens the same way, so the ids equal those
-    of encoding with the separators recognised as special tokens.
+    their special ids; every other character is encoded as ordinary text (`tok` has `encode_special_tokens` set),
+    so a special-token string inside a file's content costs a few ordinary tokens and decodes back to itself,
+    never to a boundary. The ids equal those of encoding the text with exactly those separators recognised as
+    special tokens (`PLACEHOLDER` says how).
     """
     encode = getattr(tok, "encode_batch_fast", tok.encode_batch)  # _fast skips offsets (tokenizers >= 0.21)
     if not any(offsets):
         ids = [e.ids for e in encode(texts, add_special_tokens=False)]
     else:
+        stand_in, stand_in_id = _with_placeholder(tok)
         specials = {t: tok.token_to_id(t) for t in SPECIAL_TOKENS}
-        pieces: list[str] = []
-        plans: list[list[int]] = []  # per document: >= 0 a piece of `pieces`, < 0 the special id -1 - p
+        marked, separators, pieces = [], [], []
         for n, (text, marks) in enumerate(zip(texts, offsets)):
-            plan, pos = [], 0
+            parts, seps, pos = [], [], 0
             for at in marks or ():
                 name = next((t for t in SPECIAL_TOKENS if text.startswith(t, at)), None) if at >= pos else None
                 if name is None:
@@ -203,25 +212,41 @@ def encode_documents(tok, texts: list[str], offsets: list[list[int] | None], eos
                     raise ValueError(f"document {key!r}: special_offsets has {at}, where no special token "
                                      f"{list(SPECIAL_TOKENS)} starts (offsets must be ascending character offsets "
                                      f"into the text, as spark_jobs.documents writes them)")
-                plan += [len(pieces), -1 - specials[name]]
-                pieces.append(text[pos:at])
+                parts.append(text[pos:at])
+                seps.append(specials[name])
                 pos = at + len(name)
-            plan.append(len(pieces))
-            pieces.append(text[pos:])
-            plans.append(plan)
-        encoded = encode(pieces, add_special_tokens=False)
+            parts.append(text[pos:])
+            separators.append(seps)
+            pieces.append(parts)
+            marked.append(PLACEHOLDER.join(parts) if PLACEHOLDER not in text else "")
+        encoded = getattr(stand_in, "encode_batch_fast", stand_in.encode_batch)(marked, add_special_tokens=False)
         ids = []
-        for plan in plans:
-            row: list[int] = []
-            for p in plan:
-                if p >= 0:
-                    row.extend(encoded[p].ids)
-                else:
-                    row.append(-1 - p)
+        for e, text, parts, seps in zip(encoded, texts, pieces, separators):
+            if PLACEHOLDER in text:
+                row = tok.encode(parts[0], add_special_tokens=False).ids
+                for part, sep in zip(parts[1:], seps):
+                    row += [sep, *tok.encode(part, add_special_tokens=False).ids]
+            else:
+                it = iter(seps)
+                row = [next(it) if t == stand_in_id else t for t in e.ids]
             ids.append(row)
     for row in ids:
         row.append(eos_id)
     return ids
+
+
+def _with_placeholder(tok) -> tuple[Any, int]:
+    """A copy of `tok` that knows `PLACEHOLDER` as a non-special added token, and its id (once per tokenizer)."""
+    cached = _PLACEHOLDER_TOKENIZERS.get(id(tok))
+    if cached is None:
+        from tokenizers import AddedToken, Tokenizer
+
+        copy = Tokenizer.from_str(tok.to_str())
+        copy.add_tokens([AddedToken(PLACEHOLDER, special=False, normalized=False)])
+        copy.encode_special_tokens = True
+        # `tok` is kept in the entry, so its id cannot be reused by another tokenizer while the entry lives.
+        cached = _PLACEHOLDER_TOKENIZERS[id(tok)] = (tok, copy, copy.token_to_id(PLACEHOLDER))
+    return cached[1], cached[2]
 
 
 def _encode_lists(tok, batch, eos_id: int) -> list[list[int]]:

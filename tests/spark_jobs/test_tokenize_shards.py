@@ -436,3 +436,34 @@ def test_exact_partition_keys_land_on_their_partition(spark):
     df = spark.createDataFrame([(p, k) for p, k in enumerate(keys)], "part int, key int").repartition(n, "key")
     placed = df.select("part", F.spark_partition_id().alias("task")).collect()
     assert len(placed) == n and all(r["part"] == r["task"] for r in placed)
+
+
+def test_separator_encoding_equals_recognising_exactly_those_separators(tmp_path):
+    """`encode_documents` gives the ids of encoding with the listed separators recognised and nothing else, for
+    a byte-level BPE and for a sentencepiece model (whose Metaspace pre-tokenizer treats a text's start apart);
+    offsets that miss a special token fail naming the document."""
+    import sentencepiece as spm
+
+    from spark_jobs.shard_transforms import PLACEHOLDER, encode_documents
+
+    texts = _stdlib_texts(10, max_chars=3000)
+    (tmp_path / "corpus.txt").write_text("\n".join(texts))
+    spm.SentencePieceTrainer.train(input=str(tmp_path / "corpus.txt"), model_prefix=str(tmp_path / "sp"),
+                                   vocab_size=500, model_type="bpe", byte_fallback=True,
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False, minloglevel=2)
+    doc = "<|repo_name|>org/r\n<|file_sep|>a.py\nimport os\n\n<|file_sep|>b.py\n  x = 1\n"
+    marks = [i for i in range(len(doc)) if doc.startswith("<|", i)]
+    trap = "<|file_sep|>t.py\ns = '<|endoftext|><|file_sep|><|pad|>'\n"
+    for tok in (T.train_bpe(texts, vocab_size=600), T.load(str(tmp_path / "sp.model"))):
+        tok.encode_special_tokens = False
+        expected = tok.encode(doc, add_special_tokens=False).ids + [0]
+        tok.encode_special_tokens = True
+        got = encode_documents(tok, [doc, trap, trap + PLACEHOLDER, "plain"], [marks, [0], [0], []], eos_id=0)
+        assert got[0] == expected
+        ids = T.special_ids(tok)
+        for row in got[1:3]:  # the trap, and the trap holding the stand-in (encoded piece by piece)
+            assert row[0] == ids["file_sep"] and row.count(ids["file_sep"]) == 1
+            assert not {ids["eos"], ids["pad"], ids["repo_name"]} & set(row[:-1])
+        assert tok.decode(got[1][:-1], skip_special_tokens=False) == trap
+        with pytest.raises(ValueError, match="document 'k1': special_offsets has 3"):
+            encode_documents(tok, ["x", "abcdef"], [[], [3]], eos_id=0, keys=["k0", "k1"])
