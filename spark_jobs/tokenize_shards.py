@@ -14,10 +14,14 @@ This module wires the stage (`TokenizeConfig`, `run_tokenize`, `run_phase`); the
     spark_jobs/shard_writer.py      per shard: pack items of seq_len + 1 tokens, write litdata chunks; index merge
     spark_jobs/shard_manifest.py    what manifest.json and the `shards` table hold
 
+The tokenizer is normally trained (or adopted) by the pipeline's `tokenizer` stage, before `select`, whose
+budget counts its tokens (`ensure_tokenizer(..., rebuild=True)`); this stage reuses it, or makes it when missing.
+
 Phases come from `conf/spark/phases.yaml` (loaded first; see `spark_jobs.mixtures`). For each phase (the chunk files
 come from one Spark job; phase 3 runs one more before it, to count tokens for the weight):
 
-1. read its source tables at pinned versions and turn them into documents (doc_key, source, lang, text);
+1. read its source tables at pinned versions and turn them into documents (doc_key, source, lang, text,
+   special_offsets: where phase 1's separators are, which become special ids; docs/tokenization.md);
 2. split train/val by a seeded hash of the document key (`val_fraction`; `shard_transforms.assign_split`);
 3. phase 3: tokenize first (`shard_transforms.tokenize_documents`, `mapInArrow`), count tokens per language and
    weight Python documents to the target share (`spark_jobs.mixtures`);
