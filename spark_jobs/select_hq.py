@@ -1,6 +1,6 @@
 """Selects the highest-scored files per language into `selected_hq`, the phase-2 data (paper §2.3).
 
-    python -m spark_jobs.pipeline --stages select --lake lake --select.token_budget 12500000000
+    python -m spark_jobs.pipeline --stages tokenizer select --lake lake --select.token_budget 12500000000
 
 Tokens are the LM tokenizer's (the one the phase shards use, `<tokenize.shards_root>/tokenizer`, written by the
 pipeline's `tokenizer` stage): each scored file is counted as the phase-2 shards will hold it (`count_tokens`: its
