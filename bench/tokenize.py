@@ -13,14 +13,19 @@ written as a `documents` table. In the same run it measures:
   with `encode: mappers` and for phase 3), which is what is compared per core with the baseline;
 - shard reads: `litdata.StreamingDataLoader` over the written train split (batch 8, no workers), in tokens/s,
   against `--trainer_tokens_per_s` (default 50k: ~1.3B-parameter model on one H100 at 40% MFU,
-  6 * 1.3e9 FLOP/token against ~4e14 FLOP/s).
+  6 * 1.3e9 FLOP/token against ~4e14 FLOP/s);
+- shard balance: phase 1 once more with `--balance_shards` (64) train shards + 1 val shard, encoding in the
+  writers; from Spark's status store, the shard-writing stage's tasks: how many got work, and the max / median
+  task time and tokens per shard (`shards` table). The documents' languages are skewed (`LANG_WEIGHTS`, python
+  60 % ... rust 3 %), as in a real corpus; `hash_partitioning_tasks` is how many tasks the former
+  `repartition(n, "part")` gave work (Spark's Murmur3 of the shard numbers, computed, not run).
 
-Ends with `RESULT {"tokens_per_s", "baseline_tokens_per_s", "ratio", ...}` where tokens_per_s is the full Spark
-job and ratio = tokens_per_s / baseline_tokens_per_s (same cores on both sides, so also the per-core ratio). Each side
-runs `--repeats` times, alternating, and the medians are compared (the baseline runs twice per round).
-`cpu_ratio` is the same comparison in tokens per CPU-second (this process, the Spark JVM and its Python workers,
-median per side): an extra figure, less swayed than wall time by other jobs on a shared machine; `ratio` stays the
-wall-clock goal.
+Ends with `RESULT {"tokens_per_s", "baseline_tokens_per_s", "ratio", ..., "balance": {...}}` where tokens_per_s
+is the full Spark job and ratio = tokens_per_s / baseline_tokens_per_s (same cores on both sides, so also the
+per-core ratio). Each side runs `--repeats` times, alternating, and the medians are compared (the baseline runs
+twice per round). `cpu_ratio` is the same comparison in tokens per CPU-second (this process, the Spark JVM and its
+Python workers, median per side): an extra figure, less swayed than wall time by other jobs on a shared machine;
+`ratio` stays the wall-clock goal.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ sys.path.insert(0, os.path.dirname(_HERE))
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import random  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sysconfig  # noqa: E402
 import tempfile  # noqa: E402
@@ -52,6 +59,9 @@ from codemill.session import get_spark  # noqa: E402
 from spark_jobs import tokenizer as T  # noqa: E402
 from spark_jobs.shard_transforms import tokenize_documents  # noqa: E402
 from spark_jobs.tokenize_shards import TokenizeConfig, run_tokenize  # noqa: E402
+
+# Skewed languages, roughly a code corpus's mix (the text itself is Python either way).
+LANG_WEIGHTS = {"python": 60, "java": 20, "c": 10, "go": 7, "rust": 3}
 
 
 def load_texts(mb: float, max_chars: int) -> list[str]:
@@ -88,6 +98,50 @@ def process_tree_cpu_s() -> float:
     return sum(_CPU_SEEN.values())
 
 
+def stage_tasks(spark, group: str, n_tasks: int) -> list[dict]:
+    """Duration and records read of each task of the last stage with `n_tasks` tasks among the jobs of `group`,
+    from Spark's status store (kept with the UI off; the UI only reads it)."""
+    sc = spark.sparkContext
+    tracker = sc.statusTracker()
+    stages = [sid for jid in tracker.getJobIdsForGroup(group) for sid in tracker.getJobInfo(jid).stageIds
+              if (info := tracker.getStageInfo(sid)) is not None and info.numTasks == n_tasks]
+    store = sc._jsc.sc().statusStore()
+    tasks = sc._jvm.scala.jdk.javaapi.CollectionConverters.asJava(store.taskList(max(stages), 0, 100_000))
+    out = []
+    for t in tasks:
+        metrics = t.taskMetrics().get()
+        out.append({"seconds": t.duration().get() / 1000.0,
+                    "records": metrics.shuffleReadMetrics().recordsRead()})
+    return out
+
+
+def shard_balance(spark, lake, work: Path, *, shards: int, seq_len: int) -> dict:
+    """Phase 1 with `shards` train shards + 1 val shard: the shard-writing tasks' balance."""
+    import mmh3
+
+    root = work / f"balance-{shards}"
+    shutil.copytree(work / "shards" / "tokenizer", root / "tokenizer", dirs_exist_ok=True)
+    cfg = load_config(TokenizeConfig, overrides={
+        "shards_root": str(root), "build": ["phase1"], "seq_len": seq_len, "num_shards": shards,
+        "val_fraction": 0.01, "chunk_bytes": "16MB", "encode": "writers"})
+    group = f"balance-{shards}"
+    spark.sparkContext.setJobGroup(group, "shard balance")
+    try:
+        run_tokenize(spark, lake, cfg, Lineage("bench-tokenize"))
+    finally:
+        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+    tasks = stage_tasks(spark, group, shards + 1)
+    busy = [t["seconds"] for t in tasks if t["records"] > 0]
+    tokens = [r["tokens"] for r in lake.read("shards").where("phase = 'phase1' AND split = 'train'").collect()]
+    hashed = {mmh3.hash(p.to_bytes(4, "little", signed=True), 42, signed=True) % (shards + 1)
+              for p in range(shards + 1)}
+    return {"shards": shards + 1, "tasks": len(tasks), "tasks_with_work": len(busy),
+            "hash_partitioning_tasks": len(hashed),
+            "task_max_s": round(max(busy), 3), "task_median_s": round(statistics.median(busy), 3),
+            "task_max_over_median": round(max(busy) / statistics.median(busy), 2),
+            "train_tokens_max_over_median": round(max(tokens) / statistics.median(tokens), 3)}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     # 60 MB by default: the job has ~1 s of fixed cost per phase (the `shards` commit, planning, the shuffle's map
@@ -98,6 +152,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--seq_len", type=int, default=2048)
     parser.add_argument("--vocab_size", type=int, default=8000)
     parser.add_argument("--trainer_tokens_per_s", type=float, default=50000.0)
+    parser.add_argument("--balance_shards", type=int, default=64)
     parser.add_argument("--workdir", default=None)
     args = parser.parse_args(argv)
 
@@ -109,10 +164,13 @@ def main(argv=None) -> dict:
     spark = get_spark("bench-tokenize")
     cores = int(spark.sparkContext.defaultParallelism)
     lake = Lake(spark, str(work / "lake"))
-    rows = [(f"d{i:06d}", "python", f"r{i}", t, 1, len(t), len(t) // 3, [f"d{i}"]) for i, t in enumerate(texts)]
+    langs = random.Random(0).choices(list(LANG_WEIGHTS), weights=list(LANG_WEIGHTS.values()), k=len(texts))
+    rows = [(f"d{i:06d}", lang, f"r{i}", t, 1, len(t), len(t) // 3, [f"d{i}"], [])
+            for i, (lang, t) in enumerate(zip(langs, texts))]
     lake.overwrite("documents", spark.createDataFrame(
         rows, "document_id string, lang string, repo string, text string, n_files long, n_chars long, "
-              "est_tokens long, doc_ids array<string>").repartition(4 * cores))  # several tasks per core: balance
+              "est_tokens long, doc_ids array<string>, special_offsets array<int>").repartition(4 * cores))
+    # (several input tasks per core above: balance)
     tok = T.prepare(out_dir=str(work / "shards" / "tokenizer"), load_from=None, texts=texts[:2000],
                     vocab_size=args.vocab_size)
     print(f"documents: {len(texts)}  bytes: {n_bytes / 1e6:.1f} MB  spark cores: {cores}  vocab: "
@@ -132,7 +190,7 @@ def main(argv=None) -> dict:
 
     # Spark encode stage alone (tokenizer shipped as a broadcast, loaded once per worker).
     docs = lake.read("documents").select(F.col("document_id").alias("doc_key"), F.lit("documents").alias("source"),
-                                         "lang", "text", F.lit("train").alias("split"))
+                                         "lang", "text", "special_offsets", F.lit("train").alias("split"))
     bc = spark.sparkContext.broadcast(tok.to_str())
 
     def encode_stage() -> tuple[int, float]:
@@ -207,6 +265,13 @@ def main(argv=None) -> dict:
         "cores": cores, "tokens": base_tokens, "mb": round(n_bytes / 1e6, 1),
         "read_tokens_per_s": round(read_tps), "read_vs_trainer": round(read_tps / args.trainer_tokens_per_s, 2),
     }
+    balance = shard_balance(spark, lake, work, shards=args.balance_shards, seq_len=args.seq_len)
+    print(f"shard balance at {balance['shards']} shards: {balance['tasks_with_work']} of {balance['tasks']} writer "
+          f"tasks got work (hash partitioning of the shard numbers: {balance['hash_partitioning_tasks']}); task "
+          f"time max {balance['task_max_s']} s / median {balance['task_median_s']} s "
+          f"= {balance['task_max_over_median']}; train tokens per shard max / median "
+          f"= {balance['train_tokens_max_over_median']}")
+    result["balance"] = balance
     spark.stop()
     print("RESULT " + json.dumps(result))
     return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pyspark.sql.types import (
     ArrayType,
     DoubleType,
+    IntegerType,
     LongType,
     MapType,
     StringType,
@@ -114,6 +115,8 @@ DOCUMENTS = _s(
     ("n_chars", LongType()),
     ("est_tokens", LongType()),
     ("doc_ids", ArrayType(StringType(), True)),
+    # Where in `text` the separators documents.py wrote (special tokens) start; only these become special ids.
+    ("special_offsets", ArrayType(IntegerType(), True)),
 )
 
 OUTCOMES = _s(

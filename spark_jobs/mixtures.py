@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-# Unified document rows every phase is built from (the tokenization job's input).
-DOC_COLUMNS = ("doc_key", "source", "lang", "text")
+# Unified document rows every phase is built from (the tokenization job's input). `special_offsets`: where in
+# `text` a separator (special token) starts; empty for sources without separators (docs/tokenization.md).
+DOC_COLUMNS = ("doc_key", "source", "lang", "text", "special_offsets")
 HASH_BUCKETS = 1_000_000
 
 
@@ -37,6 +38,10 @@ class SourceConfig:
     key_column: str = "document_id"
     # SQL predicate applied before tokenization (e.g. "status = 'accepted'"); rows it excludes are counted.
     where: str | None = None
+    # Column (array<int>) of the character offsets in `text_column` where a separator special token starts
+    # (`documents.special_offsets`); only those become special ids. None: the text holds no separators, and a
+    # special-token string anywhere in it is ordinary text.
+    special_offsets_column: str | None = None
 
     def validate(self) -> list[str]:
         problems = []
@@ -81,16 +86,22 @@ class PhaseConfig:
 
 
 def source_documents(df: DataFrame, *, table: str, text_column: str, key_column: str,
-                     where: str | None = None) -> DataFrame:
-    """Rows of one input table as unified documents (doc_key, source, lang, text); null texts are left out."""
+                     where: str | None = None, special_offsets_column: str | None = None) -> DataFrame:
+    """Rows of one input table as unified documents (doc_key, source, lang, text, special_offsets); null texts are
+    left out."""
     from pyspark.sql import functions as F
 
+    if special_offsets_column is not None and special_offsets_column not in df.columns:
+        raise ValueError(f"{table}: no column {special_offsets_column!r} (special_offsets_column); a documents "
+                         f"table written before separators were recorded must be rebuilt (stage documents)")
     if where:
         df = df.where(F.expr(where))
+    offsets = (F.coalesce(F.col(special_offsets_column).cast("array<int>"), F.array().cast("array<int>"))
+               if special_offsets_column else F.array().cast("array<int>"))
     return (df.where(F.col(text_column).isNotNull())
             .select(F.col(key_column).cast("string").alias("doc_key"), F.lit(table).alias("source"),
                     F.coalesce(F.lower(F.col("lang")), F.lit("unknown")).alias("lang"),
-                    F.col(text_column).alias("text"))
+                    F.col(text_column).alias("text"), offsets.alias("special_offsets"))
             .select(*DOC_COLUMNS))
 
 

@@ -20,7 +20,8 @@ Stages, in order (`STAGES`; each module holds its transforms, this one only wire
 | annotator_dataset | clean, positives, benchmarks | annotator_train, alignment_set |
 | annotator_train | annotator_train, alignment_set | the annotator folder (`score.annotator`) |
 | score | clean, the annotator | scores |
-| select | scores, clean | selected_hq (phase 2) |
+| tokenizer | documents | the LM tokenizer folder (`<tokenize.shards_root>/tokenizer`) |
+| select | scores, clean, the LM tokenizer | selected_hq (phase 2; the budget in LM tokens) |
 | synth | selected_hq, clean | synthetic_raw, synthetic (phase 3) |
 | tokenize | documents, selected_hq, synthetic | shards (+ the shard files and manifests) |
 | train | shards | one run folder per phase (`python -m trainer fit`) |
@@ -392,7 +393,8 @@ register(Stage("decontaminate", _run_decontaminate, ("contamination", "clean"),
                fingerprint=lambda ctx: _file_hash(ctx.cfg.decontaminate.benchmarks_file),
                stats=lambda ctx: _table_stats(_decontam_source(ctx.cfg), "clean")(ctx)))
 register(Stage("documents", _run_documents, ("documents",), inputs=lambda c: ("clean",),
-               section=lambda c: c.documents, stats=_documents_stats))
+               section=lambda c: c.documents, fingerprint=lambda ctx: f"format {documents.FORMAT_VERSION}",
+               stats=_documents_stats))
 register(Stage("outcomes", _run_outcomes, ("outcomes",), inputs=_outcome_inputs,
                section=lambda c: {"near_dedup": c.near_dedup.enabled}, reads=()))
 
@@ -432,8 +434,31 @@ def _run_score(ctx: Context, lineage: Lineage) -> None:
     annotate.run_scoring(ctx.spark, ctx.lake, ctx.cfg.score, lineage)
 
 
+def _tokenizer_dir(cfg: PipelineConfig) -> str:
+    return storage.join(cfg.tokenize.shards_root, "tokenizer")
+
+
+def _run_tokenizer(ctx: Context, lineage: Lineage) -> list[str]:
+    _, path = tokenize_shards.ensure_tokenizer(ctx.cfg.tokenize, ctx.lake, rebuild=True)
+    return [storage.join(path, "tokenizer.json")]
+
+
+def _select_tokenizer(cfg: PipelineConfig) -> str:
+    return cfg.select.tokenizer or _tokenizer_dir(cfg)
+
+
 def _run_select(ctx: Context, lineage: Lineage) -> None:
-    select_hq.run_selection(ctx.lake, ctx.cfg.select, lineage)
+    path = _select_tokenizer(ctx.cfg)
+    if not (storage.isfile(storage.join(path, "tokenizer.json")) or storage.isfile(path)):
+        raise ConfigError([f"select.tokenizer: no tokenizer at {path!r}; the budget counts LM tokens, so run the "
+                           f"tokenizer stage first (--stages tokenizer) or name one"])
+    select_hq.run_selection(ctx.lake, ctx.cfg.select, lineage, tokenizer=path)
+
+
+def _select_fingerprint(ctx: Context) -> str:
+    """The LM tokenizer counts the budget: a new one selects again."""
+    path = _select_tokenizer(ctx.cfg)
+    return _file_hash(path if storage.isfile(path) else storage.join(path, "tokenizer.json"))
 
 
 register(Stage("annotator_dataset", _run_annotator_dataset, ("annotator_train", "alignment_set"),
@@ -446,8 +471,15 @@ register(Stage("annotator_train", _run_annotator_train, inputs=lambda c: (c.data
                artifacts=lambda c: [storage.join(c.score.annotator, META_FILE)], reads=("annotator",)))
 register(Stage("score", _run_score, ("scores",), inputs=lambda c: (c.score.input_table,),
                section=lambda c: c.score, fingerprint=_annotator_fingerprint))
+# The LM tokenizer comes before selection, whose budget is counted in its tokens (issue 20.2).
+register(Stage("tokenizer", _run_tokenizer, inputs=lambda c: tokenize_shards.tokenizer_inputs(c.tokenize),
+               section=lambda c: {"shards_root": c.tokenize.shards_root, "tokenizer": c.tokenize.tokenizer,
+                                  "seed": c.tokenize.seed, "seq_len": c.tokenize.seq_len,
+                                  "sources": tokenize_shards.tokenizer_phase(c.tokenize).sources},
+               artifacts=lambda c: [storage.join(_tokenizer_dir(c), "tokenizer.json")], reads=("tokenize",)))
 register(Stage("select", _run_select, ("selected_hq",),
-               inputs=lambda c: (c.select.scores_table, c.select.files_table), section=lambda c: c.select))
+               inputs=lambda c: (c.select.scores_table, c.select.files_table), section=lambda c: c.select,
+               fingerprint=_select_fingerprint))
 
 
 # ---------------------------------------------------------------------- phase 3 and the shards

@@ -1,20 +1,28 @@
 """Selects the highest-scored files per language into `selected_hq`, the phase-2 data (paper §2.3).
 
-    python -m spark_jobs.pipeline --stages select --lake lake --select.token_budget 12500000000
+    python -m spark_jobs.pipeline --stages tokenizer select --lake lake --select.token_budget 12500000000
 
-Each language gets the share of `token_budget` it has in phase 1 (tokens of the `scores` table, i.e. of every
-scored phase-1 file), so phase 2 keeps phase 1's language mix; within a language the best-scored files are taken
+Tokens are the LM tokenizer's (the one the phase shards use, `<tokenize.shards_root>/tokenizer`, written by the
+pipeline's `tokenizer` stage): each scored file is counted as the phase-2 shards will hold it (`count_tokens`: its
+ids + `<|endoftext|>`), not in the annotator's WordPiece tokens (`scores.n_tokens`, which drop whitespace).
+Each language gets the share of `token_budget` it has in phase 1 (LM tokens of every scored phase-1 file), so
+phase 2 keeps phase 1's language mix; within a language the best-scored files are taken
 until its share is reached. No global sort: per language, approximate score quantiles cut the files into
 `n_buckets` buckets; token totals per bucket (a tiny table) give the bucket where the budget runs out; buckets
 above it are taken whole and only the files of that one bucket are ranked. A language therefore gets at least its
 share and less than its share plus one file (or all its files when the budget exceeds the corpus). `repeat` is the
-number of passes phase 2 makes over the selection (paper: 4).
+number of passes phase 2 makes over the selection (paper: 4). Measured on the built shards, each language's
+tokens in the phase-2 `manifest.json` lie within one file of its share (tests/spark_jobs/test_select_hq.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from spark_jobs import tokenizer as T
+from spark_jobs.shard_transforms import count_tokens
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -27,8 +35,11 @@ class SelectConfig:
     scores_table: str = "scores"
     files_table: str = "clean"
     output_table: str = "selected_hq"
-    # Paper §2.3: the top 12.5B tokens, repeated 4 times in phase 2.
+    # Paper §2.3: the top 12.5B tokens, repeated 4 times in phase 2. LM tokens (those of the phase shards).
     token_budget: int = 12_500_000_000
+    # The LM tokenizer whose tokens the budget counts (folder or tokenizer.json); None: the pipeline's
+    # <tokenize.shards_root>/tokenizer, which its `tokenizer` stage writes before this one.
+    tokenizer: str | None = None
     repeat: int = 4
     n_buckets: int = 1000
 
@@ -92,6 +103,17 @@ def select_top_per_language(scores: DataFrame, *, token_budget: int, repeat: int
     return whole.select(*cols).unionByName(partial.select(*cols)).withColumn("repeat", F.lit(repeat))
 
 
+def lm_token_counts(scores: DataFrame, files: DataFrame, *, tokenizer_json: Any, tokenizer_key: str,
+                    eos_id: int) -> DataFrame:
+    """doc_id, lang, score, n_tokens: the scored files with their LM token counts (`count_tokens` on the files'
+    content; `tokenizer_json` as for `shard_transforms.tokenize_documents`). Scored files without content in
+    `files` are left out."""
+    joined = scores.select("doc_id", "lang", "score").join(files.select("doc_id", "content"), "doc_id")
+    return (joined.transform(count_tokens, text_column="content", tokenizer_json=tokenizer_json,
+                             tokenizer_key=tokenizer_key, eos_id=eos_id)
+            .select("doc_id", "lang", "score", "n_tokens"))
+
+
 def attach_files(selected: DataFrame, files: DataFrame) -> DataFrame:
     """Adds repo, path and content from the phase-1 files, so the tokenizer can build phase-2 documents."""
     return selected.join(files.select("doc_id", "repo", "path", "content"), "doc_id").select(*SELECTED_COLUMNS)
@@ -111,13 +133,29 @@ def selection_stats(scores: DataFrame, selected: DataFrame, *, token_budget: int
             .orderBy("lang"))
 
 
-def run_selection(lake, cfg: SelectConfig, lineage) -> int:
-    """The stage: `cfg.output_table` from the scores and the files they score; returns the new version."""
-    scores = lake.read(cfg.scores_table)
-    selected = scores.transform(select_top_per_language, token_budget=cfg.token_budget, repeat=cfg.repeat,
-                                n_buckets=cfg.n_buckets)
-    out = selected.transform(attach_files, lake.read(cfg.files_table))
-    version = lake.overwrite(cfg.output_table, out, lineage=lineage, allow_schema_change=True)
-    print(f"{cfg.output_table} v{version}: budget {cfg.token_budget:,} tokens, repeat {cfg.repeat}")
-    selection_stats(scores, lake.read(cfg.output_table), token_budget=cfg.token_budget).show(100, truncate=False)
+def run_selection(lake, cfg: SelectConfig, lineage, *, tokenizer: str) -> int:
+    """The stage: `cfg.output_table` from the scores and the files they score, the budget in the LM tokens of
+    `tokenizer`; returns the new version."""
+    from pyspark import StorageLevel
+
+    tok = T.load(tokenizer)
+    tok_json = tok.to_str()
+    files = lake.read(cfg.files_table)
+    # Persisted: the selection reads the counts several times (quantiles, bucket totals, ranking, stats), and
+    # each read would otherwise tokenize every scored file again. Only ids, scores and counts are kept.
+    scores = lm_token_counts(lake.read(cfg.scores_table), files,
+                             tokenizer_json=lake.spark.sparkContext.broadcast(tok_json),
+                             tokenizer_key=hashlib.sha256(tok_json.encode()).hexdigest()[:16],
+                             eos_id=T.special_ids(tok)["eos"]).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        selected = scores.transform(select_top_per_language, token_budget=cfg.token_budget, repeat=cfg.repeat,
+                                    n_buckets=cfg.n_buckets)
+        out = selected.transform(attach_files, files)
+        version = lake.overwrite(cfg.output_table, out, lineage=lineage, allow_schema_change=True)
+        print(f"{cfg.output_table} v{version}: budget {cfg.token_budget:,} LM tokens ({tokenizer}), "
+              f"repeat {cfg.repeat}")
+        selection_stats(scores, lake.read(cfg.output_table), token_budget=cfg.token_budget).show(100,
+                                                                                               truncate=False)
+    finally:
+        scores.unpersist()
     return version

@@ -67,7 +67,7 @@ def write_shards(df: DataFrame, *, out_dir: str, seq_len: int, pad_id: int, chun
             tok = worker_tokenizer(tokenizer_key, tokenizer_json)
 
             def encode(batch):
-                return encode_flat(tok, batch.column("text"), eos_id)
+                return encode_flat(tok, batch, eos_id)
         yield from _pack_partition(batches, out_dir=out_dir, seq_len=seq_len, pad_id=pad_id, chunk_bytes=limit,
                                    encode=encode, fs=fs)
 

@@ -14,10 +14,14 @@ This module wires the stage (`TokenizeConfig`, `run_tokenize`, `run_phase`); the
     spark_jobs/shard_writer.py      per shard: pack items of seq_len + 1 tokens, write litdata chunks; index merge
     spark_jobs/shard_manifest.py    what manifest.json and the `shards` table hold
 
+The tokenizer is normally trained (or adopted) by the pipeline's `tokenizer` stage, before `select`, whose
+budget counts its tokens (`ensure_tokenizer(..., rebuild=True)`); this stage reuses it, or makes it when missing.
+
 Phases come from `conf/spark/phases.yaml` (loaded first; see `spark_jobs.mixtures`). For each phase (the chunk files
 come from one Spark job; phase 3 runs one more before it, to count tokens for the weight):
 
-1. read its source tables at pinned versions and turn them into documents (doc_key, source, lang, text);
+1. read its source tables at pinned versions and turn them into documents (doc_key, source, lang, text,
+   special_offsets: where phase 1's separators are, which become special ids; docs/tokenization.md);
 2. split train/val by a seeded hash of the document key (`val_fraction`; `shard_transforms.assign_split`);
 3. phase 3: tokenize first (`shard_transforms.tokenize_documents`, `mapInArrow`), count tokens per language and
    weight Python documents to the target share (`spark_jobs.mixtures`);
@@ -150,7 +154,8 @@ class TokenizeConfig:
 def build_phase_documents(lake, phase: PhaseConfig, versions: dict[str, int]) -> DataFrame:
     """The union of the phase's sources as unified documents, read at the pinned `versions`."""
     frames = [source_documents(lake.read(s.table, version=versions[s.table]), table=s.table,
-                               text_column=s.text_column, key_column=s.key_column, where=s.where)
+                               text_column=s.text_column, key_column=s.key_column, where=s.where,
+                               special_offsets_column=s.special_offsets_column)
               for s in phase.sources]
     out = frames[0]
     for frame in frames[1:]:
@@ -158,18 +163,31 @@ def build_phase_documents(lake, phase: PhaseConfig, versions: dict[str, int]) ->
     return out
 
 
-def ensure_tokenizer(cfg: TokenizeConfig, lake):
-    """Loads `tokenizer.load`, or reuses `<shards_root>/tokenizer`, or trains one on a phase-1 sample; saves it
-    to `<shards_root>/tokenizer` so every phase, the trainer and the synthetic job share it."""
+def tokenizer_inputs(cfg: TokenizeConfig) -> tuple[str, ...]:
+    """The tables a trained tokenizer samples (phase 1's sources); none when `tokenizer.load` adopts one."""
+    if cfg.tokenizer.load is not None:
+        return ()
+    return tuple(sorted({s.table for s in tokenizer_phase(cfg).sources}))
+
+
+def tokenizer_phase(cfg: TokenizeConfig) -> PhaseConfig:
+    """The phase whose documents a trained tokenizer samples: phase 1 (else the first declared)."""
+    return next((p for p in cfg.phases if p.name == "phase1"), cfg.phases[0])
+
+
+def ensure_tokenizer(cfg: TokenizeConfig, lake, *, rebuild: bool = False):
+    """Loads `tokenizer.load`, or reuses `<shards_root>/tokenizer` (unless `rebuild`), or trains one on a phase-1
+    sample; saves it to `<shards_root>/tokenizer` so selection, every phase, the trainer and the synthetic job
+    share it. The pipeline's `tokenizer` stage calls it with `rebuild=True` when its inputs or config change."""
     target = storage.absolute(storage.join(cfg.shards_root, "tokenizer"))
     load = cfg.tokenizer.load
-    if load is None and storage.isfile(storage.join(target, "tokenizer.json")):
+    if load is None and not rebuild and storage.isfile(storage.join(target, "tokenizer.json")):
         return T.load(target), target
     if load is not None and not storage.is_local(load) and not storage.exists(load):
         raise ConfigError([f"tokenizer.load: {load!r} does not exist"])
     texts = None
     if cfg.tokenizer.load is None:
-        phase1 = next((p for p in cfg.phases if p.name == "phase1"), cfg.phases[0])
+        phase1 = tokenizer_phase(cfg)
         docs = build_phase_documents(lake, phase1, lake.versions([s.table for s in phase1.sources]))
         texts = T.sample_texts(docs, column="text", max_docs=cfg.tokenizer.sample_docs,
                                max_chars=cfg.tokenizer.sample_chars, seed=cfg.seed)

@@ -6,8 +6,9 @@
     python -m spark_jobs.tokenizer --load path/to/tokenizer.json --out shards/tokenizer
 
 Keys (`--help` lists them; `--config FILE` reads them from YAML): `out`, `load`, `lake`, `vocab_size`, `sample_docs`,
-`max_chars`, `seed` (`TokenizerJobConfig`). The tokenize stage (`spark_jobs.tokenize_shards.ensure_tokenizer`) calls
-the same functions, so normally this module is not run on its own. The saved folder (`tokenizer.json`,
+`max_chars`, `seed` (`TokenizerJobConfig`). The pipeline's `tokenizer` stage (before `select`, which counts its
+budget in these tokens) and the tokenize stage call the same functions (`spark_jobs.tokenize_shards.ensure_tokenizer`),
+so normally this module is not run on its own. The saved folder (`tokenizer.json`,
 `tokenizer_config.json`, `special_tokens_map.json`) loads with `transformers.AutoTokenizer.from_pretrained` and
 `tokenizers.Tokenizer.from_file(<dir>/tokenizer.json)`.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from codemill import schemas
 from spark_jobs.documents import build_documents
+from spark_jobs.tokenizer import SPECIAL_TOKENS
 
 
 def _row(doc_id, repo, lang, content):
@@ -30,3 +31,26 @@ def test_documents(spark):
                             file_header="").collect()
     assert len(parts) > 1 and sum(p.n_files for p in parts) == 6
     assert all(p.n_chars <= 40 + 10 for p in parts)
+
+
+def test_special_offsets_mark_the_headers_only(spark):
+    """Issue 20.1: the offsets list where documents.py wrote a separator, in every part of a split repository;
+    a special-token string in a file's content, a repository name or a path is not listed."""
+    rows = [_row(f"p{i}", "org/r<|file_sep|>", "python", f"s = '<|file_sep|>{i}'\n<|repo_name|>\n" * (i + 1))
+            for i in range(6)]
+    rows += [_row("u1", "r2", "python", "naïve = '🙂'\n"), _row("u2", "r2", "python", "<|endoftext|>\n")]
+    df = spark.createDataFrame(rows, schemas.FILES)
+    for max_chars in (1_000_000, 60):
+        for d in build_documents(df, seed=1, max_chars=max_chars, file_separator="\n\n").collect():
+            marks = [i for t in SPECIAL_TOKENS for i in range(len(d.text))
+                     if d.text.startswith(t, i)]
+            # Headers only: the repository header at 0, then one file header per file, each right before its path.
+            assert d.special_offsets[0] == 0 and len(d.special_offsets) == 1 + d.n_files
+            assert set(d.special_offsets) < set(marks)
+            for at, doc_id in zip(d.special_offsets[1:], d.doc_ids):
+                assert d.text.startswith(f"<|file_sep|>{doc_id}.txt\n", at)
+    # Templates with a separator after a placeholder, and none at all.
+    d = build_documents(df.where("repo = 'r2'"), repo_header="# {repo} <|repo_name|>\n", file_header="").first()
+    assert d.text.startswith("# r2 <|repo_name|>\n") and d.special_offsets == [5]
+    d = build_documents(df.where("repo = 'r2'"), repo_header="", file_header="").first()
+    assert d.special_offsets == []

@@ -45,8 +45,19 @@ def test_source_documents_unifies_columns_and_applies_the_predicate(spark):
                                "synth_id string, lang string, content string, status string")
     out = source_documents(df, table="synthetic", text_column="content", key_column="synth_id",
                            where="status = 'accepted'")
-    assert out.columns == ["doc_key", "source", "lang", "text"]
-    assert [tuple(r) for r in out.collect()] == [("a", "synthetic", "python", "print(1)")]
+    assert out.columns == ["doc_key", "source", "lang", "text", "special_offsets"]
+    assert [tuple(r) for r in out.collect()] == [("a", "synthetic", "python", "print(1)", [])]
+
+
+def test_source_documents_carries_separator_offsets_and_names_a_missing_column(spark):
+    df = spark.createDataFrame([("d", "go", "<|repo_name|>r\n", [0])],
+                               "document_id string, lang string, text string, special_offsets array<int>")
+    out = source_documents(df, table="documents", text_column="text", key_column="document_id",
+                           special_offsets_column="special_offsets")
+    assert out.first()["special_offsets"] == [0]
+    with pytest.raises(ValueError, match="documents: no column 'special_offsets'"):
+        source_documents(df.drop("special_offsets"), table="documents", text_column="text",
+                         key_column="document_id", special_offsets_column="special_offsets")
 
 
 def test_phase_config_validation_names_keys():
@@ -66,6 +77,7 @@ def test_shipped_phases_declare_the_paper_recipe():
                        default_config_files=[CONF_DIR / "spark" / "phases.yaml"])
     phases = {p.name: p for p in cfg.phases}
     assert [s.table for s in phases["phase1"].sources] == ["documents"]
+    assert phases["phase1"].sources[0].special_offsets_column == "special_offsets"
     assert phases["phase2"].repeat == 4 and [s.table for s in phases["phase2"].sources] == ["selected_hq"]
     p3 = phases["phase3"]
     assert p3.boost_lang == "python" and p3.boost_share == 0.5

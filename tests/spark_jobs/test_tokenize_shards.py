@@ -24,7 +24,7 @@ from spark_jobs.mixtures import DOC_COLUMNS  # noqa: E402
 from spark_jobs.shard_transforms import assign_shards, assign_split  # noqa: E402
 from spark_jobs.shard_writer import _ShardWriter, merge_index, write_shards  # noqa: E402
 from spark_jobs.tokenize_shards import _build_shards  # noqa: E402
-from tests.fixtures.shards import decode_documents, read_items, shard_streams  # noqa: E402
+from tests.fixtures.shards import decode_documents, document_ids, read_items, shard_streams  # noqa: E402
 
 
 def main(argv: list[str]) -> dict:
@@ -50,16 +50,24 @@ def _stdlib_texts(n: int, offset: int = 0, max_chars: int = 1500) -> list[str]:
     return [f.read_text(encoding="utf-8", errors="replace")[:max_chars] for f in files]
 
 
+# Files whose own text spells the special tokens: they must stay text in the shards (issue 20.1).
+TRAPS = ["x = '<|endoftext|>'  # not a real boundary\n",
+         "SEP = '<|file_sep|>'\nREPO = '<|repo_name|>'  # tokenizer code quotes its own separators\n<|pad|>\n"]
+
+
 def _make_lake(spark, root: str):
+    from codemill import schemas
+    from spark_jobs.documents import build_documents
+
     lake = Lake(spark, root)
     texts = _stdlib_texts(40)
-    # Edge cases: a document that spells the end-of-document token, an empty one and non-ASCII text.
-    texts += ["x = '<|endoftext|>'  # not a real boundary\n", "", "naïve = 'üñí©ødé 🙂'\n\tpass\n"]
-    docs = [(f"d{i:03d}", LANGS[i % 3], f"org/r{i}", t, 1, len(t), len(t) // 3, [f"f{i}"])
-            for i, t in enumerate(texts)]
-    lake.overwrite("documents", spark.createDataFrame(
-        docs, "document_id string, lang string, repo string, text string, n_files long, n_chars long, "
-              "est_tokens long, doc_ids array<string>"))
+    # Edge cases: files that spell special tokens, an empty one and non-ASCII text.
+    texts += [*TRAPS, "", "naïve = 'üñí©ødé 🙂'\n\tpass\n"]
+    # Real multi-file documents: 44 files in 12 repositories (3 languages); one path spells a separator too.
+    files = [(f"f{i:03d}", f"f{i:03d}", "src", f"org/r{i % 12}", "a<|file_sep|>b.py" if i == 7 else f"m{i}.py",
+              LANGS[i % 12 % 3], t, len(t), None, None, "t") for i, t in enumerate(texts)]
+    lake.overwrite("documents", build_documents(spark.createDataFrame(files, schemas.FILES), seed=3))
+    docs = [r.asDict() for r in lake.read("documents").collect()]
     hq = [(f"h{i:03d}", LANGS[i % 3], f"org/r{i}", f"m{i}.x", t, 0.9, len(t) // 3, 4)
           for i, t in enumerate(_stdlib_texts(45, offset=40, max_chars=800))]
     lake.overwrite("selected_hq", spark.createDataFrame(
@@ -96,6 +104,18 @@ def _encode_len(tok, text: str) -> int:
     return len(tok.encode(text, add_special_tokens=False).ids) + 1  # + <|endoftext|>
 
 
+def _document_len(tok, doc: dict) -> int:
+    """Tokens of a phase-1 document: one id per listed separator, the text between them as plain text, + eos."""
+    text, cuts, n = doc["text"], [*doc["special_offsets"], len(doc["text"])], 0
+    pos = 0
+    for at in cuts:
+        n += _encode_len(tok, text[pos:at]) - 1
+        sep = next((t for t in T.SPECIAL_TOKENS if text.startswith(t, at)), "")
+        n += 1 if sep else 0
+        pos = at + len(sep)
+    return n + 1
+
+
 def test_layout_and_manifest_follow_the_contract(built):
     shards = built["shards"]
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
@@ -127,9 +147,33 @@ def test_decoding_the_shards_gives_back_the_documents(built):
     docs = []
     for split in ("train", "val"):
         docs += decode_documents(str(built["shards"] / "phase1" / split), tok)
-    expected = [r[3] for r in built["rows"]["documents"]]
+    expected = [r["text"] for r in built["rows"]["documents"]]
     assert sorted(docs) == sorted(expected)
-    assert "x = '<|endoftext|>'  # not a real boundary\n" in docs  # text never injects a special token
+    assert any(TRAPS[0] in d for d in docs) and any(TRAPS[1] in d for d in docs)
+
+
+def test_separators_are_special_ids_and_content_never_is(built):
+    """Issue 20.1, per document of the real shards: one <|repo_name|> id first, one <|file_sep|> id per file, and
+    no special id anywhere else, although files and a path spell every special token as text."""
+    tok = built["tok"]
+    ids = T.special_ids(tok)
+    by_text = {r["text"]: r for r in built["rows"]["documents"]}
+    assert any(trap in t for t in by_text for trap in TRAPS) and any("a<|file_sep|>b.py" in t for t in by_text)
+    seen = 0
+    for split in ("train", "val"):
+        for doc_ids in document_ids(str(built["shards"] / "phase1" / split), tok):
+            doc = by_text[tok.decode(doc_ids, skip_special_tokens=False)]
+            assert doc_ids[0] == ids["repo_name"] and doc_ids.count(ids["repo_name"]) == 1, doc["repo"]
+            assert doc_ids.count(ids["file_sep"]) == doc["n_files"], doc["repo"]
+            assert ids["eos"] not in doc_ids and ids["pad"] not in doc_ids
+            # Each file_sep id sits where documents.py wrote a file header: decoding up to it gives the text
+            # before that offset.
+            at = [i for i, t in enumerate(doc_ids) if t in (ids["repo_name"], ids["file_sep"])]
+            assert [len(tok.decode(doc_ids[:i], skip_special_tokens=False)) for i in at] == doc["special_offsets"]
+            seen += 1
+    assert seen == len(by_text)
+    # The separators cost one token each, not a dozen (the cost issue 20.1 measured).
+    assert len(tok.encode("<|file_sep|>", add_special_tokens=False).ids) == 1
 
 
 def test_token_counts_are_exact(built):
@@ -137,7 +181,7 @@ def test_token_counts_are_exact(built):
     manifest = built["manifests"]["phase1"]
     per_lang: dict[str, int] = {}
     for r in built["rows"]["documents"]:
-        per_lang[r[1]] = per_lang.get(r[1], 0) + _encode_len(tok, r[3])
+        per_lang[r["lang"]] = per_lang.get(r["lang"], 0) + _document_len(tok, r)
     assert manifest["tokens_per_language"] == dict(sorted(per_lang.items()))
     assert manifest["tokens"] == sum(per_lang.values())
     assert manifest["splits"]["train"]["tokens"] + manifest["splits"]["val"]["tokens"] == manifest["tokens"]
@@ -221,11 +265,11 @@ def test_job_gives_a_small_phase_its_validation_document(built, spark, tmp_path,
     lake = Lake(spark, str(tmp_path / "lake"))
     texts = [f"def f{i}():\n    return {i}\n" for i in range(24)]
     lake.overwrite("documents", spark.createDataFrame(
-        [(f"d{i:03d}", "python", f"org/r{i}", t, 1, len(t), len(t) // 3, [f"f{i}"]) for i, t in enumerate(texts)],
+        [(f"d{i:03d}", "python", f"org/r{i}", t, 1, len(t), len(t) // 3, [f"f{i}"], []) for i, t in enumerate(texts)],
         "document_id string, lang string, repo string, text string, n_files long, n_chars long, est_tokens long, "
-        "doc_ids array<string>"))
+        "doc_ids array<string>, special_offsets array<int>"))
     docs = lake.read("documents").select(F.col("document_id").alias("doc_key"), F.lit("documents").alias("source"),
-                                         "lang", "text")
+                                         "lang", "text", "special_offsets")
     # By hash alone 0.5 % of 24 documents is none: the job must fall back to the lowest-hash document.
     assert assign_split(docs, val_fraction=0.005, seed=1234, ensure_val=False).where("split = 'val'").count() == 0
     expected = [r["text"] for r in assign_split(docs, val_fraction=0.005, seed=1234).where("split = 'val'").collect()]
@@ -314,7 +358,8 @@ def test_job_writes_tokenizer_shards_and_manifest_to_s3(spark, s3, bucket, tmp_p
     texts = _stdlib_texts(12, max_chars=600) + ["naïve = 'üñí'\n"]
     lake = Lake(spark, str(tmp_path / "lake"))
     lake.overwrite("documents", spark.createDataFrame(
-        [(f"d{i}", LANGS[i % 3], t) for i, t in enumerate(texts)], "document_id string, lang string, text string"))
+        [(f"d{i}", LANGS[i % 3], t, []) for i, t in enumerate(texts)],
+        "document_id string, lang string, text string, special_offsets array<int>"))
     shards = f"{bucket}/shards"
     manifests = main(_argv(str(tmp_path / "lake"), shards, "--build", "[phase1]", "--val_fraction", "0.2",
                            "--num_shards", "1"))
@@ -343,8 +388,9 @@ def test_job_writes_tokenizer_shards_and_manifest_to_s3(spark, s3, bucket, tmp_p
 def test_small_inputs_still_get_a_validation_document(spark):
     def docs(n):
         rows = [{c: None for c in DOC_COLUMNS} | {"doc_key": f"d{i}", "source": "documents", "lang": "python",
-                                                  "text": f"x = {i}"} for i in range(n)]
-        return spark.createDataFrame(rows, schema=", ".join(f"{c} string" for c in DOC_COLUMNS))
+                                                  "text": f"x = {i}", "special_offsets": []} for i in range(n)]
+        return spark.createDataFrame(rows, schema=", ".join(
+            f"{c} {'array<int>' if c == 'special_offsets' else 'string'}" for c in DOC_COLUMNS))
 
     def counts(df):
         return {r["split"]: r["count"] for r in df.groupBy("split").count().collect()}
@@ -356,9 +402,70 @@ def test_small_inputs_still_get_a_validation_document(spark):
 
 
 def test_writing_untokenized_rows_needs_the_tokenizer(spark, tmp_path):
-    docs = spark.createDataFrame([("d0", "documents", "python", "x = 1\n", "train")],
-                                 "doc_key string, source string, lang string, text string, split string")
+    docs = spark.createDataFrame([("d0", "documents", "python", "x = 1\n", "train", [])],
+                                 "doc_key string, source string, lang string, text string, split string, "
+                                 "special_offsets array<int>")
     shuffled = assign_shards(docs, num_shards=2, val_shards=1, seed=1)
     assert "text" in shuffled.columns and "ids" not in shuffled.columns
     with pytest.raises(ValueError, match="tokenizer_json"):
         write_shards(shuffled, out_dir=str(tmp_path), seq_len=8, pad_id=3, chunk_bytes="1MB")
+
+
+@pytest.mark.parametrize("num_shards", [8, 64])
+def test_every_shard_gets_its_own_task(spark, num_shards):
+    """Issue 20.3: with hash partitioning of the shard numbers, 8 + 1 shards landed in 5 tasks (one holding ~62 % of
+    the phase) and 64 + 1 in about 41; now each non-empty task holds exactly one shard."""
+    from pyspark.sql import functions as F
+
+    docs = spark.createDataFrame(
+        [(f"d{i}", "documents", "python", f"x = {i}\n", "val" if i % 10 == 0 else "train", []) for i in range(3000)],
+        "doc_key string, source string, lang string, text string, split string, special_offsets array<int>")
+    shuffled = assign_shards(docs, num_shards=num_shards, val_shards=1, seed=1)
+    per_task = (shuffled.withColumn("task", F.spark_partition_id()).groupBy("task")
+                .agg(F.collect_set("part").alias("parts")).collect())
+    assert shuffled.rdd.getNumPartitions() == num_shards + 1
+    assert len(per_task) == num_shards + 1  # non-empty tasks
+    assert all(r["parts"] == [r["task"]] for r in per_task)
+
+
+def test_exact_partition_keys_land_on_their_partition(spark):
+    from pyspark.sql import functions as F
+
+    from spark_jobs.shard_transforms import exact_partition_keys
+
+    n = 1000
+    keys = exact_partition_keys(n)
+    df = spark.createDataFrame([(p, k) for p, k in enumerate(keys)], "part int, key int").repartition(n, "key")
+    placed = df.select("part", F.spark_partition_id().alias("task")).collect()
+    assert len(placed) == n and all(r["part"] == r["task"] for r in placed)
+
+
+def test_separator_encoding_equals_recognising_exactly_those_separators(tmp_path):
+    """`encode_documents` gives the ids of encoding with the listed separators recognised and nothing else, for
+    a byte-level BPE and for a sentencepiece model (whose Metaspace pre-tokenizer treats a text's start apart);
+    offsets that miss a special token fail naming the document."""
+    import sentencepiece as spm
+
+    from spark_jobs.shard_transforms import PLACEHOLDER, encode_documents
+
+    texts = _stdlib_texts(10, max_chars=3000)
+    (tmp_path / "corpus.txt").write_text("\n".join(texts))
+    spm.SentencePieceTrainer.train(input=str(tmp_path / "corpus.txt"), model_prefix=str(tmp_path / "sp"),
+                                   vocab_size=500, model_type="bpe", byte_fallback=True,
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False, minloglevel=2)
+    doc = "<|repo_name|>org/r\n<|file_sep|>a.py\nimport os\n\n<|file_sep|>b.py\n  x = 1\n"
+    marks = [i for i in range(len(doc)) if doc.startswith("<|", i)]
+    trap = "<|file_sep|>t.py\ns = '<|endoftext|><|file_sep|><|pad|>'\n"
+    for tok in (T.train_bpe(texts, vocab_size=600), T.load(str(tmp_path / "sp.model"))):
+        tok.encode_special_tokens = False
+        expected = tok.encode(doc, add_special_tokens=False).ids + [0]
+        tok.encode_special_tokens = True
+        got = encode_documents(tok, [doc, trap, trap + PLACEHOLDER, "plain"], [marks, [0], [0], []], eos_id=0)
+        assert got[0] == expected
+        ids = T.special_ids(tok)
+        for row in got[1:3]:  # the trap, and the trap holding the stand-in (encoded piece by piece)
+            assert row[0] == ids["file_sep"] and row.count(ids["file_sep"]) == 1
+            assert not {ids["eos"], ids["pad"], ids["repo_name"]} & set(row[:-1])
+        assert tok.decode(got[1][:-1], skip_special_tokens=False) == trap
+        with pytest.raises(ValueError, match="document 'k1': special_offsets has 3"):
+            encode_documents(tok, ["x", "abcdef"], [[], [3]], eos_id=0, keys=["k0", "k1"])
