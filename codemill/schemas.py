@@ -49,7 +49,8 @@ QUARANTINE = _s(
     ("ingest_run", StringType()),
 )
 
-QUARANTINE_REASONS = ("invalid_utf8", "binary", "empty", "too_large", "missing_field", "malformed_record")
+QUARANTINE_REASONS = ("invalid_utf8", "binary", "empty", "too_large", "missing_field", "malformed_record",
+                      "unsafe_path", "duplicate_source_id")
 
 # Rows decoded from JSONL lines / tree files before they are classified into `files` or `quarantine`.
 RAW = _s(

@@ -7,11 +7,15 @@ against it on the workers; synth post-processing matches the generations it hold
   the benchmarks (`codemill.benchmarks`, the catalogue: conf/spark/benchmarks.yaml and user files), each once.
 - Index: texts are cut into word tokens (`[A-Za-z0-9_]+`, so formatting and punctuation do not matter); every
   `ngram`-token window with at least half informative tokens (2+ characters, not a number) is hashed into a
-  sorted array of distinct hashes with the texts containing each (`build_index`); texts shorter than `ngram`
-  tokens but at least `min_short_chars` characters are kept whole for an exact substring match.
-- Matching one text: `match_text(content, index, ngram=, min_overlap=, min_matched=)`: a text is found when the
-  content holds at least `min_overlap` of its distinct n-grams (or, for a short text, the text itself): one
-  token regex pass, token ids from a per-process crc32 memo (code repeats its identifiers), numpy look-ups.
+  sorted array of distinct hashes with the texts containing each (`build_index`); an n-gram held by more than
+  `max_texts_per_ngram` texts is boilerplate (a test harness, an instruction header) and left out; texts with no
+  informative n-gram (shorter than `ngram` tokens, or made of one-letter names and numbers) but at least
+  `min_short_chars` characters are kept whole for an exact substring match.
+- Matching one text: `match_text(content, index, ngram=, min_overlap=, min_matched=, min_task_ngrams=)`: a text
+  is found when the content holds at least `min_overlap` of its distinct n-grams (or, for a short text, the text
+  itself); a task (benchmark, task id) is found when the content holds at least `min_task_ngrams` distinct n-grams
+  of its texts together (a partial copy spanning prompt and solution, or prompt and tests). One token regex pass,
+  token ids from a per-process crc32 memo (code repeats its identifiers), numpy look-ups.
 - Caching: the index is keyed by the sha256 of the benchmarks' settings and file contents (`texts_key`) and of
   the index settings (`index_key`), memoised in the process and kept on local disk under
   `$CODEMILL_CACHE_DIR/decontam/` (default `~/.cache/codemill/decontam/`): `cached_texts`, `cached_index`.
@@ -37,8 +41,9 @@ from codemill.benchmarks import Benchmark
 
 TOKEN = re.compile(r"[A-Za-z0-9_]+")
 # Bump when tokenisation, hashing or the index layout change: it is part of every cache key.
-INDEX_VERSION = 3
-_BLOOM_BITS = 25  # 4 MB bitmap over ~1 M benchmark n-grams: ~3% of a file's n-grams reach the binary search
+INDEX_VERSION = 5
+_BLOOM_BITS = 26  # 8 MB bitmap over ~2 M benchmark n-grams: ~3% of a file's n-grams reach the binary search
+_SHORT_BLOOM_BITS = 20  # 128 KB bitmap over the ~1,600 substring texts
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant: spreads 32-bit token ids over 64 bits
 _BASE = 0x100000001B3
 
@@ -65,7 +70,6 @@ def benchmark_texts(benchmarks: Sequence[Benchmark]) -> list[Text]:
     return out
 
 
-# ---------------------------------------------------------------------- hashing (driver and workers)
 # ---------------------------------------------------------------------- hashing (driver and workers)
 class _Crc32(dict):
     """token -> crc32, filled on first sight: code repeats its identifiers, so most lookups are dict hits."""
@@ -132,15 +136,20 @@ class BenchmarkIndex:
     text_idx: object  # (sum of postings,) int32
     totals: object  # (T,) distinct n-grams per text
     meta: list  # (benchmark, task_id, field) per text
-    short: list  # (text index, token count, token-sequence hash, stripped text)
-    short_by_len: dict  # token count -> (sorted hashes, positions in `short`)
+    short: list  # (text index, k = min(token count, ngram), hash of its first k tokens, stripped text)
+    short_by_len: dict  # k -> (sorted hashes, positions in `short`)
     key: str = ""  # cache key (`index_key`); "" for an index built by hand
     bloom: object = None  # (2**_BLOOM_BITS / 8,) uint8 bitmap of the low bits of `hashes`
+    short_bloom: object = None  # the same over the hashes of `short` (_SHORT_BLOOM_BITS)
+    task_of: object = None  # (T,) int32: the task (benchmark, task_id) of each text, numbered in text order
+    task_texts: list = dataclasses.field(default_factory=list)  # task number -> its text indexes
 
 
-def build_index(texts: Sequence[Text], *, ngram: int, min_short_chars: int) -> BenchmarkIndex:
-    """The index of `texts` (`benchmark_texts` rows) for windows of `ngram` tokens."""
-    keys, owners, totals, meta, short = [], [], [], [], []
+def build_index(texts: Sequence[Text], *, ngram: int, min_short_chars: int,
+                max_texts_per_ngram: int = 0) -> BenchmarkIndex:
+    """The index of `texts` (`benchmark_texts` rows) for windows of `ngram` tokens, leaving out n-grams held by more
+    than `max_texts_per_ngram` texts (0: none left out)."""
+    keys, owners, meta, short = [], [], [], []
     for i, (bench, task, field, text) in enumerate(texts):
         meta.append((bench, task, field))
         toks = TOKEN.findall(text)
@@ -153,29 +162,61 @@ def build_index(texts: Sequence[Text], *, ngram: int, min_short_chars: int) -> B
                                       count=len(toks))
             grams = grams[np.convolve(informative, np.ones(ngram, dtype=np.int64), "valid") >= (ngram + 1) // 2]
         grams = np.unique(grams)
-        totals.append(len(grams))
         if len(grams):
             keys.append(grams)
             owners.append(np.full(len(grams), i, dtype=np.int32))
-        elif 0 < len(ids) < ngram and len(text.strip()) >= min_short_chars:
-            short.append((i, len(ids), int(ngram_hashes(ids, len(ids))[0]), text.strip()))
+        elif 0 < len(ids) and len(text.strip()) >= min_short_chars:
+            # No informative n-gram: a short text, or one of one-letter names and numbers (`if (x % 1 === 0 && y %
+            # 1 === 0 ...`). Found as an exact substring, looked up by the hash of its first min(ngram, length)
+            # tokens, so a long one costs no extra pass over the file.
+            k = min(len(ids), ngram)
+            short.append((i, k, int(ngram_hashes(ids[:k], k)[0]), text.strip()))
     all_keys = np.concatenate(keys) if keys else np.empty(0, dtype=np.uint64)
     all_owners = np.concatenate(owners) if owners else np.empty(0, dtype=np.int32)
     order = np.argsort(all_keys, kind="stable")
     all_keys, all_owners = all_keys[order], all_owners[order]
-    uniq, starts = np.unique(all_keys, return_index=True)
+    uniq, starts, counts = np.unique(all_keys, return_index=True, return_counts=True)
+    if max_texts_per_ngram > 0 and (counts > max_texts_per_ngram).any():
+        # Boilerplate: an n-gram in hundreds of texts (MBXP's "You are an expert PHP programmer" header, a test
+        # harness) names no task. One task's texts across the translated benchmarks share fewer (HumanEval's
+        # docstring: ~50 texts over HumanEval-X, Multi-HumanEval, MultiPL-E), so these stay.
+        specific = counts <= max_texts_per_ngram
+        keep = np.repeat(specific, counts)
+        all_keys, all_owners, uniq, counts = all_keys[keep], all_owners[keep], uniq[specific], counts[specific]
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     offsets = np.append(starts, len(all_keys)).astype(np.int64)
+    totals = np.bincount(all_owners, minlength=len(meta)).astype(np.int64)  # distinct n-grams kept per text
+    task_numbers: dict[tuple[str, str], int] = {}
+    task_of = np.array([task_numbers.setdefault((b, t), len(task_numbers)) for b, t, _ in meta], dtype=np.int32)
+    task_texts: list[list[int]] = [[] for _ in task_numbers]
+    for i, task in enumerate(task_of.tolist()):
+        task_texts[task].append(i)
     short_by_len = {}
     for k in sorted({s[1] for s in short}):
         pos = np.array([j for j, s in enumerate(short) if s[1] == k], dtype=np.int64)
         hashes = np.array([short[j][2] for j in pos], dtype=np.uint64)
         order = np.argsort(hashes)
         short_by_len[k] = (hashes[order], pos[order])
-    bloom = np.zeros(1 << (_BLOOM_BITS - 3), dtype=np.uint8)
-    low = (uniq & np.uint64((1 << _BLOOM_BITS) - 1)).astype(np.int64)
+    return BenchmarkIndex(uniq, offsets, all_owners, totals, meta, short, short_by_len,
+                          bloom=_bloom(uniq, _BLOOM_BITS),
+                          short_bloom=_bloom(np.array([s[2] for s in short], dtype=np.uint64), _SHORT_BLOOM_BITS),
+                          task_of=task_of, task_texts=task_texts)
+
+
+def _bloom(hashes, bits: int):
+    """A bitmap of the low `bits` bits of `hashes` (one hash function: the hashes are already uniform)."""
+    bloom = np.zeros(1 << (bits - 3), dtype=np.uint8)
+    low = (hashes & np.uint64((1 << bits) - 1)).astype(np.int64)
     np.bitwise_or.at(bloom, low >> 3, (1 << (low & 7)).astype(np.uint8))
-    return BenchmarkIndex(uniq, offsets, all_owners, np.array(totals, dtype=np.int64), meta, short, short_by_len,
-                          bloom=bloom)
+    return bloom
+
+
+def _in_bloom(bloom, values):
+    """Mask of `values` whose low bits are set in `bloom` (no false negatives). The bit count is the bitmap's own,
+    so an index pickled with other settings still reads right."""
+    bits = (len(bloom) * 8).bit_length() - 1
+    low = (values & np.uint64((1 << bits) - 1)).astype(np.int64)
+    return (bloom[low >> 3] >> (low & 7).astype(np.uint8)) & 1 == 1
 
 
 # ---------------------------------------------------------------------- caching
@@ -222,17 +263,18 @@ def cached_texts(benchmarks: Sequence[Benchmark], key: str | None = None) -> lis
     return _TEXTS[key]
 
 
-def index_key(texts_key: str, ngram: int, min_short_chars: int) -> str:
+def index_key(texts_key: str, ngram: int, min_short_chars: int, max_texts_per_ngram: int = 0) -> str:
     """The cache key of the index of the texts `texts_key` names, for these settings."""
-    return hashlib.sha256(f"{INDEX_VERSION}:{texts_key}:{ngram}:{min_short_chars}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{INDEX_VERSION}:{texts_key}:{ngram}:{min_short_chars}:{max_texts_per_ngram}"
+                          .encode()).hexdigest()[:32]
 
 
 def cached_index(texts_key: str, texts_fn: Callable[[], Sequence[Text]], *, ngram: int, min_short_chars: int,
-                 disk: bool = True) -> BenchmarkIndex:
+                 max_texts_per_ngram: int = 0, disk: bool = True) -> BenchmarkIndex:
     """The index of the texts identified by `texts_key`: from this process's memo, else from the disk cache, else
     built from `texts_fn()` (and saved). A cache file that cannot be read or written is rebuilt or skipped, never
     an error: the cache only saves time."""
-    key = index_key(texts_key, ngram, min_short_chars)
+    key = index_key(texts_key, ngram, min_short_chars, max_texts_per_ngram)
     if key in _INDEXES:
         return _INDEXES[key]
     path = os.path.join(cache_dir(), f"index-{key}.pkl")
@@ -244,7 +286,8 @@ def cached_index(texts_key: str, texts_fn: Callable[[], Sequence[Text]], *, ngra
         except Exception:  # noqa: BLE001 - a truncated or stale cache file is rebuilt
             index = None
     if not isinstance(index, BenchmarkIndex) or index.key != key:
-        index = build_index(texts_fn(), ngram=ngram, min_short_chars=min_short_chars)
+        index = build_index(texts_fn(), ngram=ngram, min_short_chars=min_short_chars,
+                            max_texts_per_ngram=max_texts_per_ngram)
         index.key = key
         if disk:
             try:
@@ -260,30 +303,41 @@ def cached_index(texts_key: str, texts_fn: Callable[[], Sequence[Text]], *, ngra
 
 
 # ---------------------------------------------------------------------- matching one text
-def match_text(content: str, index: BenchmarkIndex, *, ngram: int, min_overlap: float,
-               min_matched: int) -> list[tuple]:
-    """(benchmark, task_id, field, method, matched, total, overlap) for every benchmark text found in `content`."""
+def match_text(content: str, index: BenchmarkIndex, *, ngram: int, min_overlap: float, min_matched: int,
+               min_task_ngrams: int = 0) -> list[tuple]:
+    """(benchmark, task_id, field, method, matched, total, overlap) for every benchmark text found in `content`
+    (method `ngram` or `substring`), and for every task none of whose texts is found alone but whose texts together
+    have at least `min_task_ngrams` distinct n-grams in `content` (0: no such test): method `task`, field the
+    matched fields joined by "+", matched/total over the task's texts."""
     windows = window_hashes(token_ids(content))
     hits: list[tuple] = []
-    grams = np.unique(windows(ngram))
+    doc_grams = windows(ngram)
+    grams = np.unique(doc_grams)
     if len(grams) and index.bloom is not None:
         # Most of a file's n-grams are in no benchmark: a bitmap lookup drops them before the binary search, which
-        # was the most expensive step (random reads in a 1 M-entry array).
-        low = (grams & np.uint64((1 << _BLOOM_BITS) - 1)).astype(np.int64)
-        grams = grams[(index.bloom[low >> 3] >> (low & 7).astype(np.uint8)) & 1 == 1]
+        # was the most expensive step (random reads in a 2 M-entry array).
+        grams = grams[_in_bloom(index.bloom, grams)]
     if len(grams) and len(index.hashes):
         pos = np.clip(np.searchsorted(index.hashes, grams), 0, len(index.hashes) - 1)
         found = pos[index.hashes[pos] == grams]
         if len(found):
             owners = np.concatenate([index.text_idx[index.offsets[p]:index.offsets[p + 1]] for p in found])
-            counts = np.bincount(owners)
-            for t in np.nonzero(counts)[0]:
-                matched, total = int(counts[t]), int(index.totals[t])
+            # np.unique, not bincount: a file meets a few texts of the ~80,000; bincount would scan them all
+            texts, counts = np.unique(owners, return_counts=True)
+            found_tasks = set()
+            for t, matched in zip(texts.tolist(), counts.tolist()):
+                total = int(index.totals[t])
                 overlap = matched / total
                 if overlap >= min_overlap and matched >= min_matched:
                     hits.append((*index.meta[t], "ngram", matched, total, overlap))
+                    found_tasks.add(int(index.task_of[t]))
+            if min_task_ngrams > 0 and len(found) >= min_task_ngrams:
+                hits.extend(_task_hits(index, found, owners, dict(zip(texts.tolist(), counts.tolist())),
+                                       found_tasks, min_task_ngrams))
     for k, (short_hashes, short_pos) in index.short_by_len.items():
-        doc_k = windows(k)
+        doc_k = doc_grams if k == ngram else windows(k)
+        if index.short_bloom is not None and len(doc_k):
+            doc_k = doc_k[_in_bloom(index.short_bloom, doc_k)]
         if not len(doc_k):
             continue
         pos = np.clip(np.searchsorted(short_hashes, doc_k), 0, len(short_hashes) - 1)
@@ -292,3 +346,22 @@ def match_text(content: str, index: BenchmarkIndex, *, ngram: int, min_overlap: 
             if text in content:  # the token match ignores punctuation; the text itself must occur
                 hits.append((*index.meta[t], "substring", 0, 0, 1.0))
     return hits
+
+
+def _task_hits(index: BenchmarkIndex, found, owners, text_counts: dict[int, int], found_tasks: set[int],
+               min_task_ngrams: int):
+    """Task-level hits: distinct n-grams of `content` (positions `found` in the index; `owners` their texts, in
+    order; `text_counts` n-grams per text) per task, for tasks not already found by one of their texts."""
+    lengths = index.offsets[found + 1] - index.offsets[found]
+    gram = np.repeat(np.arange(len(found), dtype=np.int64), lengths)  # the n-gram each posting belongs to
+    pairs = np.unique(index.task_of[owners].astype(np.int64) * len(found) + gram)  # distinct (task, n-gram)
+    tasks, per_task = np.unique(pairs // len(found), return_counts=True)
+    for task, matched in zip(tasks[per_task >= min_task_ngrams].tolist(),
+                             per_task[per_task >= min_task_ngrams].tolist()):
+        if task in found_tasks:
+            continue
+        texts = index.task_texts[task]
+        fields = [index.meta[t][2] for t in texts if text_counts.get(t)]
+        total = int(sum(index.totals[t] for t in texts))  # an upper bound of the distinct n-grams of the task
+        bench, task_id, _ = index.meta[texts[0]]
+        yield bench, task_id, "+".join(fields), "task", matched, total, matched / max(total, matched)

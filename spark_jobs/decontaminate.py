@@ -81,6 +81,15 @@ class DecontaminateConfig:
     # Short texts (< ngram tokens) shorter than this are too generic to match on: HumanEval one-liners such as
     # "return [e for e in l if e > 0]" (30 chars) occur in unrelated code.
     min_short_chars: int = 50
+    # A file holding at least this many distinct n-grams of one task's texts together (prompt, solution, tests)
+    # contains the task even when no single text reaches min_overlap: a 50-80% partial copy spanning prompt and
+    # solution, or prompt and tests. 0 turns the test off. 16 distinct 10-grams = a shared run of 25 tokens at
+    # least; a function header with the task's name and parameters alone gives up to ~11 (MBXP Kotlin's
+    # `fun mergeDictionariesThree(dict1 : Map<String, String>, ...)`): bench/decontam_quality.py.
+    min_task_ngrams: int = 16
+    # An n-gram in more than this many benchmark texts is boilerplate (MBXP's instruction header, test harnesses)
+    # and counts for no text; one task's docstring shared by its translations sits in ~50 texts. 0 keeps all.
+    max_texts_per_ngram: int = 64
 
     def __post_init__(self):  # relative paths: against the repository root unless they exist from here
         self.benchmarks_file = repo_path(self.benchmarks_file)
@@ -104,6 +113,10 @@ class DecontaminateConfig:
             problems.append("ngram: must be >= 3")
         if not 0 < self.min_overlap <= 1:
             problems.append("min_overlap: must be in (0, 1]")
+        if self.min_task_ngrams < 0:
+            problems.append("min_task_ngrams: must be >= 0 (0 = off)")
+        if self.max_texts_per_ngram < 0:
+            problems.append("max_texts_per_ngram: must be >= 0 (0 = keep every n-gram)")
         return problems
 
 
@@ -124,7 +137,8 @@ def benchmark_index(cfg: DecontaminateConfig) -> BenchmarkIndex:
     """The index of `cfg`'s benchmarks for its `ngram` and `min_short_chars` (pass it to
     `find_contamination(index=...)` or `benchmark_hits`): memoised, else from the disk cache, else built."""
     key = texts_key(cfg.benchmarks())
-    return cached_index(key, lambda: _texts(cfg, key), ngram=cfg.ngram, min_short_chars=cfg.min_short_chars)
+    return cached_index(key, lambda: _texts(cfg, key), ngram=cfg.ngram, min_short_chars=cfg.min_short_chars,
+                        max_texts_per_ngram=cfg.max_texts_per_ngram)
 
 
 def load_benchmarks(spark: SparkSession, cfg: DecontaminateConfig) -> DataFrame:
@@ -178,7 +192,8 @@ def find_contamination(df: DataFrame, benchmarks_df: DataFrame, cfg: Decontamina
     if not cfg.enabled:
         return df.sparkSession.createDataFrame([], out_schema)
     if index is None:
-        index = _index_of(benchmarks_df, ngram=cfg.ngram, min_short_chars=cfg.min_short_chars)
+        index = _index_of(benchmarks_df, ngram=cfg.ngram, min_short_chars=cfg.min_short_chars,
+                          max_texts_per_ngram=cfg.max_texts_per_ngram)
     sc = df.sparkSession.sparkContext
     memo = (sc.applicationId, index.key)
     bc = _BROADCASTS.get(memo) if index.key else None
@@ -187,7 +202,7 @@ def find_contamination(df: DataFrame, benchmarks_df: DataFrame, cfg: Decontamina
         if index.key:  # one broadcast per session and index; workers keep it loaded between tasks
             _BROADCASTS[memo] = bc
     arrow_schema = to_arrow_schema(out_schema)
-    ngram, min_overlap, min_matched = cfg.ngram, cfg.min_overlap, cfg.min_matched_ngrams
+    ngram, min_overlap, min_matched, min_task = cfg.ngram, cfg.min_overlap, cfg.min_matched_ngrams, cfg.min_task_ngrams
 
     def run(batches):
         idx = bc.value
@@ -196,7 +211,7 @@ def find_contamination(df: DataFrame, benchmarks_df: DataFrame, cfg: Decontamina
             for doc, content in zip(batch.column(id_col).to_pylist(), batch.column(text_col).to_pylist()):
                 if content:
                     for hit in match_text(content, idx, ngram=ngram, min_overlap=min_overlap,
-                                          min_matched=min_matched):
+                                          min_matched=min_matched, min_task_ngrams=min_task):
                         rows.append((doc, *hit))
             if rows:
                 cols = list(zip(*rows))
@@ -213,21 +228,23 @@ def benchmark_hits(content: str, index: BenchmarkIndex, cfg: DecontaminateConfig
     if not content or not cfg.enabled:
         return []
     return match_text(content, index, ngram=cfg.ngram, min_overlap=cfg.min_overlap,
-                      min_matched=cfg.min_matched_ngrams)
+                      min_matched=cfg.min_matched_ngrams, min_task_ngrams=cfg.min_task_ngrams)
 
 
-def _index_of(benchmarks_df: DataFrame, *, ngram: int, min_short_chars: int) -> BenchmarkIndex:
+def _index_of(benchmarks_df: DataFrame, *, ngram: int, min_short_chars: int,
+              max_texts_per_ngram: int) -> BenchmarkIndex:
     tagged = getattr(benchmarks_df, "_codemill_benchmarks", None)
     if tagged is not None:
         key, cfg = tagged
-        return cached_index(key, lambda: _texts(cfg, key), ngram=ngram, min_short_chars=min_short_chars)
+        return cached_index(key, lambda: _texts(cfg, key), ngram=ngram, min_short_chars=min_short_chars,
+                            max_texts_per_ngram=max_texts_per_ngram)
     texts = [(r.benchmark, r.task_id, r.field, r.text) for r in benchmarks_df.collect()]
     h = hashlib.sha256()
     for t in texts:
         h.update("\x1f".join(t).encode() + b"\x1e")
     # An ad-hoc DataFrame (tests, user code) is small: memoise in process only, keep the disk cache for shipped sets.
     return cached_index("df-" + h.hexdigest()[:32], lambda: texts, ngram=ngram, min_short_chars=min_short_chars,
-                        disk=False)
+                        max_texts_per_ngram=max_texts_per_ngram, disk=False)
 
 
 def clean_rows(df: DataFrame, contamination: DataFrame, *, id_col: str = "doc_id") -> DataFrame:

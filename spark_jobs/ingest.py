@@ -240,7 +240,9 @@ def _jsonl_rows(uri: str, rel: str, *, columns: dict[str, list[str]], id_columns
             yield _raw_row(source_id=fallback_id, source_file=uri, line=lineno, error="malformed_record",
                            detail=str(exc)[:500], raw_snippet=text[:snippet])
             continue
-        source_id = next((str(rec[c]) for c in id_columns if rec.get(c) is not None), fallback_id)
+        # A null or blank id is no id: the record is named by its place, `<file>:<line>` (stable across runs).
+        source_id = next((str(rec[c]) for c in id_columns if rec.get(c) is not None and str(rec[c]).strip()),
+                         fallback_id)
         values = {f: next((rec[c] for c in cols if rec.get(c) is not None), None) for f, cols in columns.items()}
         content = values["content"]
         error = detail = None
@@ -417,17 +419,23 @@ def map_parquet(df: DataFrame, *, root: str, columns: dict[str, list[str]], id_c
     lic_col = next((c for c in columns["license"] if c in present), None)
     license_expr = (F.array_join(F.col(f"`{lic_col}`"), ",")
                     if lic_col and isinstance(df.schema[lic_col].dataType, ArrayType) else pick("license"))
-    file_path = F.regexp_replace(F.col("_metadata.file_path"), "^file:", "")
+    # Spark names a Parquet file by its URI, percent-encoded (a space is %20): decoded, its name relative to the
+    # input root (and so `<file>:<row>` ids and doc_ids) is the same wherever the input lies. A literal "+" stays
+    # "+" (url_decode would read it as a space).
+    uri = F.url_decode(F.regexp_replace(F.col("_metadata.file_path"), r"\+", "%2B"))
+    file_path = F.regexp_replace(uri, "^file:", "")
     rel = F.regexp_replace(file_path, _root_prefix(root), "")
     row = F.col("_metadata.row_index")
-    ids = [F.col(f"`{c}`").cast("string") for c in id_columns if c in present]
+    # A null or blank id is no id: the row is named by its place, `<file>:<row index>` (stable across runs).
+    ids = [F.when(F.trim(F.col(f"`{c}`").cast("string")) != "", F.col(f"`{c}`").cast("string"))
+           for c in id_columns if c in present]
     source_id = F.coalesce(*ids, F.concat_ws(":", rel, row.cast("string")))
     lang = F.lower(F.trim(pick("lang").cast("string")))
     alias = F.create_map(*[F.lit(x) for kv in ALIASES.items() for x in kv])
     content = pick("content").cast("string")
     return df.select(
         source_id.alias("source_id"),
-        F.col("_metadata.file_path").alias("source_file"),
+        uri.alias("source_file"),
         row.cast("long").alias("line"),
         pick("repo").cast("string").alias("repo"),
         pick("path").cast("string").alias("path"),
@@ -442,9 +450,20 @@ def map_parquet(df: DataFrame, *, root: str, columns: dict[str, list[str]], id_c
     )
 
 
+# `repo` or `path` values that must not reach a table whose consumers build file paths from them: a `..` segment
+# (either separator), an absolute POSIX or UNC path, a Windows drive path.
+UNSAFE_PATH = r"(^|[/\\])\.\.([/\\]|$)|^[/\\]|^[A-Za-z]:[/\\]"
+UNSAFE_FIELDS = ("repo", "path")
+
+
 def classify(raw: DataFrame, *, root: str, max_bytes: int = 1_000_000, required: tuple[str, ...] = (
         "content", "path", "repo"), ingest_run: str = "", snippet_chars: int = 200) -> DataFrame:
-    """RAW rows -> RAW rows plus `doc_id`, a filled `lang` and the final quarantine `reason` (null = usable)."""
+    """RAW rows -> RAW rows plus `doc_id`, a filled `lang` and the final quarantine `reason` (null = usable).
+
+    A source id held by several records: the first in (file relative to the input root, line or row) order keeps
+    its own verdict, every later one is `duplicate_source_id` (detail: where the first one is), so the same input
+    keeps the same record however Spark partitions it."""
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
 
@@ -460,10 +479,17 @@ def classify(raw: DataFrame, *, root: str, max_bytes: int = 1_000_000, required:
     ext_map = F.create_map(*[F.lit(x) for kv in EXTENSIONS.items() for x in kv])
     name_map = F.create_map(*[F.lit(x) for kv in FILENAMES.items() for x in kv])
     lang = F.coalesce(F.col("lang"), name_map[base], ext_map[ext], F.lit("unknown"))
+    unsafe = F.array_compact(F.array(*[F.when(F.col(f).rlike(UNSAFE_PATH), F.format_string(f"{f} %s", F.col(f)))
+                                       for f in UNSAFE_FIELDS]))
+    place = F.concat_ws(":", rel_file, line)
+    first = Window.partitionBy("source_id").orderBy(rel_file, F.col("line").asc_nulls_first())
+    occurrence, first_place = F.row_number().over(first), F.first(place).over(first)
     reason = (
         F.when(F.col("error").isNotNull(), F.col("error"))
         .when(F.col("content").isNull(), F.lit("missing_field"))
         .when(F.size(missing_names) > 0, F.lit("missing_field"))
+        .when(F.size(unsafe) > 0, F.lit("unsafe_path"))
+        .when(occurrence > 1, F.lit("duplicate_source_id"))
         .when(F.col("size_bytes") > max_bytes, F.lit("too_large"))
         .when(F.col("content").rlike(r"\A\s*\z"), F.lit("empty"))
         .when(F.instr(F.substring(F.col("content"), 1, 8000), "\u0000") > 0, F.lit("binary"))
@@ -472,6 +498,8 @@ def classify(raw: DataFrame, *, root: str, max_bytes: int = 1_000_000, required:
         F.when(F.col("error").isNotNull(), F.col("detail"))
         .when(F.col("content").isNull(), F.lit("content"))
         .when(F.size(missing_names) > 0, F.array_join(missing_names, ","))
+        .when(F.size(unsafe) > 0, F.array_join(unsafe, "; "))
+        .when(occurrence > 1, F.concat(F.lit("first occurrence at "), first_place))
         .when(F.col("size_bytes") > max_bytes, F.format_string("%d bytes > %d", F.col("size_bytes"), F.lit(max_bytes)))
         .otherwise(F.col("detail"))
     )

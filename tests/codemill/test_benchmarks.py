@@ -65,3 +65,16 @@ def test_user_files_folders_and_missing_files(tmp_path):
     with pytest.raises(KeyError, match="no benchmark 'nope'"):
         problems("nope")
     assert benchmarks.DATA_DIR.is_dir() and benchmarks.CATALOGUE_FILE.is_file()
+
+
+def test_translated_benchmarks_are_compared_on_their_tests_too():
+    """HumanEval-X, Multi-HumanEval, MBXP and MultiPL-E compare their tests (MultiPL-E ships no solution: prompt and
+    tests are what its tasks are recognised by); the Python originals keep prompts and solutions only."""
+    fields = {b.name: b.text_fields for b in load_catalogue()}
+    assert fields["multipl_e"] == ("prompt", "tests")
+    assert all(fields[name] == ("prompt", "canonical_solution", "test")
+               for name in ("humaneval_x", "multi_humaneval", "mbxp"))
+    assert fields["humaneval"] == ("prompt", "canonical_solution") and fields["mbpp"] == ("text", "code")
+    rb = next(p for p in problems("multipl_e", file="humaneval-rb-reworded.jsonl.gz")
+              if p.task_id == "HumanEval_102_choose_num")
+    assert rb.text("tests").startswith("require 'test/unit'") and rb.canonical_solution == ""

@@ -144,8 +144,110 @@ def test_a_benchmark_without_files_is_a_config_error(tmp_path, monkeypatch):
         dc.benchmark_index(DecontaminateConfig(benchmarks_file=str(catalogue)))
 
 
-def test_indexed_texts_are_unchanged():
+def test_indexed_texts_are_unchanged_plus_the_translated_benchmarks_tests():
     """The shipped benchmarks' texts as decontamination indexed them before the benchmark catalogue
-    (codemill/benchmarks.py) read them: count and sha256 prefix."""
+    (codemill/benchmarks.py) read them (count and sha256 prefix), in the same order, plus the tests of HumanEval-X,
+    Multi-HumanEval, MBXP and MultiPL-E (issue 20 §6)."""
     texts = benchmark_texts(DecontaminateConfig().benchmarks())
-    assert [len(texts), hashlib.sha256(json.dumps(texts).encode()).hexdigest()[:16]] == [50741, 'dccaf07d0318654f']
+    before = [t for t in texts if t[2] not in ("test", "tests")]
+    assert [len(before), hashlib.sha256(json.dumps(before).encode()).hexdigest()[:16]] == [50741, 'dccaf07d0318654f']
+    tests = {t[0] for t in texts if t[2] in ("test", "tests")}
+    assert tests == {"humaneval_x", "multi_humaneval", "mbxp", "multipl_e"} and len(texts) == 79147
+
+
+# ---------------------------------------------------------------------- beyond Python (issue 20 §6)
+def _problem(file: str, task_id: str):
+    from codemill.benchmarks import problems
+
+    bench = {"humaneval_": "humaneval_x", "mb": "mbxp", "humaneval-": "multipl_e"}
+    name = next(v for k, v in bench.items() if file.startswith(k))
+    return next(p for p in problems(name, file=file) if p.task_id == task_id)
+
+
+def _index_of(*problems_, fields=("prompt", "canonical_solution", "test"), **kw):
+    texts = [(p.benchmark, p.task_id, f, p.fields[f]) for p in problems_ for f in fields if p.text(f)]
+    return build_index(texts, ngram=10, min_short_chars=50, **kw)
+
+
+def test_a_partial_copy_across_prompt_and_solution_is_found_as_its_task():
+    """Lines 15-33 of the 39 of a HumanEval-X Go program (55% of it) hold under half of the prompt's n-grams and
+    under half of the solution's, so no text alone is found; together they are the task."""
+    go = _problem("humaneval_go.jsonl.gz", "Go/10")
+    program = go.prompt + go.canonical_solution
+    middle = "".join(program.splitlines(keepends=True)[14:33])
+    assert 0.5 < len(middle) / len(program) < 0.6
+    idx = _index_of(go)
+    assert not match_text(middle, idx, ngram=10, min_overlap=0.5, min_matched=1)  # each text alone: below 0.5
+    hits = match_text("package util\n\n" + middle, idx, ngram=10, min_overlap=0.5, min_matched=1,
+                      min_task_ngrams=16)
+    assert [(h[1], h[2], h[3]) for h in hits] == [("Go/10", "prompt+canonical_solution", "task")]
+    assert hits[0][4] >= 16 and hits[0][5] == sum(int(idx.totals[t]) for t in range(len(idx.meta)))
+    # a task already found by one of its texts is not reported again as a task
+    full = match_text(program, idx, ngram=10, min_overlap=0.5, min_matched=1, min_task_ngrams=16)
+    assert {h[3] for h in full} == {"ngram"}
+
+
+def test_a_function_header_with_another_body_is_not_a_copy():
+    """Near-miss: the task's name and parameters with a body of its own, and a call, are no contamination."""
+    kt = _problem("mbkp_release_v1.2.jsonl.gz", "MBKP/87")  # a long header: 8 of its 10-grams are in the prompt
+    header = next(ln for ln in kt.prompt.splitlines() if ln.startswith("fun mergeDictionariesThree"))
+    near = header + "\n    return dict1 + dict2 + dict3\n}\n\nval merged = mergeDictionariesThree(a, b, c)\n"
+    idx = _index_of(kt)
+    assert not match_text(near, idx, ngram=10, min_overlap=0.5, min_matched=1,
+                          min_task_ngrams=DecontaminateConfig().min_task_ngrams)
+    assert match_text(near, idx, ngram=10, min_overlap=0.5, min_matched=1, min_task_ngrams=5)  # it is that close
+
+
+def test_multipl_e_is_matched_on_its_prompt_and_tests():
+    """MultiPL-E ships no solution: a copy of the evaluation program (prompt, a solution, the tests) is found by its
+    tests even when only the tail of the prompt is there."""
+    rb = _problem("humaneval-rb-reworded.jsonl.gz", "HumanEval_102_choose_num")
+    body = "  x > y ? -1 : (y.even? ? y : (y - 1 >= x ? y - 1 : -1))\nend\n"
+    copy = rb.prompt.splitlines(keepends=True)[-1] + body + rb.tests
+    hits = match_text(copy, _index_of(rb, fields=("prompt", "tests")), ngram=10, min_overlap=0.5, min_matched=1)
+    assert [(h[1], h[2]) for h in hits] == [("HumanEval_102_choose_num", "tests")]
+    assert not match_text(copy, _index_of(rb, fields=("prompt",)), ngram=10, min_overlap=0.5, min_matched=1)
+
+
+def test_a_solution_of_one_letter_names_is_found_as_a_substring():
+    """HumanEval-X JavaScript/92's solution has no informative 10-gram (x, y, z and numbers): it is matched whole."""
+    js = _problem("humaneval_js.jsonl.gz", "JavaScript/92")
+    idx = _index_of(js, fields=("canonical_solution",))
+    assert idx.totals[0] == 0 and len(idx.short) == 1
+    content = "function check(x, y, z) {\n" + js.canonical_solution + "module.exports = check;\n"
+    hits = match_text(content, idx, ngram=10, min_overlap=0.5, min_matched=1)
+    assert [(h[1], h[3]) for h in hits] == [("JavaScript/92", "substring")]
+    assert not match_text(content.replace("=== z", "=== w"), idx, ngram=10, min_overlap=0.5, min_matched=1)
+
+
+def test_boilerplate_ngrams_shared_by_many_texts_count_for_none():
+    header = "You are an expert PHP programmer and here is your task to write a function\n"
+    texts = [("b", f"T/{i}", "prompt", header + f"that {w} the given list of numbers carefully") for i, w in
+             enumerate(("sorts", "reverses", "shuffles"))]
+    everything = build_index(texts, ngram=10, min_short_chars=50)
+    specific = build_index(texts, ngram=10, min_short_chars=50, max_texts_per_ngram=2)
+    assert len(specific.hashes) < len(everything.hashes) and (specific.totals < everything.totals).all()
+    # the shared header alone is half of every text's n-grams with them all, none without
+    assert len(match_text(header, everything, ngram=10, min_overlap=0.4, min_matched=1)) == 3
+    assert not match_text(header, specific, ngram=10, min_overlap=0.4, min_matched=1)
+    assert [h[1] for h in match_text(texts[1][3], specific, ngram=10, min_overlap=0.5, min_matched=1)] == ["T/1"]
+
+
+def test_labelled_multilingual_set_recall_and_precision():
+    """The labelled set (tests/fixtures/decontam/build.py; this repository's own code as carriers, so the test is
+    the same on every machine) with the shipped benchmarks and settings: recall >= 0.98, precision >= 0.99, in 8+
+    languages, and the set is deterministic."""
+    from tests.fixtures.decontam import build
+
+    roots = [str(REPO_ROOT / "spark_jobs"), str(REPO_ROOT / "codemill")]
+    samples = build.samples(tasks=4, seed=3, roots=roots)
+    assert build.digest(build.samples(tasks=4, seed=3, roots=roots)) == build.digest(samples)
+    assert {s.kind for s in samples} == set(build.POSITIVE_KINDS + build.NEGATIVE_KINDS)
+    assert len({s.language for s in samples if s.label}) >= 8
+    cfg = DecontaminateConfig()
+    index = dc.benchmark_index(cfg)
+    flagged = [bool(benchmark_hits(s.content, index, cfg)) for s in samples]
+    tp = sum(f for s, f in zip(samples, flagged) if s.label)
+    fp = sum(f for s, f in zip(samples, flagged) if not s.label)
+    positives = sum(s.label for s in samples)
+    assert tp / positives >= 0.98 and tp / (tp + fp) >= 0.99, (tp, positives, fp)

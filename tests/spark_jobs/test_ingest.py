@@ -120,3 +120,82 @@ def test_an_input_with_jsonl_and_parquet_reads_each_with_its_reader(spark, tmp_p
     got = {r.source_id for r in files} | {r.source_id for r in quarantine}
     jsonl_ids = set(JSONL_EXPECTED)
     assert jsonl_ids <= got and len(got - jsonl_ids) == 3  # the three Parquet rows, ids from file:row
+
+
+# ---------------------------------------------------------------------- unsafe and inconsistent records
+def _rec(i, repo="r", path=None, **kw):
+    return {"repo": repo, "path": path or f"f{i}.py", "content": f"x = {i}\n", **kw}
+
+
+def test_records_with_parent_segments_or_absolute_paths_are_quarantined_as_unsafe_path(spark, tmp_path):
+    from tests.fixtures.curation.build import dump
+
+    unsafe = {"u1": ("r", "../etc/passwd"), "u2": ("r", "src/../../x.py"), "u3": ("r", "/abs/x.py"),
+              "u4": ("../evil", "x.py"), "u5": ("r", "C:\\win\\x.py"), "u6": ("r", "src\\..\\..\\x.py"),
+              "u7": ("/srv/repo", "x.py"), "u8": ("r", "a/.."), "u9": ("r", "\\\\host\\share\\x.py")}
+    safe = {"s1": ("r", "a..b/c.py"), "s2": ("r", "..hidden/x.py"), "s3": ("r", "src/./x.py"),
+            "s4": ("org/repo", "x..py")}
+    rows = [_rec(i, repo, path, id=sid) for i, (sid, (repo, path)) in enumerate({**unsafe, **safe}.items())]
+    _, files, quarantine = _ingest(spark, dump(rows, tmp_path / "in.jsonl"))
+    assert {r.source_id: r.reason for r in quarantine} == dict.fromkeys(unsafe, "unsafe_path")
+    assert {r.source_id for r in files} == set(safe)
+    details = {r.source_id: r.detail for r in quarantine}
+    assert details["u1"] == "path ../etc/passwd" and details["u4"] == "repo ../evil"
+
+
+def test_a_repeated_source_id_keeps_its_first_occurrence_in_file_and_line_order(spark, tmp_path):
+    """The second and later records with an id are duplicate_source_id, and the kept one is the first in (file,
+    line) order whatever the number of partitions or the order in which files are listed."""
+    from tests.fixtures.curation.build import dump
+
+    src = tmp_path / "in"
+    src.mkdir()
+    dump([_rec(1, id="a"), _rec(2, id="x"), _rec(3, id="b"), _rec(4, id="x")], src / "part-1.jsonl")
+    dump([_rec(5, id="x"), _rec(6, id="c"), _rec(7, id="a")], src / "part-0.jsonl")
+    dump([_rec(8, id="y"), _rec(9, id="y"), _rec(10, id="y")], src / "part-2.jsonl")
+    seen = []
+    for partitions, shuffle in ((1, 1), (3, 7), (8, 3)):
+        spark.conf.set("spark.sql.shuffle.partitions", str(shuffle))
+        try:
+            _, files, quarantine = _ingest(spark, src, partitions=partitions)
+        finally:
+            spark.conf.unset("spark.sql.shuffle.partitions")
+        kept = sorted((r.source_id, r.content) for r in files)
+        dups = sorted((r.source_id, r.line, r.reason, r.detail) for r in quarantine)
+        seen.append((kept, dups, sorted(r.doc_id for r in files + quarantine)))
+    kept, dups, doc_ids = seen[0]
+    assert kept == [("a", "x = 7\n"), ("b", "x = 3\n"), ("c", "x = 6\n"), ("x", "x = 5\n"), ("y", "x = 8\n")]
+    assert dups == [("a", 1, "duplicate_source_id", "first occurrence at part-0.jsonl:3"),
+                    ("x", 2, "duplicate_source_id", "first occurrence at part-0.jsonl:1"),
+                    ("x", 4, "duplicate_source_id", "first occurrence at part-0.jsonl:1"),
+                    ("y", 2, "duplicate_source_id", "first occurrence at part-2.jsonl:1"),
+                    ("y", 3, "duplicate_source_id", "first occurrence at part-2.jsonl:1")]
+    assert len(set(doc_ids)) == 10 and all(s == seen[0] for s in seen[1:])
+
+
+def test_a_record_without_id_is_named_file_colon_line_stably(spark, tmp_path):
+    """No id, a null id or a blank id: the record is `<file>:<line>` (Parquet: `<file>:<row>`), never a shared
+    blank id (which would make every such record a duplicate of the first), with the same doc_id on every run and
+    wherever the input folder lies."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.fixtures.curation.build import dump
+
+    def make(root):
+        (root / "sub").mkdir(parents=True)
+        dump([_rec(1), _rec(2, id=""), _rec(3, id="  "), _rec(4, id=None), _rec(5, id="k")],
+             root / "sub" / "p.jsonl")
+        pq.write_table(pa.Table.from_pylist([_rec(6, id=""), _rec(7, id="q"), _rec(8, id=None)]),
+                       root / "sub" / "t.parquet")
+        return root
+
+    runs = []
+    for where in ("one", "two words", "two words"):
+        _, files, quarantine = _ingest(spark, make(tmp_path / where) if not (tmp_path / where).exists()
+                                       else tmp_path / where)
+        assert not quarantine
+        runs.append(sorted((r.source_id, r.doc_id) for r in files))
+    assert [s for s, _ in runs[0]] == ["k", "q", "sub/p.jsonl:1", "sub/p.jsonl:2", "sub/p.jsonl:3",
+                                       "sub/p.jsonl:4", "sub/t.parquet:0", "sub/t.parquet:2"]
+    assert runs[0] == runs[1] == runs[2]
