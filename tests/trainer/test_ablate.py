@@ -214,3 +214,38 @@ def test_paired_delta_interval_and_spearman():
     assert d["ci95"][0] < 0  # three seeds do not resolve it; four would (t(0.975, 3) * sd / 2 = 0.46 < 2/3)
     assert d["seeds_to_resolve"] == 4
     assert spearman([1, 2, 3, 4], [10, 20, 30, 25])["rho"] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("min_parameters, runs", [(10**9, False), (0, True)])
+def test_pass_at_1_runs_only_for_a_large_enough_proxy(tmp_path, monkeypatch, min_parameters, runs):
+    import torch
+
+    c = load_config(AblationConfig, ablation_yaml(tmp_path, eval={"benchmarks": ["mbpp"], "limit": 2, "ngram": 32,
+                                                                  "pass_at_1": {"min_parameters": min_parameters}}))
+    torch.manual_seed(0)
+    model = torch.nn.Module()
+
+    def forward(input_ids):  # uniform over the vocabulary: exactly log2(260) bits per token
+        return type("Out", (), {"logits": torch.zeros(*input_ids.shape, VOCAB_SIZE)})()
+
+    model.forward = forward
+    model.weight = torch.nn.Parameter(torch.zeros(10))
+    monkeypatch.setattr(bpb, "load_model", lambda path: model)
+    seen = []
+
+    def fake_evaluate(ecfg):
+        seen.append((ecfg.model, ecfg.lake))
+        return {"metrics": {"mbpp/pass@1": 0.25, "mbpp/n_tasks": 2.0}}
+
+    monkeypatch.setattr(ablate, "evaluate", fake_evaluate)
+    hf = tmp_path / "run" / "hf"
+    hf.mkdir(parents=True)
+    tok = bpb.load_tokenizer(str(Path(c.shards_root) / "tokenizer"))
+    out = ablate.evaluate_model(c, str(hf), ablate.load_eval_problems(c), tok, 64, "d")
+    assert out["parameters"] == 10
+    assert out["bpb"]["mbpp"]["bits"] == pytest.approx(
+        math.log2(VOCAB_SIZE) * sum(len(tok.encode(p.solution).ids) for p in ablate.load_eval_problems(c)))
+    assert (out["pass_at_1"] == {"mbpp": 0.25}) is runs and bool(seen) is runs
+    if runs:
+        assert seen == [(str(hf), c.lake)]
+    assert (tmp_path / "run" / "bpb-d.json").is_file()  # cached next to the model

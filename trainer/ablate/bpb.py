@@ -65,15 +65,16 @@ def _from_tasks(benchmark: str, names: Iterable[str], data_dir: Path) -> list[Pr
 
 
 def load_problems(benchmark: str, *, data_dir: str | Path = DATA_DIR, limit: int | None = None) -> list[Problem]:
-    """The benchmark's problems with non-empty solutions (the first `limit` of each source file when given)."""
+    """The benchmark's problems with non-empty solutions; with `limit`, the first `limit` (HumanEval-X: per
+    language; EvoEval: spread over its categories)."""
     data_dir = Path(data_dir)
     if benchmark in ("humaneval", "humaneval_plus", "mbpp", "mbpp_plus"):
         out = _from_tasks(benchmark, [benchmark], data_dir)
-    elif benchmark == "evoeval":
+    elif benchmark == "evoeval":  # the five categories pooled; `limit` spread evenly over them
+        per = None if limit is None else -(-limit // len(EVOEVAL_CATEGORIES))
         out = []
         for c in EVOEVAL_CATEGORIES:
-            out += _from_tasks(benchmark, [f"evoeval_{c}"], data_dir)[:limit]
-        limit = None
+            out += _from_tasks(benchmark, [f"evoeval_{c}"], data_dir)[:per]
     elif benchmark in ("bigcodebench", "humaneval_x"):
         seen, out = set(), []
         per_key: dict[str, int] = defaultdict(int)
@@ -184,9 +185,10 @@ def bits_per_byte(model, tokenizer, problems: Sequence[Problem], *, seq_len: int
             x = torch.zeros((len(batch), width), dtype=torch.long)  # right padding: causal attention ignores it
             for r, it in enumerate(batch):
                 x[r, :len(it[1])] = torch.tensor(it[1])
-            logp = torch.log_softmax(model(input_ids=x.to(device)).logits.float(), dim=-1)  # (B, T, V)
+            logits = model(input_ids=x.to(device)).logits  # (B, T, V)
             for r, (i, _, targets, offset) in enumerate(batch):
-                rows = logp[r, offset:offset + len(targets)]  # (n_targets, V)
+                # only the target positions are normalised: (n_targets, V)
+                rows = torch.log_softmax(logits[r, offset:offset + len(targets)].float(), dim=-1)
                 picked = rows.gather(1, torch.tensor(targets, device=rows.device).unsqueeze(1))
                 bits[i] -= float(picked.sum()) / math.log(2)
     totals: dict[str, dict[str, float]] = defaultdict(lambda: {"bits": 0.0, "bytes": 0.0, "problems": 0.0})
