@@ -8,7 +8,8 @@ date (`<out>/data_state.json` holds the hash of each item's spec and its inputs'
 
 1. `annotators` with `positives`: the annotator's training and alignment sets (`annotate_dataset.build_training_sets`
    into `ablate_<name>_train` / `ablate_<name>_alignment`), its training (`python -m trainer.annotator fit`), and the
-   scores of every file (`annotate.run_scoring` into the annotator's `scores` table);
+   scores of every file (`annotate.run_scoring` into the annotator's `scores` table); training and scoring are
+   marked done separately;
 2. `tables`: `top_selection` = `select_hq.select_top_per_language` on an annotator's scores at the proxy's budget;
    `random_selection` = the same with every score replaced by a seeded hash (equal tokens per language and equal
    repeats: only the ranking differs, the control that isolates the annotator); `repository_documents` =
@@ -39,6 +40,7 @@ from spark_jobs.mixtures import PhaseConfig, SourceConfig
 from spark_jobs.select_hq import attach_files, select_top_per_language
 from spark_jobs.tokenize_shards import TokenizeConfig, TokenizerConfig, ensure_tokenizer, run_phase
 from trainer.ablate.config import AblationConfig, AnnotatorSpec, DatasetSpec, TableSpec
+from trainer.annotator_model import META_FILE
 from trainer.data import read_manifest
 
 HASH_BUCKETS = 1_000_000
@@ -116,7 +118,8 @@ class _State:
         storage.write_text(self.path, json.dumps(self.items, indent=2, sort_keys=True))
 
 
-def build_annotator(spark, lake: Lake, a: AnnotatorSpec, lineage: Lineage) -> None:
+def train_annotator(spark, lake: Lake, a: AnnotatorSpec, lineage: Lineage) -> None:
+    """The annotator's training and alignment sets, then `python -m trainer.annotator fit` exporting to `a.dir`."""
     train, align = f"ablate_{a.name}_train", f"ablate_{a.name}_alignment"
     dcfg = DatasetConfig(positives=[PositiveSource(**p) for p in a.positives], output_table=train,
                          alignment_table=align)
@@ -126,8 +129,11 @@ def build_annotator(spark, lake: Lake, a: AnnotatorSpec, lineage: Lineage) -> No
            *a.args]
     print("  $ " + " ".join(cmd[1:]), flush=True)
     subprocess.run(cmd, cwd=REPO_ROOT, check=True)
-    run_scoring(spark, lake, ScoreConfig(input_table=a.files, output_table=a.scores, annotator=a.dir,
-                                         window=a.window), lineage)
+
+
+def score_with(spark, lake: Lake, a: AnnotatorSpec, lineage: Lineage) -> int:
+    return run_scoring(spark, lake, ScoreConfig(input_table=a.files, output_table=a.scores, annotator=a.dir,
+                                                window=a.window), lineage)
 
 
 def build_table(lake: Lake, t: TableSpec, lineage: Lineage) -> int:
@@ -179,8 +185,13 @@ def run(spark, cfg: AblationConfig, dcfg: AblationDataConfig) -> dict[str, Any]:
         d = digest(a, [a.files])
         if state.fresh(f"annotator:{a.name}", d) and lake.exists(a.scores):
             continue
-        print(f"[ablation_data] annotator {a.name}", flush=True)
-        build_annotator(spark, lake, a, lineage(f"annotator:{a.name}", a, [a.files]))
+        # Training and scoring are marked separately: an interrupted scoring does not train the annotator again.
+        if not (state.fresh(f"annotator-train:{a.name}", d) and storage.isfile(storage.join(a.dir, META_FILE))):
+            print(f"[ablation_data] annotator {a.name}: training", flush=True)
+            train_annotator(spark, lake, a, lineage(f"annotator:{a.name}", a, [a.files]))
+            state.mark(f"annotator-train:{a.name}", d)
+        print(f"[ablation_data] annotator {a.name}: scoring {a.files}", flush=True)
+        score_with(spark, lake, a, lineage(f"annotator:{a.name}", a, [a.files]))
         state.mark(f"annotator:{a.name}", d)
         done[f"annotator:{a.name}"] = a.scores
     for t in cfg.tables:
