@@ -27,6 +27,11 @@ test-vllm:
 	@scripts/setup_vllm_cpu.sh
 	.venv-vllm/bin/python -m pytest -q -m vllm tests/synth tests/codemill/test_engines.py
 
+# Proxy-model ablations on the demo's lake, after `make demo` (conf/ablate/demo.yaml; docs/ablations.md).
+.PHONY: ablate
+ablate: setup
+	$(PY) -m trainer.ablate --config conf/ablate/demo.yaml
+
 bench-%: setup
 	$(PY) -m bench.$*
 

@@ -6,7 +6,8 @@
 Sections (each from the tables that stage wrote; a stage that has not run is listed as such):
 per stage and language files and bytes in and out, outcomes of every input record, rejection reasons,
 duplicate cluster sizes, contamination by benchmark, quality-score distributions with the selection cut-offs,
-token mixes of the three phases, training loss and learning-rate curves read from MLflow, and pass@1 per phase.
+token mixes of the three phases, training loss and learning-rate curves read from MLflow, pass@1 per phase, and the
+proxy-model ablations (`ablations`: bits per byte per variant, the Figure-2 scatter).
 Aggregations run in Spark; only the small aggregates reach the driver. `report.out` and the shards may be object-store
 URIs: the page is drawn in a local folder and uploaded (`index.html` last), the manifests are read through
 `codemill.storage`.
@@ -273,8 +274,8 @@ def training_section(report: Report, tracking_uri: str | None, experiment: str |
     exps = [e for e in exps if e is not None]
     runs = client.search_runs([e.experiment_id for e in exps], order_by=["attributes.start_time ASC"]) if exps else []
     # The LM trainer tags its runs with their phase; other runs in the store (the annotator's) are left out.
-    runs = [r for r in runs if r.data.tags.get("phase") and any(
-        k in r.data.metrics for k in ("train/loss", "train_loss", "loss"))]
+    runs = [r for r in runs if r.data.tags.get("phase") and not r.data.tags.get("ablate.stage") and any(
+        k in r.data.metrics for k in ("train/loss", "train_loss", "loss"))]  # ablation runs: their own section
     if not runs:
         return report.missing("Training curves", "MLflow training run in this tracking store")
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
@@ -304,6 +305,63 @@ def training_section(report: Report, tracking_uri: str | None, experiment: str |
     report.section("Training curves (MLflow)", _table_html(pd.DataFrame(rows)), fig, "training")
 
 
+def figure2_points(df: pd.DataFrame) -> pd.DataFrame:
+    """ablation, annotator, benchmark, align_auc, bpb_gain (the control's mean bpb minus the selection's): one
+    point per annotator and benchmark of the rows that name an annotator and their random-control baseline."""
+    means = df.groupby(["ablation", "variant", "benchmark"])["bpb"].mean()
+    points = []
+    for (ablation, variant, annotator, baseline, bench), g in df.dropna(subset=["annotator", "align_auc"]).groupby(
+            ["ablation", "variant", "annotator", "baseline", "benchmark"]):
+        if (ablation, baseline, bench) in means.index:
+            points.append({"ablation": ablation, "annotator": annotator, "benchmark": bench,
+                           "align_auc": float(g["align_auc"].iloc[0]),
+                           "bpb_gain": float(means[(ablation, baseline, bench)] - means[(ablation, variant, bench)])})
+    return pd.DataFrame(points, columns=["ablation", "annotator", "benchmark", "align_auc", "bpb_gain"])
+
+
+def ablations_section(report: Report, lake) -> None:
+    """Per ablation: bits per byte per benchmark and variant (mean, error bars one standard deviation over seeds),
+    and the Figure-2 analogue: each annotator's alignment ROC-AUC against its selection's bpb gain over the control
+    (paper Fig. 2), with Spearman's rank correlation."""
+    if not lake.exists("ablations"):
+        return report.missing("Proxy-model ablations", "ablations (python -m trainer.ablate)")
+    from scipy import stats
+
+    df = lake.read("ablations").select("ablation", "variant", "seed", "benchmark", "bpb", "annotator", "baseline",
+                                       "align_auc", "budget_tokens").toPandas()
+    for ablation, part in df.groupby("ablation"):
+        part = part[~part["benchmark"].str.contains("/")]  # HumanEval-X languages: in the table below
+        agg = part.groupby(["benchmark", "variant"])["bpb"].agg(["mean", "std", "count"]).reset_index()
+        means = agg.pivot(index="benchmark", columns="variant", values="mean")
+        stds = agg.pivot(index="benchmark", columns="variant", values="std").fillna(0)
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), gridspec_kw={"width_ratios": [2.2, 1]})
+        means.plot.bar(yerr=stds, ax=axes[0], capsize=2, colormap="tab10", width=0.8)
+        axes[0].set_ylim(means.min().min() * 0.97, means.max().max() * 1.02)
+        axes[0].set_ylabel("bits per byte (lower is better)")
+        axes[0].set_title(f"{ablation}: {int(part['budget_tokens'].iloc[0]):,} tokens per variant, "
+                          f"{part['seed'].nunique()} seeds")
+        axes[0].legend(fontsize=7)
+        points = figure2_points(df[df["ablation"] == ablation])
+        text = ""
+        if len(points):
+            for annotator, g in points.groupby("annotator"):
+                axes[1].scatter(g["align_auc"], g["bpb_gain"], label=annotator)
+                for _, r in g.iterrows():
+                    axes[1].annotate(r["benchmark"], (r["align_auc"], r["bpb_gain"]), fontsize=6)
+            axes[1].axhline(0, color="grey", lw=0.5)
+            axes[1].legend(fontsize=7)
+            if len(points) > 2:
+                rho = stats.spearmanr(points["align_auc"], points["bpb_gain"]).statistic
+                text = f"<p>Figure 2: Spearman rank correlation {rho:.3f} over {len(points)} points.</p>"
+        axes[1].set_xlabel("annotator alignment ROC-AUC")
+        axes[1].set_ylabel("bpb gain over the random control")
+        axes[1].set_title("Figure 2 analogue")
+        table = agg.assign(cell=lambda a: a["mean"].map("{:.4f}".format) + " ± " + a["std"].fillna(0).map(
+            "{:.4f}".format)).pivot(index="variant", columns="benchmark", values="cell").reset_index()
+        report.section(f"Proxy-model ablation: {ablation}", text + _table_html(table) + _table_html(points), fig,
+                       f"ablation-{ablation}")
+
+
 def build_report(lake, cfg: ReportConfig, *, shards: str | None = None) -> Path | str:
     report = Report(cfg.out)
     tables = lake.tables()
@@ -318,4 +376,5 @@ def build_report(lake, cfg: ReportConfig, *, shards: str | None = None) -> Path 
     scores_section(report, lake)
     phases_section(report, shards)
     training_section(report, cfg.mlflow_tracking_uri, cfg.mlflow_experiment)
+    ablations_section(report, lake)
     return report.write(f"codemill report — {lake.root}")

@@ -21,6 +21,7 @@ from spark_jobs.pipeline import PipelineConfig
 from spark_jobs.tokenize_shards import TokenizeConfig, shipped_phases
 from synth.generate import SynthConfig
 from synth.prompts import load_template
+from trainer.ablate.config import AblationConfig
 from trainer.annotator import AnnotatorCLI, AnnotatorData, AnnotatorModel
 from trainer.cli import TrainCLI
 from trainer.data import ShardDataModule
@@ -109,6 +110,11 @@ def _annotator(path: Path):
     _lightning(AnnotatorCLI, AnnotatorModel, AnnotatorData, path)
 
 
+def _ablate(path: Path):
+    cfg = load_config(AblationConfig, path)
+    assert cfg.variants and all(sum(s.tokens for s in v.stages) == cfg.budget_tokens for v in cfg.variants)
+
+
 HANDLERS = {
     "spark/pipeline.yaml": _pipeline,
     "spark/pipeline-local.yaml": _pipeline,
@@ -123,6 +129,7 @@ HANDLERS = {
     "eval/*.yaml": _eval,
     "train/*.yaml": _train,
     "annotator/*.yaml": _annotator,
+    "ablate/*.yaml": _ablate,
 }
 ALL = sorted(p.relative_to(CONF_DIR).as_posix() for p in CONF_DIR.rglob("*.y*ml"))
 

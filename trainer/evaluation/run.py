@@ -293,8 +293,10 @@ def results_table(samples: Sequence[Sample], results: Sequence[Result], *, eval_
     return pa.table(cols, schema=schema)
 
 
-def write_results(table, *, lake_root: str, name: str = TABLE, eval_id: str, lineage_json: str) -> int:
-    """Replaces this evaluation's rows (same `eval_id`) in one Delta commit, so a re-run never duplicates."""
+def write_results(table, *, lake_root: str, name: str = TABLE, eval_id: str, lineage_json: str,
+                  key: str = "eval_id") -> int:
+    """Replaces this evaluation's rows (same `eval_id` in column `key`) in one Delta commit, so a re-run never
+    duplicates (also the writer of trainer.ablate's `ablations`, keyed by `ablation`)."""
     from deltalake import CommitProperties, DeltaTable, write_deltalake
 
 
@@ -303,7 +305,7 @@ def write_results(table, *, lake_root: str, name: str = TABLE, eval_id: str, lin
     opts = storage.storage_options(lake_root) or None
     props = CommitProperties(custom_metadata={"userMetadata": lineage_json})
     if DeltaTable.is_deltatable(path, storage_options=opts):
-        write_deltalake(path, table, mode="overwrite", predicate=f"eval_id = '{eval_id}'", commit_properties=props,
+        write_deltalake(path, table, mode="overwrite", predicate=f"{key} = '{eval_id}'", commit_properties=props,
                         storage_options=opts)
     else:
         write_deltalake(path, table, mode="append", commit_properties=props, storage_options=opts)
