@@ -417,6 +417,8 @@ class Lake:
                 continue
             if base is None:
                 storage.delete_dir(self.path(table))
+                if self.backend == "native":  # delta-spark caches table logs by path: forget the deleted one
+                    self.spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
                 restored[table] = None
             elif self.version(table) != base:
                 self._restore(table, base, Lineage("recover", extra={"stage": stage, "run_id": record["run_id"]}))
