@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test lint demo test-slow test-vllm test-cluster bench-lake bench-curate bench-dedup bench-annotate bench-synth bench-tokenize bench-train bench-eval clean
+.PHONY: setup test lint demo test-slow test-vllm test-cluster test-faults bench-lake bench-curate bench-dedup bench-annotate bench-synth bench-tokenize bench-train bench-eval clean
 
 setup:
 	@scripts/setup.sh
@@ -12,12 +12,16 @@ lint: setup
 	$(PY) -m ruff check .
 
 test: setup lint
-	$(PY) -m pytest -q -m "not gpu and not vllm and not cluster"
+	$(PY) -m pytest -q -m "not gpu and not vllm and not cluster and not faults"
 
 # spark-submit on a standalone master with two workers, native Delta on s3a:// against an S3 server on 127.0.0.1;
 # the test starts and stops all of them (tests/cluster/test_cluster.py).
 test-cluster: setup
 	$(PY) -m pytest -q -rP -m cluster tests/cluster
+
+# Every stage, synth and tokenize SIGKILLed at each commit point and re-run (tests/faults; docs/lake.md#stages).
+test-faults: setup
+	$(PY) -m pytest -q -m faults tests/faults
 
 demo: setup
 	$(PY) -m scripts.demo

@@ -29,7 +29,14 @@ driver-side metadata calls (delta-rs) take their storage options from the sessio
 environment (`codemill.storage`), never from anything recorded in the lake.
 
 Every commit carries lineage in its commit metadata (`userMetadata`, JSON): the job name, its config hash, the
-versions of the tables it read, and an optional write id that makes a repeated write a no-op.
+versions of the tables it read, and an optional write id: a write whose id is the table's latest commit's is a
+no-op (checked with one read of that commit, whatever the table's history).
+
+Stages: Delta commits one table at a time, so a job that writes several tables opens a stage transaction,
+`with lake.stage("filter", outputs, write_id=...)`. Its record `_codemill_stages/<stage>.json` is written before
+the first output (pending, with the outputs' versions at that moment) and marked committed after the last; while it
+is pending, every other reader (`read`, `exists`, `versions`, `snapshot`) sees the outputs at those versions, and
+the next run of the stage first restores them to it (`recover`). docs/lake.md#stages.
 
     lake = Lake.open(spark, "lake")
     df = lake.read("files")
@@ -38,6 +45,7 @@ versions of the tables it read, and an optional write id that makes a repeated w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -60,6 +68,11 @@ BACKENDS = ("native", "embedded")
 # At the lake root: which backend writes this lake.
 LAKE_RECORD = "_codemill_lake.json"
 DATA_DIR_PREFIX = "part-"
+# At the lake root: one record per stage (pending or committed), see `Lake.stage`.
+STAGES_DIR = "_codemill_stages"
+# Commits per delta-rs checkpoint, as delta-spark's default `checkpointInterval`: loading a table replays at most
+# this many commit files after the checkpoint, whatever the length of its history.
+CHECKPOINT_INTERVAL = 10
 # Column that tells which file a row came from while a merge or replace decides which files to rewrite.
 FILE_COL = "__codemill_file"
 
@@ -121,6 +134,8 @@ class Lake:
 
         self.spark = spark
         self.root = storage.absolute(str(root))
+        # The stage transaction this object is inside (`stage`): its outputs are read at their latest versions.
+        self._active: dict[str, Any] | None = None
         storage.makedirs(self.root)
         self.native_available = has_delta(spark)
         wanted = backend if backend != "auto" else os.environ.get("CODEMILL_LAKE_BACKEND") or "auto"
@@ -228,16 +243,35 @@ class Lake:
             raise
 
     def exists(self, name: str) -> bool:
+        """Whether the table exists for readers: a table that only an interrupted stage created does not."""
+        return self._exists(name) and self._pins().get(name, -1) is not None
+
+    def _exists(self, name: str) -> bool:
         from deltalake import DeltaTable
 
         return DeltaTable.is_deltatable(self._delta_uri(name), storage_options=self._options)
 
     def version(self, name: str) -> int:
+        """The table's latest version (the one the last write made)."""
         return self._delta(name).version()
 
     def versions(self, names: Sequence[str]) -> dict[str, int]:
-        """Current versions of the named tables, for a commit's lineage (missing tables are left out)."""
-        return {n: self.version(n) for n in names if self.exists(n)}
+        """The versions readers see of the named tables (missing tables left out), for a commit's lineage: the
+        latest, or the version pinned by a stage in flight or interrupted (`stage`)."""
+        return {n: v for n, v in self.snapshot(names).items() if v is not None}
+
+    def snapshot(self, names: Sequence[str], *, attempts: int = 20) -> dict[str, int | None]:
+        """A consistent set of versions of the named tables (None: missing): no stage's outputs are half old and
+        half new. The stage records are read before and after the versions; when a stage began or committed in
+        between, the versions are read again (a sequence lock)."""
+        for _ in range(attempts):
+            before = (self.stage_records(), self.pending_stages())
+            latest = {n: self.version(n) if self._exists(n) else None for n in names}
+            after = (self.stage_records(), self.pending_stages())
+            if before == after:
+                pins = self._pins(after[1])
+                return {n: pins[n] if n in pins else v for n, v in latest.items()}
+        raise LakeError(f"lake {self.root}: stages kept committing while reading the versions of {list(names)}")
 
     def schema(self, name: str):
         """The table's Spark schema (partition columns included)."""
@@ -281,15 +315,155 @@ class Lake:
         return TableInfo(name, dt.version(), rows, tbl.num_rows, size, tuple(dt.metadata().partition_columns))
 
     def _already_written(self, name: str, lineage: Lineage | None) -> bool:
-        if lineage is None or not lineage.write_id or not self.exists(name):
+        """True when the table's latest commit carries `lineage.write_id`: one read of one commit file.
+
+        Only the latest commit counts: a write id names what makes the output (config, input versions, code), so
+        an older commit with the same id has been replaced since by other content, which the write must restore.
+        (Reading the whole history, as before, cost a GET per commit on object storage, and synth's per-chunk
+        appends made it grow with chunks squared.)"""
+        if lineage is None or not lineage.write_id or not self._exists(name):
             return False
-        return any(h["lineage"].get("write_id") == lineage.write_id for h in self.history(name))
+        return self.last_commit(name).get("write_id") == lineage.write_id
+
+    def last_commit(self, name: str) -> dict[str, Any]:
+        """The lineage of the table's latest commit, read from that one commit file of the Delta log."""
+        version = self.version(name)
+        text = storage.read_text(storage.join(self.path(name), "_delta_log", f"{version:020d}.json"))
+        for line in text.splitlines():
+            info = json.loads(line).get("commitInfo") if line.strip() else None
+            if info is not None:
+                meta = info.get("userMetadata")
+                return json.loads(meta) if isinstance(meta, str) and meta.startswith("{") else {}
+        return {}
+
+    # ------------------------------------------------------------------ stage transactions
+    def _stage_path(self, stage: str, *, pending: bool = False) -> str:
+        return storage.join(self.root, STAGES_DIR, *(["pending"] if pending else []), f"{stage}.json")
+
+    def _records(self, folder: str) -> dict[str, dict[str, Any]]:
+        return {n[:-len(".json")]: json.loads(storage.read_text(storage.join(folder, n)))
+                for n in storage.listdir(folder) if n.endswith(".json")}
+
+    def stage_records(self) -> dict[str, dict[str, Any]]:
+        """Every stage's last record (`stage`): {"state": "pending" | "committed", "seq", "write_id", "base",
+        "tables", ...}, by stage name."""
+        return self._records(storage.join(self.root, STAGES_DIR))
+
+    def pending_stages(self) -> dict[str, dict[str, Any]]:
+        """The stages running or interrupted, with their pending records: one listing of
+        `_codemill_stages/pending/` (empty, hence no further read, unless a stage is in flight)."""
+        return self._records(storage.join(self.root, STAGES_DIR, "pending"))
+
+    def _pins(self, pending: Mapping[str, dict[str, Any]] | None = None) -> dict[str, int | None]:
+        """Table -> the version readers see while a stage that writes it is pending (None: the table did not
+        exist before it), except the outputs of the stage this object is running."""
+        pending = self.pending_stages() if pending is None else pending
+        active = self._active["stage"] if self._active else None
+        return {t: v for s, r in pending.items() if s != active for t, v in r["base"].items()}
+
+    def _write_record(self, record: dict[str, Any], *, pending: bool = False) -> None:
+        storage.write_text(self._stage_path(record["stage"], pending=pending),
+                           json.dumps(record, sort_keys=True) + "\n")
+
+    def _drop_pending(self, stage: str) -> None:
+        fs, path = storage.filesystem(self._stage_path(stage, pending=True))
+        fs.delete_file(path)
+
+    @contextlib.contextmanager
+    def stage(self, stage: str, outputs: Sequence[str], *, write_id: str = "", run_id: str = "",
+              progress: Sequence[str] = ()):
+        """A stage transaction over the tables `outputs`: all of them change for readers at once, or none.
+
+        Before the first write the record `_codemill_stages/<stage>.json` is written as pending, with the outputs'
+        versions (`base`), and a copy of it under `_codemill_stages/pending/`; readers other than this object see
+        those versions while that copy exists. After the block the copy is deleted (the commit: one atomic delete)
+        and the record rewritten as committed. A block that raises, or a process killed inside it, leaves the
+        record pending: readers keep seeing `base`, and the next `stage(...)` of that stage first restores the
+        outputs to it (`recover`).
+        `progress` tables (synth's per-chunk appends) are pinned for readers but never restored: their commits are
+        resumable progress. Nested calls (a stage function that opens its own transaction inside the pipeline's)
+        join the outer one."""
+        if self._active is not None:
+            yield self._active
+            return
+        previous = self.recover(stage)
+        record = {"stage": stage, "state": "pending", "seq": (previous or {}).get("seq", 0) + 1,
+                  "write_id": write_id, "run_id": run_id, "progress": sorted(progress),
+                  "base": {t: self.version(t) if self._exists(t) else None for t in outputs},
+                  "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self._write_record(record)  # the sequence number first: `snapshot` sees a stage begin even if it commits
+        self._write_record(record, pending=True)
+        self._active = record
+        try:
+            yield record
+        finally:
+            self._active = None
+        self._drop_pending(stage)
+        self._write_record({**record, "state": "committed",
+                            "tables": {t: self.version(t) for t in outputs if self._exists(t)},
+                            "committed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+    def recover(self, stage: str) -> dict[str, Any] | None:
+        """Rolls back an interrupted run of `stage`: every output it changed goes back to its version before that
+        run (a Delta restore: one commit; a table that run created is deleted), and the record is marked
+        committed. Returns the stage's record (None: the stage never ran)."""
+        record = self.pending_stages().get(stage)
+        if record is None:
+            path = self._stage_path(stage)
+            return json.loads(storage.read_text(path)) if storage.exists(path) else None
+        restored = {}
+        for table, base in record["base"].items():
+            if table in record.get("progress", ()) or not self._exists(table):
+                continue
+            if base is None:
+                storage.delete_dir(self.path(table))
+                if self.backend == "native":  # delta-spark caches table logs by path: forget the deleted one
+                    self.spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+                restored[table] = None
+            elif self.version(table) != base:
+                self._restore(table, base, Lineage("recover", extra={"stage": stage, "run_id": record["run_id"]}))
+                restored[table] = base
+        print(f"[lake] {self.root}: stage {stage} was interrupted (run {record['run_id'] or '?'}); "
+              f"outputs restored: {restored or 'none had changed'}", flush=True)
+        record = {**record, "state": "committed", "recovered": restored,
+                  "tables": {t: self.version(t) for t in record["base"] if self._exists(t)}}
+        self._drop_pending(stage)
+        self._write_record(record)
+        return record
+
+    def recover_all(self) -> list[str]:
+        """`recover` of every pending stage; returns their names."""
+        pending = sorted(self.pending_stages())
+        for stage in pending:
+            self.recover(stage)
+        return pending
+
+    def _restore(self, name: str, version: int, lineage: Lineage) -> None:
+        """The table's rows and schema as of `version`, as a new commit."""
+        if self.backend == "native":
+            from delta.tables import DeltaTable
+
+            with _user_metadata(self.spark, lineage):
+                DeltaTable.forPath(self.spark, self.path(name)).restoreToVersion(version)
+            return
+        from deltalake import CommitProperties
+
+        self._delta(name).restore(version, commit_properties=CommitProperties(
+            custom_metadata={"userMetadata": lineage.to_json()}))
 
     # ------------------------------------------------------------------ reads
     def read(self, name: str, version: int | None = None) -> DataFrame:
-        """The table at its latest (or the given) version, as a Spark DataFrame."""
+        """The table at its latest (or the given) version, as a Spark DataFrame; while a stage that writes it is
+        pending, at the version before that stage (`stage`)."""
+        if version is None:
+            pins = self._pins()
+            if name in pins:
+                version = pins[name]
+                if version is None:
+                    raise TableNotFound(f"table {name!r} under {self.root} was created by a stage that has not "
+                                        "committed (re-run it)")
         if self.backend == "native":
-            if not self.exists(name):
+            if not self._exists(name):
                 raise TableNotFound(f"table {name!r} does not exist under {self.root}")
             reader = self.spark.read.format("delta")
             if version is not None:
@@ -360,7 +534,7 @@ class Lake:
         """Atomically replaces the table's contents (creating it if needed); returns the new version."""
         if self._already_written(name, lineage):
             return self.version(name)
-        if self.exists(name) and not allow_schema_change:
+        if self._exists(name) and not allow_schema_change:
             self._check_schema(name, df)
         if self.backend == "native":
             writer = df.write.format("delta").mode("overwrite")
@@ -375,7 +549,7 @@ class Lake:
         """Adds rows; with `lineage.write_id` set, a second append with the same id is skipped."""
         if self._already_written(name, lineage):
             return self.version(name)
-        if self.exists(name):
+        if self._exists(name):
             self._check_schema(name, df)
             current = self.partition_columns(name)
             if partition_by and list(partition_by) != current:
@@ -394,7 +568,7 @@ class Lake:
         """
         from pyspark.sql import functions as F
 
-        if not self.exists(name):
+        if not self._exists(name):
             raise TableNotFound(f"table {name!r} does not exist under {self.root}; create it with overwrite first")
         if self._already_written(name, lineage):
             return self.version(name)
@@ -433,7 +607,7 @@ class Lake:
         dup = df.groupBy(*keys).count().where(F.col("count") > 1).limit(1).collect()
         if dup:
             raise LakeError(f"merge into {name!r}: source has several rows for key {dup[0].asDict()}")
-        if not self.exists(name):
+        if not self._exists(name):
             return self.overwrite(name, df, lineage=lineage, partition_by=partition_by)
         if self._already_written(name, lineage):
             return self.version(name)
@@ -465,6 +639,10 @@ class Lake:
         A write still in progress in another process has not committed its files yet, so they count as orphans:
         vacuum when no job writes to the table, or keep `retention_hours` above the longest write.
         """
+        if name in self._pins():
+            raise LakeError(f"vacuum {name!r}: a stage that writes it was interrupted and not recovered yet (its "
+                            "restore needs the files of the older version): re-run the stage, or run "
+                            f"python -m codemill.lake --lake {self.root} --recover true")
         if self.backend == "native":
             from delta.tables import DeltaTable
 
@@ -540,7 +718,7 @@ class Lake:
         from deltalake.transaction import create_table_with_add_actions
 
         # The snapshot the caller based its decision on: delta-rs checks conflicts against commits made since.
-        dt = snapshot if snapshot is not None else (self._delta(name) if self.exists(name) else None)
+        dt = snapshot if snapshot is not None else (self._delta(name) if self._exists(name) else None)
         if dt is not None:
             existing_parts = list(dt.metadata().partition_columns)
             if new_schema and mode == "overwrite":
@@ -561,7 +739,15 @@ class Lake:
         else:
             dt.create_write_transaction(adds, mode=mode, schema=schema, partition_by=list(partition_by) or None,
                                         partition_filters=partition_filters, commit_properties=props)
-        return self.version(name)
+        return self._checkpointed(name)
+
+    def _checkpointed(self, name: str) -> int:
+        """The new version, with a checkpoint every `CHECKPOINT_INTERVAL` commits (delta-rs writes none on its
+        own; delta-spark does every 10), so that loading the table stays O(1) commit files."""
+        dt = self._delta(name)
+        if dt.version() % CHECKPOINT_INTERVAL == 0 and dt.version() > 0:
+            dt.create_checkpoint()
+        return dt.version()
 
     def _rewrite(self, name: str, dt, df: DataFrame, *, lineage: Lineage | None,
                  touched: Callable[[DataFrame], DataFrame], kept: Callable[[DataFrame], DataFrame]) -> int:
@@ -587,7 +773,7 @@ class Lake:
         # mode="append" with explicit removes: delta-rs derives no removes of its own for it.
         dt.create_write_transaction(adds + removes, mode="append", schema=_delta_schema(new.schema),
                                     partition_by=parts or None, commit_properties=props)
-        return self.version(name)
+        return self._checkpointed(name)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -779,13 +965,18 @@ class LakeCommand:
     """`python -m codemill.lake --lake LAKE`: lists the tables with version and rows; `--table T` shows a table's
     history with lineage; `--digest true` prints a content hash per table (row order, timestamp columns and the
     `ignore` columns left out: equal digests = equal tables); `--switch_backend native|embedded` records that Delta
-    backend as the lake's writer from now on (the explicit switch)."""
+    backend as the lake's writer from now on (the explicit switch); `--recover true` restores the outputs of every
+    interrupted stage; `--snapshot true` prints the table versions a consistent reader pins."""
 
     lake: str = "lake"
     table: str = ""
     digest: bool = False
     ignore: list[str] = dataclasses.field(default_factory=lambda: ["run_id", "ingest_run"])
     switch_backend: str = ""
+    # Restore the outputs of every interrupted stage (`Lake.recover`); the next run of a stage does it too.
+    recover: bool = False
+    # Print the versions a consistent reader pins (`Lake.snapshot`): pass them to deltalake / Polars / DuckDB.
+    snapshot: bool = False
 
     def validate(self) -> list[str]:
         if self.switch_backend and self.switch_backend not in BACKENDS:
@@ -805,6 +996,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"[lake] {lake.root}: now written by the {lake.backend} Delta backend")
         return
     lake = Lake(spark, cmd.lake)
+    if cmd.recover:
+        print(f"[lake] recovered: {lake.recover_all() or 'no stage was interrupted'}")
+        return
+    if cmd.snapshot:
+        print(json.dumps(lake.snapshot(lake._table_names()), sort_keys=True))
+        return
     if cmd.table:
         for h in lake.history(cmd.table):
             print(f"v{h['version']:<4} {h['operation']:<8} {json.dumps(h['lineage'], sort_keys=True)}")

@@ -35,6 +35,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from codemill import faults
 from codemill.config import ConfigError
 from codemill.lake import Lake, Lineage
 from spark_jobs.components import connected_components
@@ -395,16 +396,28 @@ def _signatures_once(df: DataFrame, checkpoint: str) -> DataFrame:
 
 
 # ---------------------------------------------------------------------------------------------- the stage
+OUTPUT_TABLES = (KEPT_TABLE, CLUSTERS_TABLE, SIGNATURES_TABLE)
+
+
 def run_near_dedup(lake: Lake, cfg: NearDedupConfig, *, source: str = "exact_deduped",
                    lineage: Lineage | None = None) -> dict[str, Any]:
     """Deduplicates table `source` into near_deduped / near_dup_clusters / minhash_signatures.
 
     Returns {"rows_in", "rows_out", "removed", "clusters"} for the rows processed in this run (in an incremental
     run: the new rows), plus "incremental" and "previously_kept".
+
+    The three tables change in one stage transaction (`Lake.stage`; inside the pipeline, its near_dedup stage's):
+    readers see all three of one run, and a run killed between two commits is rolled back by the next one, so an
+    incremental retry never finds the batch already in `near_deduped` without its signatures, or the reverse.
     """
     problems = cfg.validate()
     if problems:
         raise ConfigError(problems)
+    with lake.stage("near_dedup", OUTPUT_TABLES, write_id=(lineage.write_id or "") if lineage else ""):
+        return _run_near_dedup(lake, cfg, source=source, lineage=lineage)
+
+
+def _run_near_dedup(lake: Lake, cfg: NearDedupConfig, *, source: str, lineage: Lineage | None) -> dict[str, Any]:
     src = lake.read(source)
     prior = cfg.incremental and all(lake.exists(t) for t in (SIGNATURES_TABLE, KEPT_TABLE))
     if not cfg.enabled:
@@ -421,9 +434,12 @@ def run_near_dedup(lake: Lake, cfg: NearDedupConfig, *, source: str = "exact_ded
         sig_rows = (sigs.join(removed.withColumn("_removed", F.lit(True)), on="doc_id", how="left")
                     .select("doc_id", "signature", "n_shingles", F.col("_removed").isNull().alias("kept"),
                             F.lit(cfg.params()).alias("params")))
-        lake.overwrite(SIGNATURES_TABLE, sig_rows, lineage=lineage, allow_schema_change=True)
-        lake.overwrite(CLUSTERS_TABLE, clusters, lineage=lineage, allow_schema_change=True)
+        # Signatures last, as on the incremental path: they mark rows as seen by near dedup.
         lake.overwrite(KEPT_TABLE, kept, lineage=lineage, allow_schema_change=True)
+        faults.point(faults.NEAR_KEPT)
+        lake.overwrite(CLUSTERS_TABLE, clusters, lineage=lineage, allow_schema_change=True)
+        faults.point(faults.NEAR_CLUSTERS)
+        lake.overwrite(SIGNATURES_TABLE, sig_rows, lineage=lineage, allow_schema_change=True)
         rows_in = sigs.count()
         n_removed = removed.count()
         return {"rows_in": rows_in, "rows_out": rows_in - n_removed, "removed": n_removed,
@@ -444,7 +460,10 @@ def run_near_dedup(lake: Lake, cfg: NearDedupConfig, *, source: str = "exact_ded
     all_sigs = (old_sigs.withColumn("_new", F.lit(False))
                 .unionByName(new_sigs.withColumn("_new", F.lit(True))))
     doc_cols = ["doc_id", "content", *policy_cols]
-    all_docs = old_kept.select(*doc_cols).unionByName(new_docs.select(*doc_cols))
+    # Rows of the batch already in near_deduped (a write outside a stage transaction, killed before the
+    # signatures) are taken as new, never twice.
+    all_docs = (old_kept.join(new_docs.select("doc_id"), on="doc_id", how="left_anti").select(*doc_cols)
+                .unionByName(new_docs.select(*doc_cols)))
     clusters = _materialise(cluster_documents(all_docs, all_sigs, cfg, new_col="_new"), cfg.checkpoint)
     # Rows to record: the new members of every cluster, and each cluster's representative.
     new_ids = new_sigs.select("doc_id")
@@ -467,7 +486,9 @@ def run_near_dedup(lake: Lake, cfg: NearDedupConfig, *, source: str = "exact_ded
         lake.merge(CLUSTERS_TABLE, cluster_rows, keys=["doc_id"], lineage=lineage)
     else:
         lake.overwrite(CLUSTERS_TABLE, cluster_rows, lineage=lineage)
+    faults.point(faults.NEAR_INC_CLUSTERS)
     lake.merge(KEPT_TABLE, kept_new, keys=["doc_id"], lineage=lineage)
+    faults.point(faults.NEAR_INC_KEPT)
     # Signatures last: a run killed before this point leaves the new rows "unseen" and a re-run redoes them.
     lake.merge(SIGNATURES_TABLE, sig_rows, keys=["doc_id"], lineage=lineage)
     return {"rows_in": rows_in, "rows_out": rows_in - n_removed, "removed": n_removed, "clusters": n_clusters,

@@ -41,6 +41,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import importlib.util
+import inspect
 import json
 import os
 import subprocess
@@ -58,7 +60,7 @@ if __package__ in (None, ""):  # spark-submit runs this file as a script: make t
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from codemill import schemas, storage  # noqa: E402
+from codemill import faults, schemas, storage  # noqa: E402
 from codemill.config import CONF_DIR, REPO_ROOT, ConfigError, config_hash, parse_config, repo_path, to_dict  # noqa: E402
 from codemill.lake import Lake, Lineage  # noqa: E402
 from codemill.session import get_spark, under_spark_submit  # noqa: E402
@@ -81,6 +83,14 @@ from trainer.annotator_model import META_FILE  # noqa: E402
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+# The modules whose source makes each stage's output (besides its run function): part of its write id.
+NEAR_DEDUP_CODE = ("spark_jobs.near_dedup", "spark_jobs.near_dup_pairs", "spark_jobs.near_dup_clusters",
+                   "spark_jobs.minhash", "spark_jobs.minhash_kernels", "spark_jobs.components",
+                   "spark_jobs.keep_policy")
+SYNTH_CODE = ("synth.generate", "synth.postprocess", "synth.prompts", "synth.seeds")
+TOKENIZE_CODE = ("spark_jobs.tokenize_shards", "spark_jobs.shard_transforms", "spark_jobs.shard_writer",
+                 "spark_jobs.shard_manifest", "spark_jobs.tokenizer", "spark_jobs.mixtures")
 
 CURATION = ("ingest", "filter", "exact_dedup", "near_dedup", "decontaminate", "documents", "outcomes")
 
@@ -238,10 +248,24 @@ class Stage:
     reads: tuple[str, ...] | None = None
     # `inputs` are alternatives: the stage reads the first of them that exists.
     first_input: bool = False
+    # Outputs whose commits are resumable progress, kept when an interrupted run is rolled back (synth's chunks).
+    progress: tuple[str, ...] = ()
+    # The modules whose source makes the output, besides `run` itself: part of the stage's write id.
+    code: tuple[str, ...] = ()
 
     @property
     def sections(self) -> tuple[str, ...]:
         return self.reads if self.reads is not None else (self.name,)
+
+    def code_version(self) -> str:
+        """Hash of the source that makes the stage's output: `run` and the modules of `code`."""
+        h = hashlib.sha256(inspect.getsource(self.run).encode())
+        for module in self.code:
+            spec = importlib.util.find_spec(module)
+            if spec is None or not spec.origin:
+                raise ConfigError([f"stage {self.name}: code module {module!r} not found"])
+            h.update(Path(spec.origin).read_bytes())
+        return h.hexdigest()[:16]
 
 
 STAGES: dict[str, Stage] = {}
@@ -284,13 +308,16 @@ def _run_ingest(ctx: Context, lineage: Lineage) -> None:
                                  ingest_run=ctx.run_id, snippet_chars=cfg.snippet_chars)
     with _persisted(classified) as classified:
         ctx.lake.overwrite("files", ingest.to_files(classified), lineage=lineage)
+        faults.point(faults.INGEST_FILES)
         ctx.lake.overwrite("quarantine", ingest.to_quarantine(classified), lineage=lineage)
 
 
 def _run_filter(ctx: Context, lineage: Lineage) -> None:
     with _persisted(filters.judge(ctx.lake.read("files"), ctx.cfg.filter)) as judged:
         ctx.lake.overwrite("filtered", filters.filtered_rows(judged), lineage=lineage)
+        faults.point(faults.FILTER_FILTERED)
         ctx.lake.overwrite("rejected", filters.rejected_rows(judged), lineage=lineage)
+        faults.point(faults.FILTER_REJECTED)
         stats = filters.filter_stats(judged, run_id=ctx.run_id)
         ctx.lake.append("filter_stats", stats, lineage=lineage)
 
@@ -300,6 +327,7 @@ def _run_exact_dedup(ctx: Context, lineage: Lineage) -> None:
     marked = exact_dedup.mark_duplicates(ctx.lake.read("filtered"), normalise=c.normalise, order_by=c.order_by)
     with _persisted(marked) as marked:
         ctx.lake.overwrite("exact_deduped", exact_dedup.kept_rows(marked), lineage=lineage)
+        faults.point(faults.EXACT_DEDUPED)
         ctx.lake.overwrite("exact_duplicates", exact_dedup.duplicate_rows(marked), lineage=lineage)
 
 
@@ -314,6 +342,7 @@ def _run_decontaminate(ctx: Context, lineage: Lineage) -> None:
         source, decontaminate.load_benchmarks(ctx.spark, c), ngram=c.ngram, min_overlap=c.min_overlap,
         min_matched_ngrams=c.min_matched_ngrams, min_short_chars=c.min_short_chars)
     ctx.lake.overwrite("contamination", hits, lineage=lineage)
+    faults.point(faults.DECONTAMINATION)
     # Read the hits back: the matching (a Python pass over every file) runs once.
     ctx.lake.overwrite("clean", decontaminate.clean_rows(source, ctx.lake.read("contamination")), lineage=lineage)
 
@@ -378,25 +407,31 @@ def _file_hash(*paths: str) -> str:
 
 
 register(Stage("ingest", _run_ingest, ("files", "quarantine"), section=lambda c: c.ingest,
-               fingerprint=_ingest_fingerprint, stats=_table_stats(("files", "quarantine"), "files")))
+               fingerprint=_ingest_fingerprint, stats=_table_stats(("files", "quarantine"), "files"),
+               code=("spark_jobs.ingest",)))
 register(Stage("filter", _run_filter, ("filtered", "rejected"), inputs=lambda c: ("files",),
                section=lambda c: c.filter, fingerprint=lambda ctx: _file_hash(ctx.cfg.filter.rules_file),
-               stats=_table_stats("files", "filtered")))
+               stats=_table_stats("files", "filtered"),
+               code=("spark_jobs.filter",)))
 register(Stage("exact_dedup", _run_exact_dedup, ("exact_deduped", "exact_duplicates"),
                inputs=lambda c: ("filtered",), section=lambda c: c.exact_dedup,
-               stats=_table_stats("filtered", "exact_deduped")))
-register(Stage("near_dedup", _run_near_dedup, ("near_deduped", "near_dup_clusters"),
+               stats=_table_stats("filtered", "exact_deduped"),
+               code=("spark_jobs.exact_dedup", "spark_jobs.keep_policy")))
+register(Stage("near_dedup", _run_near_dedup, ("near_deduped", "near_dup_clusters", near_dedup.SIGNATURES_TABLE),
                inputs=lambda c: ("exact_deduped",), section=lambda c: c.near_dedup,
-               stats=_table_stats("exact_deduped", "near_deduped"), enabled=lambda c: c.near_dedup.enabled))
+               stats=_table_stats("exact_deduped", "near_deduped"), enabled=lambda c: c.near_dedup.enabled,
+               code=NEAR_DEDUP_CODE))
 register(Stage("decontaminate", _run_decontaminate, ("contamination", "clean"),
                inputs=lambda c: (_decontam_source(c),), section=lambda c: c.decontaminate,
                fingerprint=lambda ctx: _file_hash(ctx.cfg.decontaminate.benchmarks_file),
-               stats=lambda ctx: _table_stats(_decontam_source(ctx.cfg), "clean")(ctx)))
+               stats=lambda ctx: _table_stats(_decontam_source(ctx.cfg), "clean")(ctx),
+               code=("spark_jobs.decontaminate", "spark_jobs.benchmark_index")))
 register(Stage("documents", _run_documents, ("documents",), inputs=lambda c: ("clean",),
                section=lambda c: c.documents, fingerprint=lambda ctx: f"format {documents.FORMAT_VERSION}",
-               stats=_documents_stats))
+               stats=_documents_stats, code=("spark_jobs.documents",)))
 register(Stage("outcomes", _run_outcomes, ("outcomes",), inputs=_outcome_inputs,
-               section=lambda c: {"near_dedup": c.near_dedup.enabled}, reads=()))
+               section=lambda c: {"near_dedup": c.near_dedup.enabled}, reads=(),
+               code=("spark_jobs.accounting",)))
 
 
 # ---------------------------------------------------------------------- phase 2: the quality annotator, selection
@@ -463,23 +498,26 @@ def _select_fingerprint(ctx: Context) -> str:
 
 register(Stage("annotator_dataset", _run_annotator_dataset, ("annotator_train", "alignment_set"),
                inputs=lambda c: tuple(c.dataset.negative_tables), section=lambda c: c.dataset,
-               fingerprint=_dataset_fingerprint, reads=("dataset",), first_input=True))
+               fingerprint=_dataset_fingerprint, reads=("dataset",), first_input=True,
+               code=("spark_jobs.annotate_dataset",)))
 register(Stage("annotator_train", _run_annotator_train, inputs=lambda c: (c.dataset.output_table,
                                                                            c.dataset.alignment_table),
                section=lambda c: {"annotator": c.annotator, "export_dir": c.score.annotator},
                fingerprint=lambda ctx: _file_hash(repo_path(ctx.cfg.annotator.config)),
                artifacts=lambda c: [storage.join(c.score.annotator, META_FILE)], reads=("annotator",)))
 register(Stage("score", _run_score, ("scores",), inputs=lambda c: (c.score.input_table,),
-               section=lambda c: c.score, fingerprint=_annotator_fingerprint))
+               section=lambda c: c.score, fingerprint=_annotator_fingerprint,
+               code=("spark_jobs.annotate",)))
 # The LM tokenizer comes before selection, whose budget is counted in its tokens (issue 20.2).
 register(Stage("tokenizer", _run_tokenizer, inputs=lambda c: tokenize_shards.tokenizer_inputs(c.tokenize),
                section=lambda c: {"shards_root": c.tokenize.shards_root, "tokenizer": c.tokenize.tokenizer,
                                   "seed": c.tokenize.seed, "seq_len": c.tokenize.seq_len,
                                   "sources": tokenize_shards.tokenizer_phase(c.tokenize).sources},
-               artifacts=lambda c: [storage.join(_tokenizer_dir(c), "tokenizer.json")], reads=("tokenize",)))
+               artifacts=lambda c: [storage.join(_tokenizer_dir(c), "tokenizer.json")], reads=("tokenize",),
+               code=("spark_jobs.tokenizer",)))
 register(Stage("select", _run_select, ("selected_hq",),
                inputs=lambda c: (c.select.scores_table, c.select.files_table), section=lambda c: c.select,
-               fingerprint=_select_fingerprint))
+               fingerprint=_select_fingerprint, code=("spark_jobs.select_hq", "spark_jobs.tokenizer")))
 
 
 # ---------------------------------------------------------------------- phase 3 and the shards
@@ -503,9 +541,11 @@ def _tokenize_inputs(cfg: PipelineConfig) -> tuple[str, ...]:
 
 
 register(Stage("synth", _run_synth, (synth.SynthConfig().raw_table, synth.SynthConfig().output_table),
-               inputs=_synth_inputs, section=lambda c: c.synth,
-               lineage_tables=(synth.SynthConfig().output_table,)))
-register(Stage("tokenize", _run_tokenize, ("shards",), inputs=_tokenize_inputs, section=lambda c: c.tokenize))
+               inputs=_synth_inputs, section=lambda c: c.synth, progress=(synth.SynthConfig().raw_table,),
+               lineage_tables=(synth.SynthConfig().output_table,),
+               code=SYNTH_CODE))
+register(Stage("tokenize", _run_tokenize, ("shards",), inputs=_tokenize_inputs, section=lambda c: c.tokenize,
+               code=TOKENIZE_CODE))
 
 
 # ---------------------------------------------------------------------- training and evaluation
@@ -619,22 +659,51 @@ def run_stage(ctx: Context, stage: Stage) -> dict[str, Any]:
                            f"{', '.join(producers) or 'the stage that writes them'} first"])
     section = json.dumps(stage.section(cfg), sort_keys=True,
                          default=lambda o: to_dict(o) if dataclasses.is_dataclass(o) else str(o))
-    payload = {"stage": stage.name, "config": json.loads(section), "fingerprint": stage.fingerprint(ctx)}
+    payload = {"stage": stage.name, "config": json.loads(section), "fingerprint": stage.fingerprint(ctx),
+               "code": stage.code_version()}
     digest = config_hash(payload)
-    if not cfg.force and _up_to_date(lake, stage, cfg, digest, inputs):
+    interrupted = stage.name in lake.pending_stages()
+    if not cfg.force and not interrupted and _up_to_date(lake, stage, cfg, digest, inputs):
         return {"stage": stage.name, "status": "skipped (inputs and config unchanged)", "seconds": 0.0}
-    lineage = Lineage(stage.name, digest, inputs, write_id=f"{ctx.run_id}:{stage.name}",
+    lineage = Lineage(stage.name, digest, inputs, write_id=write_id(stage.name, digest, inputs, force=cfg.force,
+                                                                   run_id=ctx.run_id),
                       extra={"run_id": ctx.run_id})
     t0 = time.perf_counter()
-    written = stage.run(ctx, lineage)
-    if stage.artifacts is not None:
-        row = (stage.name, digest, json.dumps(inputs, sort_keys=True), json.dumps(written or []), ctx.run_id)
-        lake.append(STEP_RUNS, ctx.spark.createDataFrame([row], schemas.STEP_RUNS), lineage=lineage)
-    if stage.stats is not None:
-        df_in, df_out = stage.stats(ctx)
-        lake.append("stage_stats", stage_stats(df_in, df_out, stage=stage.name, run_id=ctx.run_id),
-                    lineage=Lineage("stage_stats", digest, inputs, write_id=f"{ctx.run_id}:{stage.name}"))
+    # One transaction per stage: readers see all of its outputs change at once, and a run killed inside it is
+    # rolled back by the next run of the stage (codemill/lake.py `Lake.stage`, docs/lake.md#stages).
+    with lake.stage(stage.name, stage.outputs, write_id=lineage.write_id or "", run_id=ctx.run_id,
+                    progress=stage.progress):
+        faults.point(faults.STAGE_BEGUN, where=stage.name)
+        written = stage.run(ctx, lineage)
+        faults.point(faults.STAGE_OUTPUTS, where=stage.name)
+        if stage.artifacts is not None:
+            row = (stage.name, digest, json.dumps(inputs, sort_keys=True), json.dumps(written or []), ctx.run_id)
+            _replace_stage_rows(lake, STEP_RUNS, ctx.spark.createDataFrame([row], schemas.STEP_RUNS), stage.name,
+                                lineage)
+        if stage.stats is not None:
+            df_in, df_out = stage.stats(ctx)
+            _replace_stage_rows(lake, "stage_stats", stage_stats(df_in, df_out, stage=stage.name, run_id=ctx.run_id),
+                                stage.name, dataclasses.replace(lineage, job="stage_stats"))
+        faults.point(faults.STAGE_STATS, where=stage.name)
+    faults.point(faults.STAGE_COMMITTED, where=stage.name)
     return {"stage": stage.name, "status": "ran", "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def write_id(stage: str, digest: str, inputs: dict[str, int], *, force: bool = False, run_id: str = "") -> str:
+    """The write id of a stage's commits: what makes its output, i.e. the config digest (config section,
+    fingerprint of the files it reads, code version) and the input tables' versions. An unchanged id is skipped
+    (`Lake` checks the table's latest commit), a changed one always writes; `force` makes it unique to the run."""
+    wid = f"{stage}:{config_hash({'config': digest, 'inputs': inputs})}"
+    return f"{wid}:force-{run_id}" if force else wid
+
+
+def _replace_stage_rows(lake: Lake, table: str, df: DataFrame, stage: str, lineage: Lineage) -> None:
+    """The stage's rows of a table shared by all stages (stage_stats, step_runs), replaced in one commit: a
+    re-run after a kill leaves one set of rows per stage, never two."""
+    if lake.exists(table):
+        lake.replace(table, df, where={"stage": stage}, lineage=lineage)
+    else:
+        lake.overwrite(table, df, lineage=lineage)
 
 
 def funnel_rows(lake: Lake) -> list[dict[str, Any]]:

@@ -52,7 +52,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from codemill import storage
+from codemill import faults, storage
 from codemill.config import CONF_DIR, ConfigError, load_config
 from codemill.lake import TableNotFound
 from spark_jobs import tokenizer as T
@@ -224,17 +224,20 @@ def run_phase(spark, lake, cfg: TokenizeConfig, phase: PhaseConfig, *, tok, toke
     manifest = phase_manifest(phase, stats, seq_len=cfg.seq_len, seed=cfg.seed, tokenizer_path=tokenizer_path,
                               vocab_size=tok.get_vocab_size(), versions=versions, mixture=mixture, special=ids)
     write_indexes(stats, out_dir=out_dir)
+    faults.point(faults.TOKENIZE_SHARD_FILES)
     # The manifest is written last: its presence marks a complete phase.
     storage.write_text(storage.join(out_dir, "manifest.json"), json.dumps(manifest, indent=2, sort_keys=True))
+    faults.point(faults.TOKENIZE_MANIFEST)
     table = shards_rows(spark, phase.name, stats, versions=versions, out_dir=out_dir)
-    # One commit per phase on one table: each phase's write id is its own, or the pipeline's `run:tokenize` id would
-    # mark phases 2 and 3 as already written.
+    # One write id per phase: the phases' commits follow each other on the one `shards` table, and the table's
+    # latest commit decides whether a write id was written already.
     lineage = dataclasses.replace(lineage, extra={**lineage.extra, "phase": phase.name},
                                   write_id=f"{lineage.write_id}:{phase.name}" if lineage.write_id else None)
     if lake.exists("shards"):
         lake.replace("shards", table, where={"phase": phase.name}, lineage=lineage)
     else:
         lake.overwrite("shards", table, lineage=lineage, partition_by=("phase",))
+    faults.point(faults.TOKENIZE_PHASE)
     return manifest
 
 

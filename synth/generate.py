@@ -45,6 +45,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import DoubleType, IntegerType, StringType, StructField, StructType, TimestampType
 
+from codemill import faults
 from codemill.config import config_hash
 from codemill.engines import Engine, SamplingConfig, check_vllm_engine_args, make_engine, vllm_engine_fields
 from codemill.lake import Lake, Lineage
@@ -267,6 +268,7 @@ def run_generation(lake: Lake, cfg: SynthConfig, *, engine: Engine | None = None
             checks.start(seeds)
         t = time.perf_counter()
         rows = generate_chunk(chunk, engine=engine, template=template, sampling=cfg.sampling, run_id=run_id)
+        faults.point(faults.SYNTH_GENERATED)
         stats["generate_s"] += time.perf_counter() - t
         t = time.perf_counter()
         write_id = chunk_write_id([r["synth_id"] for r in chunk], template=template, model=model, revision=revision)
@@ -276,6 +278,7 @@ def run_generation(lake: Lake, cfg: SynthConfig, *, engine: Engine | None = None
         skipped = before == lake.append(cfg.raw_table, df, lineage=Lineage(
             JOB, cfg_hash, inputs, write_id=write_id, extra={"run_id": run_id, "seeds": len(rows)}))
         stats["commit_s"] += time.perf_counter() - t
+        faults.point(faults.SYNTH_CHUNK)
         if checks is not None and not skipped:
             checks.submit(rows, schema)
         stats["chunks"] += 1

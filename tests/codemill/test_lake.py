@@ -102,6 +102,75 @@ def test_rerunning_a_write_does_not_duplicate_rows(spark, lake):
     assert lake.version("t") == v == 2
 
 
+def test_write_id_check_reads_one_commit_whatever_the_history(spark, lake, monkeypatch):
+    """The write id is checked against the table's latest commit only: one read of one log file, the same after
+    3 commits as after 14 (a checkpoint in between), and never the table's history (a GET per commit on object
+    storage)."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the write id check read the table's history")
+
+    reads: list[str] = []
+    real = storage.read_bytes
+
+    def counting(uri):
+        if "/_delta_log/" in uri:
+            reads.append(uri)
+        return real(uri)
+
+    counts = []
+    lake.overwrite("t", rows(spark, [0]), lineage=Lineage("j", write_id="w0"))
+    for n in (2, 11):
+        for i in range(lake.version("t") + 1, lake.version("t") + 1 + n):
+            lake.append("t", rows(spark, [i]), lineage=Lineage("j", write_id=f"w{i}"))
+        last = f"w{lake.version('t')}"
+        with monkeypatch.context() as m:
+            m.setattr(Lake, "history", forbidden)
+            m.setattr(storage, "read_bytes", counting)
+            reads.clear()
+            v = lake.version("t")
+            assert lake.append("t", rows(spark, [999]), lineage=Lineage("j", write_id=last)) == v  # skipped
+            counts.append(len(reads))
+    assert counts == [1, 1]
+    # Only the latest commit counts: an id written before other content was committed writes again.
+    v = lake.append("t", rows(spark, [1000]), lineage=Lineage("j", write_id="w1"))
+    assert v == lake.version("t") and lake.last_commit("t")["write_id"] == "w1"
+    assert lake.version("t") == 14 and len(table_rows(lake, "t")) == 15
+
+
+def test_stage_transaction_pins_readers_and_recovers(spark, lake):
+    """A stage killed between its commits: other readers see every output as before the stage (a table it
+    created does not exist for them), vacuum refuses, and the next run of the stage restores the outputs first."""
+    root = lake.root
+    lake.overwrite("a", rows(spark, range(3)))
+    lake.overwrite("b", rows(spark, range(3)))
+    reader = Lake(spark, root)
+    with pytest.raises(RuntimeError, match="killed"):
+        with lake.stage("s", ["a", "b", "c"], write_id="w1", run_id="r1"):
+            lake.overwrite("a", rows(spark, range(5), text="new"))
+            assert len(table_rows(lake, "a")) == 5  # the stage itself reads what it wrote
+            lake.append("c", rows(spark, [9]))
+            assert reader.read("a").count() == 3 and not reader.exists("c")
+            raise RuntimeError("killed")
+    assert lake.stage_records()["s"]["state"] == "pending" and set(reader.pending_stages()) == {"s"}
+    assert table_rows(reader, "a") == table_rows(reader, "a", 0) and reader.versions(["a", "b", "c"]) == {
+        "a": 0, "b": 0}
+    assert reader.snapshot(["a", "c"]) == {"a": 0, "c": None}
+    with pytest.raises(TableNotFound, match="not committed"):
+        reader.read("c")
+    with pytest.raises(LakeError, match="interrupted"):
+        reader.vacuum("a")
+    with lake.stage("s", ["a", "b", "c"], write_id="w2", run_id="r2") as record:
+        # recovered before the block: "a" back at its old rows (a restore commit), "c" gone
+        assert table_rows(lake, "a") == table_rows(lake, "a", 0) and lake.version("a") == 2
+        assert not lake._exists("c") and record["seq"] == 2
+        lake.overwrite("b", rows(spark, range(4), text="run2"))
+        assert reader.read("b").count() == 3
+    assert reader.read("b").count() == 4 and reader.versions(["a", "b"]) == {"a": 2, "b": 1}
+    assert lake.stage_records()["s"]["state"] == "committed" and reader.pending_stages() == {}
+    lake.vacuum("a")
+    assert data_files(lake, "a") == live_files(lake, "a")
+
+
 def test_append_creates_then_adds(spark, lake):
     lake.append("t", rows(spark, range(2)), partition_by=["lang"])
     lake.append("t", rows(spark, range(2, 5)))

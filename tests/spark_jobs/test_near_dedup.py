@@ -282,6 +282,62 @@ def test_incremental_equals_union_semantics(spark, lake, path):
     assert clusters["b1_rename"] == "b1" and clusters["b3_trunc"] == "b3"
 
 
+class _Crash(BaseException):
+    """Raised at a kill point in place of SIGKILL (tests/faults kills for real, in child processes)."""
+
+
+@pytest.mark.parametrize("point", ["near_dedup:near_deduped", "near_dedup:incremental:near_deduped"])
+@pytest.mark.parametrize("path", PATHS)
+def test_run_killed_between_commits_is_rolled_back_and_redone(spark, lake, path, point, monkeypatch):
+    """A run that dies between its commits (full path: before the signatures; incremental path: after the batch
+    went into near_deduped) leaves readers the previous tables, and the retry gives the uninterrupted result: it
+    neither treats the batch as seen nor unions it twice (the retry used to fail on Lake.merge's duplicate keys)."""
+    from codemill import faults
+    from codemill.lake import Lake
+
+    incremental = point.startswith("near_dedup:incremental")
+    cfg = NearDedupConfig(incremental=True, local_max_edges=PATHS[path])
+    ids = [r[0] for r in ROWS]
+    rows = [(r[0], "repo", f"{r[0]}.py", "python", r[1], r[3], r[2]) for r in ROWS]
+    schema = "doc_id string, repo string, path string, lang string, content string, size_bytes long, stars int"
+    lake.overwrite("exact_deduped", spark.createDataFrame(rows[::2] if incremental else rows, schema))
+    if incremental:
+        run_near_dedup(lake, cfg)
+        lake.overwrite("exact_deduped", spark.createDataFrame(rows, schema))
+    before = {t: lake.version(t) for t in ("near_deduped", "near_dup_clusters", "minhash_signatures")
+              if lake.exists(t)}
+    real = faults.point
+
+    def crash(name, *, where=""):
+        if name == point:
+            raise _Crash(name)
+        real(name, where=where)
+
+    monkeypatch.setattr(faults, "point", crash)
+    with pytest.raises(_Crash):
+        run_near_dedup(lake, cfg)
+    monkeypatch.setattr(faults, "point", real)
+    reader = Lake(spark, lake.root)
+    assert reader.versions(list(before) + ["near_deduped"]) == before  # nothing of the dead run is visible
+    run_near_dedup(lake, cfg)
+
+    def tables(lk):
+        return {t: sorted(tuple(r) for r in lk.read(t).collect())
+                for t in ("near_deduped", "near_dup_clusters", "minhash_signatures")}
+
+    got = tables(lake)
+    assert len({r[0] for r in got["near_deduped"]}) == len(got["near_deduped"])
+    assert sorted(r[0] for r in got["minhash_signatures"]) == sorted(ids)
+    # the same rows as a run that was never interrupted
+    clean = Lake(spark, lake.root + "-clean")
+    clean.overwrite("exact_deduped", spark.createDataFrame(rows[::2] if incremental else rows, schema))
+    if incremental:
+        run_near_dedup(clean, cfg)
+        clean.overwrite("exact_deduped", spark.createDataFrame(rows, schema))
+    run_near_dedup(clean, cfg)
+    assert got == tables(clean)
+
+
 def test_config_validation_names_keys(tmp_path):
     bad = NearDedupConfig(num_perm=0, threshold=1.5, bands=40, rows=10, representative=["stars sideways"],
                           checkpoint="disk", verify_margin=2.0)

@@ -58,3 +58,43 @@ def test_stage_registry_and_config(tmp_path):
         assert list(STAGES).index("extra") == list(STAGES).index("documents") + 1
     finally:
         STAGES.pop("extra")
+
+
+def test_write_ids_cover_config_inputs_and_code_and_force_writes(spark, tmp_path, monkeypatch):
+    """A re-run with a fixed run id after a config change, or with --force, writes (the write id was `run:stage`,
+    already in the table's history, so both were skipped while reporting "ran"); an unchanged one is skipped; a
+    stage killed inside its transaction is re-run even though its outputs' lineage is current."""
+    from codemill.lake import Lake
+    from spark_jobs.pipeline import Context, run_stage, write_id
+
+    def run(ctx, lineage):
+        rows = [(ctx.cfg.documents.max_chars,)]
+        ctx.lake.overwrite("toy", ctx.spark.createDataFrame(rows, "max_chars long"), lineage=lineage)
+
+    stage = Stage("toy", run, ("toy",), section=lambda c: c.documents, code=("spark_jobs.documents",))
+    monkeypatch.setitem(STAGES, "toy", stage)
+    cfg = PipelineConfig(lake=str(tmp_path / "lake"))
+    lake = Lake(spark, cfg.lake)
+    ctx = Context(spark, lake, cfg, "fixed-run")
+
+    def value():
+        return lake.read("toy").collect()[0]["max_chars"]
+
+    assert run_stage(ctx, stage)["status"] == "ran" and value() == cfg.documents.max_chars
+    assert run_stage(ctx, stage)["status"].startswith("skipped")
+    cfg.documents.max_chars += 1
+    assert run_stage(ctx, stage)["status"] == "ran" and value() == cfg.documents.max_chars
+    v = lake.version("toy")
+    cfg.force = True
+    assert run_stage(ctx, stage)["status"] == "ran" and lake.version("toy") == v + 1
+    cfg.force = False
+    # a pending record (a run killed inside the stage) makes the stage run, whatever its outputs' lineage says
+    with pytest.raises(RuntimeError):
+        with lake.stage("toy", ["toy"], write_id="w"):
+            raise RuntimeError("killed")
+    assert run_stage(ctx, stage)["status"] == "ran" and lake.pending_stages() == {}
+    # the id names the config digest (code version included) and the input versions; force makes it unique
+    assert write_id("s", "d1", {"a": 1}) == write_id("s", "d1", {"a": 1}) != write_id("s", "d2", {"a": 1})
+    assert write_id("s", "d1", {"a": 1}) != write_id("s", "d1", {"a": 2})
+    assert write_id("s", "d1", {}, force=True, run_id="r1") != write_id("s", "d1", {}, force=True, run_id="r2")
+    assert stage.code_version() != Stage("toy", run, code=("spark_jobs.filter",)).code_version()

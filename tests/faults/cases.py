@@ -1,0 +1,57 @@
+"""The kill cases of the fault-injection suite (tests/faults/test_faults.py): (group, stage, point) each.
+
+`point` is a `codemill.faults` constant, qualified with `@stage` for the generic points of `run_stage`. Every
+registered point must be killed at by at least one case (tests/faults/test_registry.py checks it), and the table
+of docs/lake.md lists exactly these cases.
+"""
+
+from __future__ import annotations
+
+from codemill import faults as F
+
+CURATION = [
+    ("curation", "ingest", F.INGEST_FILES),
+    ("curation", "ingest", f"{F.STAGE_OUTPUTS}@ingest"),
+    ("curation", "ingest", f"{F.STAGE_COMMITTED}@ingest"),
+    ("curation", "filter", f"{F.STAGE_BEGUN}@filter"),
+    ("curation", "filter", F.FILTER_FILTERED),
+    ("curation", "filter", F.FILTER_REJECTED),
+    ("curation", "filter", f"{F.STAGE_OUTPUTS}@filter"),
+    ("curation", "exact_dedup", F.EXACT_DEDUPED),
+    ("curation", "exact_dedup", f"{F.STAGE_OUTPUTS}@exact_dedup"),
+    ("curation", "exact_dedup", f"{F.STAGE_STATS}@exact_dedup"),
+    ("curation", "near_dedup", F.NEAR_KEPT),
+    ("curation", "near_dedup", F.NEAR_CLUSTERS),
+    ("curation", "near_dedup", f"{F.STAGE_OUTPUTS}@near_dedup"),
+    ("curation", "decontaminate", F.DECONTAMINATION),
+    ("curation", "decontaminate", f"{F.STAGE_OUTPUTS}@decontaminate"),
+    ("curation", "documents", f"{F.STAGE_OUTPUTS}@documents"),
+    ("curation", "outcomes", f"{F.STAGE_OUTPUTS}@outcomes"),
+]
+# near dedup's incremental path on the distributed clustering path (the full path above runs the one-task one)
+INCREMENTAL = [
+    ("incremental", "near_dedup", F.NEAR_INC_CLUSTERS),
+    ("incremental", "near_dedup", F.NEAR_INC_KEPT),
+    ("incremental", "near_dedup", f"{F.STAGE_OUTPUTS}@near_dedup"),
+]
+TOKENIZE = [
+    ("tokenize", "tokenize", F.TOKENIZE_SHARD_FILES),
+    ("tokenize", "tokenize", F.TOKENIZE_MANIFEST),
+    ("tokenize", "tokenize", f"{F.TOKENIZE_PHASE}#2"),
+    ("tokenize", "tokenize", f"{F.STAGE_OUTPUTS}@tokenize"),
+]
+SYNTH = [
+    ("synth", "synth", f"{F.SYNTH_GENERATED}#2"),
+    ("synth", "synth", f"{F.SYNTH_CHUNK}#1"),
+    ("synth", "synth", f"{F.STAGE_OUTPUTS}@synth"),
+]
+# scoring killed mid-stage (its record written, the Spark scoring job not committed) and after its output
+SCORE = [
+    ("score", "score", f"{F.STAGE_BEGUN}@score"),
+    ("score", "score", f"{F.STAGE_OUTPUTS}@score"),
+]
+CASES = CURATION + INCREMENTAL + SCORE + TOKENIZE + SYNTH
+
+
+def case_id(case: tuple[str, str, str]) -> str:
+    return f"{case[0]}-{case[2]}".replace(":", "_").replace("@", "_at_").replace("#", "_n")
