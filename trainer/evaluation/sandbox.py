@@ -1,41 +1,43 @@
 """Sandboxed execution of generated code, with a verdict the generated code cannot forge.
 
     with SandboxPool(SandboxConfig(workers=2)) as pool:
-        results = pool.run([Job("def f(x):\\n    return x\\n" + tests, 10.0)])
+        results = pool.run([Job("def add(a, b):\n    return a + b\n", 10.0, tests="assert add(1, 2) == 3")])
 
 Anything that runs in the same process as the candidate's code can be rewritten by it (an inherited pipe, the
-harness's functions, `builtins`, the expected outputs in memory), so the verdict is never computed there. Every
-job runs as two processes forked from a pool worker (docs/evaluation.md, "The sandbox", says why this design):
+harness's functions, `builtins`, expected outputs in memory), so the verdict is never computed there. Every job
+runs as two processes (docs/evaluation.md, "The sandbox", says why this design):
 
-- the *candidate* process confines itself, then runs the generated program and afterwards only answers calls on
-  a pair of pipes: "call this function (or object the sample returned earlier) with these arguments" -> the
-  returned value, or the exception. It never sees the tests, the expected outputs or the verdict pipe;
-- the *checker* process runs the checks: the benchmark's assert tests, with every name the program defines
-  replaced by a proxy that calls into the candidate process, or the differential comparison against the
-  expected outputs, which only the checker holds. It alone writes the verdict, on a pipe only it holds.
+- the *candidate* process, forked by the worker's fork server (`sample_process.py`, a fresh `python -I`
+  interpreter, so its memory never held a test, an expected output or another job), confines itself, runs the
+  program and then only answers calls on its own pair of pipes: "call this function (or object it returned
+  earlier) with these arguments" -> the returned value, or the exception;
+- the *checker* process, forked by the worker, runs the checks: the benchmark's assert tests with every name
+  the program defines bound to a `Handle` that calls into the candidate process, or the differential
+  comparison against the expected outputs, which only it holds. It alone writes the verdict, on a pipe only it
+  holds; the worker reads nothing else.
 
 Values cross from the candidate to the checker as pickles that `_PlainUnpickler` restricts to plain data (None,
 bool, int, float, complex, str, bytes, bytearray and list/tuple/dict/set/frozenset of those); any other object
-stays in the candidate process and the checker gets a `Handle` whose `==` is identity. So a returned object
-with a lying `__eq__`, a patched `math.isclose` or `outputs_match`, a forged "OK" on a descriptor, an early
-`os._exit(0)`: none of it can change what the checker concludes.
+stays in the candidate process and the checker gets a `Handle` whose `==` is identity. A returned object with a
+lying `__eq__`, a patched `math.isclose` or `outputs_match`, "OK" written on every descriptor, an early
+`os._exit(0)`: none of it changes what the checker concludes.
 
-Confinement of the candidate process (`isolation: strict`, the default; the pool refuses to start if the kernel
-cannot give it, rather than running with less):
+Confinement of the candidate process (`isolation: strict`, the default; `SandboxPool` refuses to start when the
+host cannot give it, never running with less):
 
-- Landlock (`landlock` on PyPI; Linux >= 5.13, no root needed): it may read only the Python installation and the
-  system libraries, and write only its own fresh temporary directory; no lake, checkpoint or cache is readable.
-  Landlock also forbids ptrace of processes outside its domain, so it cannot reach the checker's memory;
-- seccomp (`pyseccomp` on PyPI, over libseccomp; no root needed): no new process (fork, vfork, clone of a
-  process, clone3, exec), no socket of any family nor io_uring, no signal to other processes, no ptrace, no
-  raising its rlimits, no namespaces or mounts, no path truncation;
+- Landlock (`landlock` on PyPI; Linux >= 5.13, no root needed): read only the Python installation and system
+  libraries (`sample_process.read_roots`), write only its own fresh temporary folder; no lake, checkpoint or
+  cache is readable. Landlock also confines ptrace to its domain (the checker's memory is out of reach);
+- seccomp (`pyseccomp` on PyPI over libseccomp; no root needed): no new process (fork, vfork, clone of a
+  process, clone3, exec), no socket of any family nor io_uring, no signal to another process, no ptrace or
+  cross-process memory, no raised rlimits, no namespaces or mounts, no truncation by path;
 - rlimits: address space (`memory_mb`), CPU seconds, written file size, open files, no core dumps;
-- its own process group, stdin/stdout/stderr on /dev/null, an empty environment, no inherited descriptor
-  except its two pipes; the worker kills both processes at the wall-clock limit.
+- its own session, stdin/stdout/stderr on /dev/null, an empty environment, no descriptor but its two pipes;
+  the worker has the fork server kill and reap it at the wall-clock limit.
 
-`isolation: none` (opt-in only; logged and recorded with the results) keeps the two-process verdict, the
-rlimits and the temporary directory but not Landlock and seccomp, for hosts without them. `isolate=False`
-(bench/eval.py's baseline only) skips every limit as well.
+`isolation: none` (opt-in only; logged and recorded with the results) keeps the two processes, the rlimits and
+the temporary folder but not Landlock and seccomp, for hosts without them. `isolate=False` (bench/eval.py's
+baseline only) also drops the limits.
 
 Two kinds of job, both produced by `trainer.evaluation.benchmarks`:
 
