@@ -59,17 +59,17 @@ def test_sandbox_stops_hostile_samples_without_affecting_others(pool, tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     jobs = {
-        "ok": Job("assert sum(range(4)) == 6", 5.0),
-        "wrong": Job("assert 1 + 1 == 3", 5.0),
+        "ok": Job("x = sum(range(4))", 5.0, tests="assert x == 6"),
+        "wrong": Job("x = 1 + 1", 5.0, tests="assert x == 3"),
         "loop": Job("while True:\n    pass", 1.5),
         "memory": Job("blocks = []\nwhile True:\n    blocks.append(bytearray(10**8))", 20.0),
         # Without RLIMIT_AS this would fill 8 GiB (bytearray zero-fills); with it the allocation fails at once.
         "memory_big": Job("block = bytearray(8 * 1024**3)", 20.0),
         "network": Job("import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=2)", 5.0),
         "delete": Job(f"import os\nos.remove({str(victim)!r})", 5.0),
-        "fake_exit": Job("import os\nos._exit(0)", 5.0),
+        "fake_exit": Job("import os\nos._exit(0)", 5.0, tests="assert False"),
         "sys_exit": Job("raise SystemExit(0)", 5.0),
-        "ok_after": Job("import math\nassert math.gcd(12, 18) == 6", 5.0),
+        "ok_after": Job("import math\ng = math.gcd(12, 18)", 5.0, tests="assert g == 6"),
     }
     start = time.monotonic()
     results = dict(zip(jobs, pool.run(list(jobs.values()))))
@@ -85,13 +85,14 @@ def test_sandbox_stops_hostile_samples_without_affecting_others(pool, tmp_path):
     assert elapsed < 60
 
 
-def test_sandbox_network_guard_and_namespace(pool):
-    guard = SandboxConfig(timeout_s=5.0, memory_mb=512, workers=1, network="guard")
-    r = execute(Job("import socket\nsocket.socket()", 5.0), guard)
-    assert not r.passed and "network access is disabled" in r.detail and r.network == "guard"
-    # `auto` reports which mechanism it used; both block connections.
-    auto = pool.run([Job("x = 1", 5.0)])[0]
-    assert auto.passed and auto.network in ("namespace", "guard")
+def test_sandbox_reports_its_isolation(pool):
+    # Every result says what the sample ran under (strict: Landlock + seccomp + rlimits), as the pool does.
+    r = pool.run([Job("x = 1", 5.0)])[0]
+    assert r.passed and r.isolation == pool.isolation
+    assert pool.isolation.startswith("landlock-abi") and pool.isolation.endswith("+seccomp+rlimits")
+    loose = execute(Job("import socket\nsocket.socket().close()", 5.0),
+                    SandboxConfig(timeout_s=5.0, memory_mb=512, workers=1, isolation="none"))
+    assert loose.passed and loose.isolation == "rlimits"
 
 
 def test_differential_job_collects_and_compares_outputs(pool):
@@ -288,6 +289,9 @@ def test_debug_model_end_to_end_scores_land_in_mlflow_and_table(tmp_path):
     assert len(rows) == 6 and {r["benchmark"] for r in rows} == {"humaneval", "mbpp_plus", "evoeval_subtle"}
     assert all(r["eval_id"] == out["eval_id"] and r["phase"] == "phase1" and r["global_step"] == 7 for r in rows)
     assert all(r["status"] in ("passed", "failed", "timeout") for r in rows)
+    assert run.data.tags["eval.sandbox_isolation"].startswith("landlock-abi")
+    lineage = json.loads(DeltaTable(str(tmp_path / "lake" / "eval_results")).history(1)[0]["userMetadata"])
+    assert lineage["extra"]["sandbox_isolation"] == run.data.tags["eval.sandbox_isolation"]
 
 
 def test_callback_evaluates_the_phase_export_into_its_mlflow_run(monkeypatch, tmp_path):

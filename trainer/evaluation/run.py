@@ -28,12 +28,12 @@ from typing import Any
 
 from codemill import storage
 from codemill.benchmarks import DATA_DIR
-from codemill.config import config_hash, parse_config, to_dict
+from codemill.config import ConfigError, config_hash, parse_config, to_dict
 from codemill.engines import SamplingConfig, make_engine
 from codemill.lake import Lineage
 from trainer.evaluation.benchmarks import BENCHMARKS, GROUPS, Task, expand, load_benchmark, unknown
 from trainer.evaluation.passk import mean_pass_at_k
-from trainer.evaluation.sandbox import Job, Result, SandboxConfig, SandboxPool
+from trainer.evaluation.sandbox import Job, Result, SandboxConfig, SandboxPool, check_protected
 
 log = logging.getLogger("codemill.evaluation")
 
@@ -168,7 +168,8 @@ def truncate(text: str, stops: Sequence[str]) -> str:
 
 
 def _gt_key(task: Task) -> str:
-    h = hashlib.sha256()
+    # v2: outputs as the sandbox's checker stores them (plain data, `Opaque`, `Digest`), not as the sample made them.
+    h = hashlib.sha256(b"v2")
     for part in (task.canonical_solution, task.entry_point, task.inputs_source or ""):
         h.update(part.encode())
     h.update(task.inputs or b"")
@@ -209,8 +210,8 @@ def ground_truth(tasks: Sequence[Task], pool: SandboxPool, *, cache_dir: str | P
 
 def job_for(sample: Sample, gt: GroundTruth | None, cfg: SandboxConfig) -> Job:
     task = sample.task
-    if task.kind == "assert":
-        return Job(sample.program + task.tests, cfg.timeout_s)
+    if task.kind == "assert":  # the tests run in the sandbox's checker process, never in the sample's
+        return Job(sample.program, cfg.timeout_s, tests=task.tests)
     assert gt is not None and gt.expected is not None, f"no ground truth for {task.task_id}"
     timeout = max(cfg.timeout_s, gt.runtime_s * cfg.timeout_factor)
     return Job(sample.program, timeout, entry_point=task.entry_point, inputs=task.inputs,
@@ -353,9 +354,24 @@ def log_to_mlflow(metrics: dict[str, float], *, run_id: str | None, tracking_uri
 
 
 # ------------------------------------------------------------------------------------------------------ job
+def log_isolation(sandbox: SandboxConfig, isolation: str) -> None:
+    """Says what samples run under; loudly when the confinement was switched off (`sandbox.isolation: none`)."""
+    if sandbox.isolation == "none":
+        log.warning("sandbox.isolation=none: samples run WITHOUT Landlock and seccomp (%s); they can read and "
+                    "write whatever this user can and open network connections. Recorded with the results.",
+                    isolation)
+    else:
+        log.info("sandbox: samples run under %s", isolation)
+
+
 def evaluate(cfg: EvalConfig, *, engine: Any = None) -> dict[str, Any]:
     """The whole evaluation; returns `{"metrics", "eval_id", "mlflow_run_id", "table_version"}`."""
 
+    protected = [f"{key}: {problem}" for key, path in (("lake", cfg.lake), ("model", cfg.model),
+                                                        ("expected_cache", cfg.expected_cache))
+                 for problem in check_protected([path])]
+    if protected:  # a folder samples may read must not hold what they must not see
+        raise ConfigError(protected)
     info = checkpoint_info(cfg.model)
     run_id = cfg.mlflow_run_id or info.get("mlflow_run_id")
     tracking_uri = cfg.mlflow_tracking_uri or info.get("mlflow_tracking_uri")
@@ -377,6 +393,8 @@ def evaluate(cfg: EvalConfig, *, engine: Any = None) -> dict[str, Any]:
     gen_s = time.monotonic() - t0
     t1 = time.monotonic()
     with SandboxPool(cfg.sandbox) as pool:
+        isolation = pool.isolation
+        log_isolation(cfg.sandbox, isolation)
         results = execute_samples(samples, pool, cache_dir=cfg.expected_cache)
     exec_s = time.monotonic() - t1
     metrics = score(samples, results, cfg.generation.ks)
@@ -390,12 +408,13 @@ def evaluate(cfg: EvalConfig, *, engine: Any = None) -> dict[str, Any]:
     table = results_table(samples, results, eval_id=eval_id, model=cfg.model, run_id=run_id, cfg_hash=cfg_hash,
                           checkpoint=info)
     lineage = Lineage("evaluation", cfg_hash, {}, extra={"model": cfg.model, "eval_id": eval_id,
-                                                          "config": to_dict(cfg)})
+                                                          "config": to_dict(cfg), "sandbox_isolation": isolation})
     version = write_results(table, lake_root=cfg.lake, name=cfg.table, eval_id=eval_id, lineage_json=lineage.to_json())
     run_id = log_to_mlflow(metrics, run_id=run_id, tracking_uri=tracking_uri, experiment=cfg.mlflow_experiment,
                            run_name=f"eval-{Path(cfg.model).name}", step=int(info.get("global_step") or 0),
                            tags={"eval.eval_id": eval_id, "eval.model": cfg.model,
-                                 "eval.benchmarks": ",".join(expand(cfg.benchmarks))})
+                                 "eval.benchmarks": ",".join(expand(cfg.benchmarks)),
+                                 "eval.sandbox_isolation": isolation})
     for key in sorted(k for k in metrics if "/pass@" in k):
         log.info("%-28s %.4f", key, metrics[key])
     return {"metrics": metrics, "eval_id": eval_id, "mlflow_run_id": run_id, "table_version": version}
