@@ -44,6 +44,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components as label_components
 
 Checkpoint = Literal["local", "reliable", "none"]
+# Arrow's int32 offsets: a string array holds < 2 GiB of characters.
+ARROW_OFFSET_LIMIT = (1 << 31) - 1
 
 
 class NotConverged(RuntimeError):
@@ -101,7 +103,10 @@ def _in_memory(edges: DataFrame) -> DataFrame:
         if batches:
             table = pa.Table.from_batches(batches)
             nodes, components = component_labels(table.column("u"), table.column("v"))
-            yield pa.RecordBatch.from_arrays([nodes, components], names=["node", "component"])
+            out = pa.table([nodes, components], names=["node", "component"])
+            for batch in out.to_batches(max_chunksize=65536):  # Spark's id type, batch by batch (< 2 GiB each)
+                yield pa.RecordBatch.from_arrays([c.cast(table.schema.field("u").type) for c in batch.columns],
+                                                 names=["node", "component"])
 
     return edges.repartition(1).mapInArrow(compute, schema)
 
@@ -115,9 +120,13 @@ def component_labels(u, v):
     component's smallest id: the label the star rounds give. Repeated edges and self-loops are harmless.
     """
     def whole(a):
+        # Both ends of every edge in one array: as int64-offset (large) strings, cast before the chunks are joined,
+        # so that no array meets Arrow's 2 GiB limit of one string array, however many edges the caller gathers.
+        large = {pa.string(): pa.large_string(), pa.binary(): pa.large_binary()}.get(a.type)
+        a = a.cast(large) if large else a
         return a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a
 
-    ends = pa.concat_arrays([whole(u), whole(v)])
+    ends = pa.concat_arrays([whole(u), whole(v)])  # large strings when u, v are strings
     if ends.null_count:
         raise ValueError("connected components: an edge has a null end")
     nodes = pc.unique(ends)
@@ -127,7 +136,27 @@ def component_labels(u, v):
     graph = coo_matrix((np.ones(m, dtype=np.int8), (codes[:m], codes[m:])), shape=(n, n))
     _, labels = label_components(graph, directed=False)
     _, first = np.unique(labels, return_index=True)  # labels are 0..k-1; first[k] = smallest node number
-    return nodes, nodes.take(first[labels])
+    components = nodes.take(first[labels])
+    if ends.type != u.type and components.nbytes < ARROW_OFFSET_LIMIT:
+        nodes, components = nodes.cast(u.type), components.cast(u.type)  # the caller's type whenever it fits
+    return nodes, components
+
+
+def first_in_component(members: DataFrame, order: list, *, node: str = "node", component: str = "component",
+                       first: str = "first", splits: int = 16) -> DataFrame:
+    """(node, first) for every row of `members`: `first` is the node of its component that comes first in `order`
+    (a list of sort Columns over `members`' columns ending in a unique tie-break), as
+    `F.first(node).over(Window.partitionBy(component).orderBy(*order))` gives it, without a hot component in one
+    task: each component is first ranked in `splits` parts (by a hash of the node), and only the parts' winners,
+    at most `splits` per component, meet in the second window. The winners are joined back to the members by
+    component (a broadcast when few, else a join whose skewed partitions AQE splits)."""
+    part = F.pmod(F.xxhash64(node), F.lit(splits))
+    ranked = members.select("*", F.row_number().over(
+        Window.partitionBy(component, part).orderBy(*order)).alias("_rank_in_part"))
+    winners = ranked.where(F.col("_rank_in_part") == 1).drop("_rank_in_part")
+    firsts = winners.select(component, F.col(node).alias(first), F.row_number().over(
+        Window.partitionBy(component).orderBy(*order)).alias("_rank")).where(F.col("_rank") == 1).drop("_rank")
+    return members.select(node, component).join(firsts, on=component).select(node, first)
 
 
 def connected_components(edges: DataFrame, *, src: str = "src", dst: str = "dst", checkpoint: Checkpoint = "local",

@@ -75,6 +75,9 @@ class IngestConfig:
     snippet_chars: int = 200
     # Spark partitions for reading record files / tree files (0 = Spark's default parallelism x 2).
     partitions: int = 0
+    # A plain (uncompressed) JSON Lines file above this many bytes is read by several tasks, one per byte range
+    # split at line ends. A compressed one (.gz) is read whole by one task: gzip streams cannot be split.
+    split_bytes: int = 128 << 20
 
     def validate(self) -> list[str]:
         problems = []
@@ -82,6 +85,8 @@ class IngestConfig:
             problems.append(f"format: {self.format!r} is not one of auto, jsonl, parquet, tree")
         if self.max_bytes <= 0:
             problems.append("max_bytes: must be positive")
+        if self.split_bytes < 1 << 20:
+            problems.append(f"split_bytes: {self.split_bytes} must be at least 1 MiB (1048576)")
         unknown = sorted(set(self.columns) - set(DEFAULT_COLUMNS))
         if unknown:
             problems.append(f"columns: unknown field(s) {unknown}; known: {sorted(DEFAULT_COLUMNS)}")
@@ -139,12 +144,19 @@ def resolve_input(input_path: str, *, fmt: str = "auto") -> InputSpec:
     return InputSpec(kind, root, tuple(files))
 
 
-def input_fingerprint(spec: InputSpec, *, skip_dirs: list[str]) -> str:
-    """Hash of the input's file names, sizes and modification times: ingest re-runs only when it changes."""
+def input_fingerprint(spec: InputSpec, *, skip_dirs: list[str], spark: SparkSession | None = None) -> str:
+    """Hash of the input's file names, sizes and modification times: ingest re-runs only when it changes.
+
+    With `spark`, a tree's repositories are walked and hashed on the executors (`tree_digests`): the driver lists
+    the top level only, however many files the tree holds. Without, the driver walks it (small trees, tests)."""
     import hashlib
 
     h = hashlib.sha256(spec.kind.encode())
-    if spec.kind == "tree":
+    if spec.kind == "tree" and spark is not None:
+        h.update(b"per-repository\n")
+        for top, digest in tree_digests(spark, spec.root, skip_dirs=skip_dirs):
+            h.update(f"{top}\0{digest}\n".encode())
+    elif spec.kind == "tree":
         skip = set(skip_dirs)
         fs, base = storage.filesystem(spec.root)
         for path, size, mtime in _walk_fs(fs, base, skip):
@@ -206,22 +218,82 @@ def _as_license(v) -> str | None:
     return str(v)
 
 
+def _open_random(uri: str, fs: Any = None):
+    """A file opened for random access (a binary file object with seek/read)."""
+    if fs is None or storage.is_local(uri):
+        return open(storage.local_path(uri), "rb")
+    return fs.open_input_file(storage.fs_path(uri))
+
+
+def _read_lines_span(uri: str, start: int, end: int, fs: Any = None) -> bytes:
+    """The bytes of the lines of a file that begin in [start, end), without the final line's newline: a byte
+    range's share of a JSON Lines file (Hadoop's `LineRecordReader` rule). A line begins at 0 or after a newline;
+    the range that holds its first byte reads it whole, past `end` if need be."""
+    with _open_random(uri, fs) as fh:
+        lo = max(0, start - 1)
+        fh.seek(lo)
+        data = fh.read(end - lo)
+        if start > 0:
+            # The first line beginning at or after `start` follows the first newline at or after start - 1.
+            at = data.find(b"\n", 0, end - 1 - lo)
+            if at < 0:
+                return b""  # every byte of the range belongs to a line that began in an earlier range
+            data = data[at + 1:]
+        tail = []
+        # The last line that begins before `end` ends at the first newline at or after end - 1.
+        if not data.endswith(b"\n"):
+            while True:
+                chunk = fh.read(1 << 16)
+                if not chunk:
+                    break
+                cut = chunk.find(b"\n")
+                if cut >= 0:
+                    tail.append(chunk[:cut])
+                    break
+                tail.append(chunk)
+        else:
+            data = data[:-1]
+        return data + b"".join(tail)
+
+
+def count_newlines(uri: str, start: int, end: int, fs: Any = None) -> int:
+    """Newlines in bytes [max(0, start - 1), end - 1) of a file: summed over the ranges before it, a range's
+    first line number (`jsonl_ranges`)."""
+    lo, hi = max(0, start - 1), end - 1
+    n = 0
+    with _open_random(uri, fs) as fh:
+        fh.seek(lo)
+        while lo < hi:
+            chunk = fh.read(min(1 << 24, hi - lo))
+            if not chunk:
+                break
+            n += chunk.count(b"\n")
+            lo += len(chunk)
+    return n
+
+
 def _jsonl_rows(uri: str, rel: str, *, columns: dict[str, list[str]], id_columns: list[str], snippet: int,
-                fs: Any = None):
-    """Yields one RAW row per non-blank line of a JSONL file."""
+                fs: Any = None, span: tuple[int, int, int] | None = None):
+    """Yields one RAW row per non-blank line of a JSONL file, or with `span` (start, end, first line number) of
+    the lines that begin in that byte range of a plain one."""
     import gzip
     import json
 
 
     try:
-        data = _open_bytes(uri, fs)
-        if uri.endswith(".gz"):
-            data = gzip.decompress(data)
+        if span is not None:
+            data = _read_lines_span(uri, span[0], span[1], fs)
+        else:
+            data = _open_bytes(uri, fs)
+            if uri.endswith(".gz"):
+                data = gzip.decompress(data)
     except Exception as exc:  # an unreadable file is one malformed record, not a failed job
         yield _raw_row(source_id=f"{rel}:0", source_file=uri, line=0, error="malformed_record",
                        detail=f"unreadable file: {type(exc).__name__}: {exc}"[:500])
         return
-    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+    if span is not None and not data:
+        return
+    for lineno, raw in enumerate(data.split(b"\n"), start=1 if span is None else span[2]):
         if not raw.strip():
             continue  # blank lines (a trailing newline) are not records
         fallback_id = f"{rel}:{lineno}"
@@ -297,15 +369,22 @@ def _rel(uri: str, root: str) -> str:
 
 def decode_jsonl(files: DataFrame, *, root: str, columns: dict[str, list[str]], id_columns: list[str],
                  snippet_chars: int = 200) -> DataFrame:
-    """One row per JSONL file (`path` column) -> one RAW row per line (vectorised, on the workers)."""
+    """One row per JSONL file (`path` column) -> one RAW row per line (vectorised, on the workers). With the
+    columns `start`, `end`, `first_line` (`jsonl_ranges`), a row is a byte range of a plain file: its lines."""
     fs = _input_fs(root)
+
+    spans = "start" in files.columns  # byte ranges of files (`jsonl_ranges`), else whole files
 
     def run(batches: Iterator) -> Iterator:
         for batch in batches:
             rows: list[dict] = []
-            for uri in batch.column("path").to_pylist():
+            cols = batch.to_pydict()
+            for i, uri in enumerate(cols["path"]):
+                span = None
+                if spans and cols["start"][i] is not None:
+                    span = (cols["start"][i], cols["end"][i], cols["first_line"][i])
                 for row in _jsonl_rows(uri, _rel(uri, root), columns=columns, id_columns=id_columns,
-                                       snippet=snippet_chars, fs=fs):
+                                       snippet=snippet_chars, fs=fs, span=span):
                     rows.append(row)
                     if len(rows) >= 1000:
                         yield _batch(rows)
@@ -397,6 +476,43 @@ def list_tree(tops: DataFrame, *, skip_dirs: list[str], root: str = "") -> DataF
                                                      schema=schema)
 
     return tops.mapInArrow(run, "path string, length long")
+
+
+def tree_digests(spark: SparkSession, root: str, *, skip_dirs: list[str]) -> list[tuple[str, str]]:
+    """(top-level entry, digest of its files' names, sizes and mtimes), sorted, for a repository tree: one Spark
+    job whose tasks walk the repositories, so the driver never stats the tree's files."""
+    import hashlib
+
+    import pyarrow as pa
+
+    skip = set(skip_dirs)
+    fs = _input_fs(root)
+    tops = sorted(name for name in storage.listdir(root) if name not in skip)
+
+    def run(batches: Iterator) -> Iterator:
+        for batch in batches:
+            names, digests = [], []
+            for name in batch.column("top").to_pylist():
+                h = hashlib.sha256()
+                top = storage.join(root, name)
+                if fs is None or storage.is_local(top):
+                    import pyarrow.fs as pafs
+
+                    walked = _walk_fs(pafs.LocalFileSystem(), storage.local_path(top), skip)
+                else:
+                    walked = _walk_fs(fs, storage.fs_path(top), skip)
+                for path, size, mtime in walked:
+                    h.update(f"{path}\0{size}\0{mtime}\n".encode())
+                names.append(name)
+                digests.append(h.hexdigest())
+            yield pa.RecordBatch.from_arrays([pa.array(names, pa.string()), pa.array(digests, pa.string())],
+                                             names=["top", "digest"])
+
+    if not tops:
+        return []
+    frame = spark.createDataFrame([(t,) for t in tops], "top string").repartition(
+        max(1, min(len(tops), 2 * spark.sparkContext.defaultParallelism)))
+    return sorted((r["top"], r["digest"]) for r in frame.mapInArrow(run, "top string, digest string").collect())
 
 
 def _root_prefix(root: str) -> str:
@@ -523,6 +639,47 @@ def to_quarantine(classified: DataFrame) -> DataFrame:
     return classified.where(F.col("reason").isNotNull()).select(*schemas.QUARANTINE.fieldNames())
 
 
+def jsonl_ranges(spark: SparkSession, files: tuple[str, ...] | list[str], *, split_bytes: int, fs: Any = None
+                 ) -> list[tuple]:
+    """(path, start, end, first_line) per task of a JSON Lines input: one row per file (start null: read whole),
+    except plain files above `split_bytes`, which get one row per byte range of `split_bytes`. A range reads the
+    lines that begin in it (`_read_lines_span`); its first line number, which record ids fall back on, is counted
+    by one Spark job over the ranges (newlines before each range), so line numbers do not depend on the split.
+    Compressed files (.gz) are one task each: a gzip stream can only be read from its start."""
+    import pyarrow.fs as pafs
+
+    sizes = {}
+    plain = [f for f in files if not f.lower().endswith(".gz")]
+    if plain:
+        filesystem, _ = storage.filesystem(plain[0])
+        for f, info in zip(plain, filesystem.get_file_info([storage.filesystem(f)[1] for f in plain])):
+            if info.type == pafs.FileType.File:
+                sizes[f] = info.size
+    big = {f: n for f, n in sizes.items() if n > split_bytes}
+    rows: list[tuple] = [(f, None, None, None) for f in files if f not in big]
+    spans = [(f, lo, min(lo + split_bytes, n)) for f, n in big.items() for lo in range(0, n, split_bytes)]
+    if spans:
+        def count(batches: Iterator) -> Iterator:
+            import pyarrow as pa
+
+            for batch in batches:
+                c = batch.to_pydict()
+                n = [count_newlines(p, lo, hi, fs) for p, lo, hi in zip(c["path"], c["start"], c["end"])]
+                yield pa.RecordBatch.from_arrays([batch.column(0), batch.column(1), pa.array(n, pa.int64())],
+                                                 names=["path", "start", "newlines"])
+
+        frame = spark.createDataFrame(spans, "path string, start long, end long").repartition(
+            min(len(spans), spark.sparkContext.defaultParallelism * 2))
+        counted = {(r["path"], r["start"]): r["newlines"]
+                   for r in frame.mapInArrow(count, "path string, start long, newlines long").collect()}
+        before: dict[str, int] = {}
+        for f, lo, hi in spans:  # in file order, ranges in byte order
+            first = 1 if lo == 0 else 2 + before[f]
+            rows.append((f, lo, hi, first))
+            before[f] = before.get(f, 0) + counted[f, lo]
+    return rows
+
+
 def read_raw(spark: SparkSession, spec: InputSpec, cfg: IngestConfig) -> DataFrame:
     """The input as RAW rows (the only part of ingest that touches storage)."""
     from pyspark.sql import functions as F
@@ -538,8 +695,9 @@ def read_raw(spark: SparkSession, spec: InputSpec, cfg: IngestConfig) -> DataFra
         df = spark.read.parquet(*spec.files).select("*", "_metadata")
         return map_parquet(df, root=spec.root, columns=columns, id_columns=id_columns)
     if spec.kind == "jsonl":
-        files = spark.createDataFrame([(f,) for f in spec.files], "path string")
-        files = files.repartition(min(parts, len(spec.files)))
+        ranges = jsonl_ranges(spark, spec.files, split_bytes=cfg.split_bytes, fs=_input_fs(spec.root))
+        files = spark.createDataFrame(ranges, "path string, start long, end long, first_line long")
+        files = files.repartition(max(1, min(parts, len(ranges))))
         return decode_jsonl(files, root=spec.root, columns=columns, id_columns=id_columns,
                             snippet_chars=cfg.snippet_chars)
     tops = [storage.join(spec.root, name) for name in storage.listdir(spec.root) if name not in cfg.skip_dirs]

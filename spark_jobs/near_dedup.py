@@ -27,21 +27,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from codemill import faults
 from codemill.config import ConfigError
 from codemill.lake import Lake, Lineage
-from spark_jobs.components import connected_components
+from spark_jobs.components import connected_components, first_in_component
 from spark_jobs.keep_policy import KeepPolicy, merge_old_key
 from spark_jobs.minhash import optimal_bands
-from spark_jobs.near_dup_clusters import NODE_PREFIX, cluster_rows, pair_estimates
+from spark_jobs.near_dup_clusters import NODE_PREFIX, cluster_rows, one_task_problems, pair_estimates
 from spark_jobs.near_dup_pairs import (
     band_column,
     estimate_candidates,
@@ -60,6 +61,7 @@ KEPT_TABLE = "near_deduped"
 SIGNATURE_SCHEMA_FIELDS = ("doc_id", "signature", "n_shingles", "kept", "params")
 CLUSTER_COLUMNS = ("doc_id", "cluster_id", "representative", "similarity")
 DEFAULT_KEEP = ("stars desc", "size_bytes desc", "doc_id asc")
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -100,6 +102,10 @@ class NearDedupConfig:
     # signature per document (~1 KB with 256 permutations, at most two documents per pair) and the contents of
     # the documents in uncertain pairs: ~100 MB plus those contents at the default. 0 = always distributed.
     local_max_edges: int = 50_000
+    # Bytes of uncertain pairs' contents that one-task clustering may gather. When they weigh more, those pairs
+    # are verified by the distributed step instead, and the one task only gets the decided pairs: what it holds
+    # is bounded by bytes, not only by pair count. At most 1 GiB, half of Arrow's 2 GiB string-offset limit.
+    local_max_bytes: int = 256 << 20
 
     def band_params(self) -> tuple[int, int]:
         if self.bands and self.rows:
@@ -151,6 +157,8 @@ class NearDedupConfig:
             problems.append(f"max_iterations: {self.max_iterations} must be >= 1")
         if self.local_max_edges < 0:
             problems.append(f"local_max_edges: {self.local_max_edges} must be >= 0")
+        problems += one_task_problems(local_max_edges=self.local_max_edges, local_max_bytes=self.local_max_bytes,
+                                      num_perm=self.num_perm)
         return problems
 
 
@@ -230,10 +238,9 @@ def cluster_documents(docs: DataFrame, signatures: DataFrame, cfg: NearDedupConf
     if new_col:
         members = members.join(signatures.select(F.col(id_col).alias("node"), new_col), on="node")
         order = [F.col(new_col).asc()] + order  # kept earlier (False) before new (True)
-    # The first member in policy order is the representative: one window, no self-join.
-    ranked = bcast(_materialise(members.withColumnRenamed("node", id_col).select(
-        id_col, F.first(id_col).over(Window.partitionBy("component").orderBy(*order)).alias("representative")),
-        cfg.checkpoint))
+    # The first member in policy order is the representative (ranked in parts: a hot component spans many tasks).
+    ranked = bcast(_materialise(first_in_component(members.withColumnRenamed("node", id_col), order, node=id_col,
+                                                   first="representative"), cfg.checkpoint))
     sig = signatures.select(F.col(id_col).alias("_sid"), F.col("signature").alias("_sig"))
     clusters = bcast(ranked.join(sig.withColumnRenamed("_sid", id_col), on=id_col)).join(
         sig.withColumnRenamed("_sid", "representative").withColumnRenamed("_sig", "_rsig"), on="representative")
@@ -285,6 +292,7 @@ def _clusters_in_one_task(docs: DataFrame, signatures: DataFrame, edges: DataFra
             _broadcast_if(docs.select(id_col, *policy).join(ends, on=id_col, how="left_semi"), broadcast),
             on=id_col)
     one = F.lit(0).alias("_all")  # every row into one group, hence one task
+    spill = False  # uncertain pairs verified distributed, their contents too heavy for the one task
     pairs = edges.select("src", "dst", F.lit(None).cast("double").alias("estimate"))
     if cfg.verify:
         # The estimates' task passes the nodes through (rows of their own, `NODE_PREFIX`ed columns), so that the
@@ -304,10 +312,24 @@ def _clusters_in_one_task(docs: DataFrame, signatures: DataFrame, edges: DataFra
             unsure.select(F.col("dst").alias("_text_id"))), broadcast)
         texts = docs.select(F.col(id_col).alias("_text_id"), F.col(content_col).alias("_text")).join(
             unsure_ids, on="_text_id", how="left_semi")
-        pairs = pairs.unionByName(texts, allowMissingColumns=True)  # rows of two kinds: pairs and texts
+        texts, text_bytes = _counted_bytes(texts, "_text", cfg.checkpoint)
+        spill = text_bytes > cfg.local_max_bytes
+        if not spill:
+            pairs = pairs.unionByName(texts, allowMissingColumns=True)  # rows of two kinds: pairs and texts
+        else:
+            log.info("near dedup: uncertain pairs' contents weigh %d bytes > local_max_bytes %d; verifying them "
+                     "distributed", text_bytes, cfg.local_max_bytes)
+            verified = verify_candidates(unsure.select("src", "dst"), texts, ngram=cfg.ngram,
+                                         threshold=cfg.threshold, id_col="_text_id", content_col="_text",
+                                         broadcast=broadcast)
+            decided = pairs.where(F.col("estimate") >= F.lit(hi)).select("src", "dst").unionByName(
+                verified.select("src", "dst"))
+            pairs = decided.select("src", "dst", F.lit(1.0).alias("estimate"))
     # The distributed ranking window's order, for Arrow: kept earlier (False) before new (True), the policy, the id.
     order = ([(new_col, "ascending")] if new_col else []) + keep.arrow_order(id_col)
     lo, hi = cfg.uncertain() if cfg.verify else (None, None)
+    if spill:
+        lo = hi = None  # every pair left is a near-duplicate
     return pairs.groupBy(one).cogroup(nodes.groupBy(one)).applyInArrow(
         functools.partial(cluster_rows, id_col=id_col, order=order, ngram=cfg.ngram, threshold=cfg.threshold,
                           sure_from=hi, unsure_from=lo),
@@ -387,6 +409,12 @@ def _counted(df: DataFrame, checkpoint: str) -> tuple[DataFrame, int]:
     marked lazily and filled by the job that counts."""
     df = _materialise(df, checkpoint, eager=False)
     return df, df.count()
+
+
+def _counted_bytes(df: DataFrame, column: str, checkpoint: str) -> tuple[DataFrame, int]:
+    """`_materialise(df, checkpoint)` and the UTF-8 bytes of its string `column`, in one Spark job."""
+    df = _materialise(df, checkpoint, eager=False)
+    return df, int(df.agg(F.sum(F.octet_length(column))).first()[0] or 0)
 
 
 def _signatures_once(df: DataFrame, checkpoint: str) -> DataFrame:

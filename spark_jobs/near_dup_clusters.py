@@ -23,6 +23,30 @@ from spark_jobs.components import component_labels
 
 # Prefix of the node columns `pair_estimates` passes through behind the pairs.
 NODE_PREFIX = "_node_"
+# Arrow's string, binary and list arrays address their values with int32 offsets: one array holds < 2 GiB (2**31
+# values for a list). The one task never builds such an array from data whose size grows with the corpus: texts
+# are shingled chunk by chunk (Spark's Arrow batches are bounded by spark.sql.execution.arrow.maxBytesPerBatch),
+# and ids are concatenated as large (int64-offset) arrays. What it holds at once is capped by `one_task_problems`.
+ARROW_OFFSET_LIMIT = (1 << 31) - 1
+MAX_ONE_TASK_BYTES = 1 << 30
+# Bytes one node takes in the one task besides its signature: an id of up to ~64 bytes, the policy columns, Arrow
+# offsets and validity bitmaps.
+NODE_OVERHEAD_BYTES = 256
+
+
+def one_task_problems(*, local_max_edges: int, local_max_bytes: int, num_perm: int) -> list[str]:
+    """Configuration problems of the one-task path: its signatures (up to two nodes per pair) and its texts must
+    fit `MAX_ONE_TASK_BYTES` (1 GiB), well below Arrow's 2 GiB offset limit, whatever the corpus holds."""
+    problems = []
+    if not 0 <= local_max_bytes <= MAX_ONE_TASK_BYTES:
+        problems.append(f"local_max_bytes: {local_max_bytes} must be in 0..{MAX_ONE_TASK_BYTES} (1 GiB: one task "
+                        "holds these contents in memory, and Arrow arrays stop at 2 GiB)")
+    node_bytes = 2 * local_max_edges * (4 * num_perm + NODE_OVERHEAD_BYTES)
+    if node_bytes > MAX_ONE_TASK_BYTES or 2 * local_max_edges * num_perm > ARROW_OFFSET_LIMIT:
+        problems.append(f"local_max_edges: {local_max_edges} pairs need up to {node_bytes >> 20} MiB of signatures "
+                        f"in one task with num_perm={num_perm}; at most {MAX_ONE_TASK_BYTES >> 20} MiB allowed, "
+                        "lower local_max_edges")
+    return problems
 
 
 def pair_estimates(edges, nodes, *, id_col: str):
@@ -63,8 +87,10 @@ def cluster_rows(pairs, nodes, *, id_col: str, order: list[tuple[str, str]], ngr
         unsure = np.flatnonzero((estimate >= unsure_from) & ~keep)
         if len(unsure):
             texts = pairs.filter(pc.is_valid(pairs.column("_text_id")))
-            text_ids = texts.column("_text_id").to_pylist()
-            sets = dict(zip(text_ids, minhash.shingle_sets(texts.column("_text").combine_chunks(), ngram)))
+            sets = {}
+            # Chunk by chunk, as Spark sent them: concatenating all texts could pass Arrow's 2 GiB offset limit.
+            for ids, chunk in zip(texts.column("_text_id").chunks, texts.column("_text").chunks):
+                sets.update(zip(ids.to_pylist(), minhash.shingle_sets(chunk, ngram)))
             src, dst = (edges.column(c).take(pa.array(unsure)).to_pylist() for c in ("src", "dst"))
             for i, a, b in zip(unsure, src, dst):
                 keep[i] = a in sets and b in sets and minhash.jaccard(sets[a], sets[b]) >= threshold

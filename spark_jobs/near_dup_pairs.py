@@ -12,7 +12,7 @@ Every transform works on any DataFrame with an id and a text column; signatures 
 module derives them from `NearDedupConfig`.
 
 Public API: `minhash_signatures`, `signature_fields`, `signature_arrays`, `band_column`, `with_band_keys`,
-`lsh_candidates`, `estimate_candidates`, `verify_candidates`, `similarity_expr`.
+`lsh_candidates`, `estimate_candidates`, `verify_candidates`, `verification_groups`, `similarity_expr`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import to_arrow_type
@@ -116,6 +116,13 @@ def lsh_candidates(signatures: DataFrame, *, bands: int, rows: int, id_col: str 
     it has one; only new documents are linked, and only in buckets they share with someone. Linking to a centre
     instead of emitting all pairs keeps a bucket of k near-copies at k - 1 edges. Documents without shingles
     take no part. Bucket keys come from `minhash_signatures(..., bands=, rows=)` or are hashed here.
+
+    Hot buckets (a file copied 50,000 times puts 50,000 rows in each of its bands' buckets) never gather in one
+    task: each bucket's centre and size come from a hash aggregation, which Spark combines map-side (a hot bucket
+    leaves each map task as one row), and the buckets of 2+ documents are joined back to their rows. That join is
+    a broadcast when the shared buckets are few (AQE switches to one at run time from their measured size), else
+    a sort-merge join whose skewed partitions AQE splits (`spark.sql.adaptive.skewJoin.enabled`, on by default).
+    A window partitioned by bucket, the previous form, sorted every hot bucket in a single task.
     """
     signatures = with_band_keys(signatures, bands=bands, rows=rows)
     is_new = F.col(new_col) if new_col else F.lit(True)
@@ -123,9 +130,11 @@ def lsh_candidates(signatures: DataFrame, *, bands: int, rows: int, id_col: str 
              .select(F.col(id_col).alias("id"), is_new.alias("is_new"),
                      F.explode(band_column(bands, rows)).alias("bucket")))
     # min over (is_new, id): false < true, so an already-kept document is the centre whenever the bucket has one.
-    centre = F.min(F.struct("is_new", "id")).over(Window.partitionBy("bucket"))
-    return (keyed.select("id", "is_new", centre["id"].alias("centre"))
-            .where(F.col("is_new") & (F.col("id") != F.col("centre")))
+    centres = (keyed.groupBy("bucket").agg(F.min(F.struct("is_new", "id"))["id"].alias("centre"),
+                                           F.count(F.lit(1)).alias("_n"))
+               .where(F.col("_n") > 1).select("bucket", "centre"))
+    return (keyed.where(F.col("is_new")).join(centres, on="bucket")
+            .where(F.col("id") != F.col("centre"))
             .select(F.col("id").alias("src"), F.col("centre").alias("dst")).distinct())
 
 
@@ -146,7 +155,8 @@ def estimate_candidates(edges: DataFrame, signatures: DataFrame, *, id_col: str 
 
 
 def verify_candidates(edges: DataFrame, docs: DataFrame, *, ngram: int = 5, threshold: float = 0.7,
-                      id_col: str = "doc_id", content_col: str = "content", broadcast: bool = False) -> DataFrame:
+                      id_col: str = "doc_id", content_col: str = "content", broadcast: bool = False,
+                      max_group: int = 2000) -> DataFrame:
     """(src, dst, jaccard) for the candidate pairs whose exact shingle-set Jaccard similarity reaches threshold.
 
     Pairs are verified in groups that share their `dst` (LSH links every document to its bucket's centre, so
@@ -155,13 +165,17 @@ def verify_candidates(edges: DataFrame, docs: DataFrame, *, ngram: int = 5, thre
     of members seen before the group's `dst` are held. The texts of documents outside every pair are filtered
     out before the shuffle: by a broadcast join with `broadcast` (the caller knows the pairs are few), else by a
     shuffle join on the ids.
+
+    A hot centre (a bucket of 50,000 near-copies links them all to one `dst`) is split: a group of k > `max_group`
+    members becomes ceil(k / max_group) groups by a hash of the member's id, each with its own copy of the
+    centre's text, so no verification task holds more than ~`max_group` texts and the group count is the same for
+    any partitioning. The sizes come from a hash aggregation (combined map-side), not from a window.
     """
-    members = (edges.select(F.col("src").alias("_id"), F.col("dst").alias("_group"))
-               .unionByName(edges.select(F.col("dst").alias("_id"), F.col("dst").alias("_group"))).distinct())
+    members = verification_groups(edges, max_group=max_group)
     if broadcast:
         members = members.hint("broadcast")
     text = (docs.select(F.col(id_col).alias("_id"), F.col(content_col).alias("_text"))
-            .join(members, on="_id").select("_group", "_id", "_text"))
+            .join(members, on="_id").select("_group", "_part", "_id", "_text"))
     id_type = edges.schema["src"].dataType
     schema = T.StructType([T.StructField("src", id_type), T.StructField("dst", id_type),
                            T.StructField("jaccard", T.DoubleType())])
@@ -170,8 +184,8 @@ def verify_candidates(edges: DataFrame, docs: DataFrame, *, ngram: int = 5, thre
         centre = key[0].as_py()
         centre_set, waiting = None, []
         for batch in batches:
-            ids = batch.column(1).to_pylist()
-            sets = minhash.shingle_sets(batch.column(2), ngram)
+            ids = batch.column(2).to_pylist()
+            sets = minhash.shingle_sets(batch.column(3), ngram)
             for doc, shingles in zip(ids, sets):
                 if doc == centre:
                     centre_set = shingles
@@ -193,7 +207,19 @@ def verify_candidates(edges: DataFrame, docs: DataFrame, *, ngram: int = 5, thre
     text_arrow_type = to_arrow_type(id_type)
     # The iterator form of applyInArrow is chosen from these hints (typing objects, not strings).
     verify.__annotations__ = {"key": tuple, "batches": Iterator[pa.RecordBatch], "return": Iterator[pa.RecordBatch]}
-    return text.groupBy("_group").applyInArrow(verify, schema).where(F.col("jaccard") >= F.lit(threshold))
+    return text.groupBy("_group", "_part").applyInArrow(verify, schema).where(F.col("jaccard") >= F.lit(threshold))
+
+
+def verification_groups(edges: DataFrame, *, max_group: int = 2000) -> DataFrame:
+    """(_id, _group, _part): the verification group of every document of the pairs (src, dst). A group is a centre
+    (`dst`, its `_group`) with at most ~`max_group` of its members (`_part`: which share of them, by a hash of
+    the member's id); the centre belongs to each of its parts."""
+    sized = edges.join(edges.groupBy("dst").agg(F.count(F.lit(1)).alias("_k")), on="dst")
+    parts = F.ceil(F.col("_k") / F.lit(max_group))
+    split = sized.select("src", "dst", F.pmod(F.xxhash64("src"), parts).cast("int").alias("_part"))
+    return (split.select(F.col("src").alias("_id"), F.col("dst").alias("_group"), "_part")
+            .unionByName(split.select(F.col("dst").alias("_id"), F.col("dst").alias("_group"), "_part"))
+            .distinct())
 
 
 def similarity_expr(a: str, b: str):

@@ -392,7 +392,7 @@ def _documents_stats(ctx: Context):
 
 
 def _ingest_fingerprint(ctx: Context) -> str:
-    listing = ingest.input_fingerprint(ctx.spec, skip_dirs=ctx.cfg.ingest.skip_dirs)
+    listing = ingest.input_fingerprint(ctx.spec, skip_dirs=ctx.cfg.ingest.skip_dirs, spark=ctx.spark)
     return f"{storage.absolute(ctx.cfg.input)}:{listing}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pyarrow as pa
 import pytest
 
 from spark_jobs.components import NotConverged, component_labels, connected_components
@@ -106,3 +107,30 @@ def test_component_labels_in_memory():
     assert dict(zip(nodes.to_pylist(), components.to_pylist())) == {1: 1, 3: 1, 5: 1, 7: 7, 8: 8, 9: 8}
     with pytest.raises(ValueError, match="null"):
         component_labels(pa.array(["a", None]), pa.array(["b", "c"]))
+
+
+def test_component_labels_take_large_strings_and_give_back_the_callers_type():
+    # Ids are joined as int64-offset strings (Arrow's 2 GiB limit of one string array is never reachable there);
+    # the result comes back in the caller's type.
+    u = pa.chunked_array([["b", "c"], ["x"]])
+    nodes, components = component_labels(u, pa.array(["a", "b", "y"]))
+    assert nodes.type == pa.string() and components.type == pa.string()
+    assert dict(zip(nodes.to_pylist(), components.to_pylist())) == {"a": "a", "b": "a", "c": "a", "x": "x", "y": "x"}
+
+
+def test_first_in_component_equals_one_window_and_splits_hot_components(spark):
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    from spark_jobs.components import first_in_component
+
+    rnd = random.Random(5)
+    rows = [(f"n{i:04d}", f"k{rnd.randrange(3) if i < 900 else i}", rnd.choice([None, 1, 2, 3])) for i in range(1000)]
+    df = spark.createDataFrame(rows, "node string, component string, stars int").repartition(3)
+    order = [F.col("stars").desc_nulls_last(), F.col("node").asc()]
+    want = df.select("node", F.first("node").over(Window.partitionBy("component").orderBy(*order)).alias("first"))
+    got = first_in_component(df, order, splits=8)
+    assert sorted(tuple(r) for r in got.collect()) == sorted(tuple(r) for r in want.collect())
+    # No window ranks a whole component: each is partitioned by component and a hash part, then by the winners.
+    plan = got._jdf.queryExecution().executedPlan().toString()
+    assert "xxhash64" in plan

@@ -199,3 +199,81 @@ def test_a_record_without_id_is_named_file_colon_line_stably(spark, tmp_path):
     assert [s for s, _ in runs[0]] == ["k", "q", "sub/p.jsonl:1", "sub/p.jsonl:2", "sub/p.jsonl:3",
                                        "sub/p.jsonl:4", "sub/t.parquet:0", "sub/t.parquet:2"]
     assert runs[0] == runs[1] == runs[2]
+
+def _big_jsonl(path, n=3000):
+    """A ~2.3 MB JSON Lines file: records without ids (ids fall back on line numbers), blank and CRLF lines,
+    malformed lines and one record long enough to straddle range boundaries."""
+    import json
+    import random
+
+    rnd = random.Random(1)
+    lines = []
+    for i in range(n):
+        if i % 97 == 5:
+            lines.append("")
+        elif i % 101 == 7:
+            lines.append('{"broken": ')
+        else:
+            body = "x = 1\n" * rnd.randrange(5, 200) if i != 1500 else "y = 2\n" * 200_000
+            lines.append(json.dumps({"repo": f"r{i % 7}", "path": f"f{i}.py", "content": body})
+                         + ("\r" if i % 13 == 0 else ""))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_large_plain_jsonl_is_split_across_tasks_with_the_same_records(spark, tmp_path):
+    from spark_jobs.ingest import jsonl_ranges
+
+    path = _big_jsonl(tmp_path / "big.jsonl")
+    ranges = jsonl_ranges(spark, [str(path)], split_bytes=1 << 20)
+    size = path.stat().st_size
+    assert size > 3 << 20
+    assert [r[1:3] for r in ranges] == [(lo, min(lo + (1 << 20), size)) for lo in range(0, size, 1 << 20)]
+    assert ranges[0][3] == 1 and all(r[3] > 1 for r in ranges[1:])
+    assert jsonl_ranges(spark, [str(path)], split_bytes=64 << 20) == [(str(path), None, None, None)]
+
+    def rows(split):
+        cfg = IngestConfig(max_bytes=10_000_000, split_bytes=split)
+        spec = resolve_input(str(path))
+        return sorted((r.source_id, r.line, r.error, r.content) for r in read_raw(spark, spec, cfg).collect())
+
+    whole, split = rows(64 << 20), rows(1 << 20)
+    assert split == whole
+    assert len(whole) == 3000 - len([i for i in range(3000) if i % 97 == 5])
+    assert ("big.jsonl:3001", 3001) not in {r[:2] for r in whole}  # the final newline is no record
+
+
+def test_compressed_jsonl_is_one_task_per_file(spark, tmp_path):
+    import gzip
+
+    from spark_jobs.ingest import jsonl_ranges
+
+    path = _big_jsonl(tmp_path / "big.jsonl")
+    gz = tmp_path / "big.jsonl.gz"
+    gz.write_bytes(gzip.compress(path.read_bytes()))
+    assert jsonl_ranges(spark, [str(gz)], split_bytes=1 << 20) == [(str(gz), None, None, None)]
+    assert IngestConfig(split_bytes=1000).validate() == ["split_bytes: 1000 must be at least 1 MiB (1048576)"]
+
+
+def test_tree_fingerprint_is_walked_on_the_executors_and_sees_nested_changes(spark, tmp_path, monkeypatch):
+    import os
+
+    import spark_jobs.ingest as ingest
+
+    root = make_tree(tmp_path / "repos")
+    spec = resolve_input(str(root), fmt="tree")
+    first = ingest.input_fingerprint(spec, skip_dirs=IngestConfig().skip_dirs, spark=spark)
+
+    def no_walk(*a, **k):
+        raise AssertionError("the driver walked the tree")
+
+    # The driver process never walks: its os.walk is broken; the executors' Python workers (other processes) are
+    # not affected.
+    monkeypatch.setattr(os, "walk", no_walk)
+    assert ingest.input_fingerprint(spec, skip_dirs=IngestConfig().skip_dirs, spark=spark) == first
+    nested = root / "alpha" / "src" / "geometry.py"
+    nested.write_text(nested.read_text() + "\n# changed\n")
+    os.utime(nested, ns=(1, 1))
+    assert ingest.input_fingerprint(spec, skip_dirs=IngestConfig().skip_dirs, spark=spark) != first
+    with pytest.raises(AssertionError, match="the driver walked"):
+        ingest.input_fingerprint(spec, skip_dirs=IngestConfig().skip_dirs)

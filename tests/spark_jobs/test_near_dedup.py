@@ -109,8 +109,10 @@ def _pairs(clusters) -> set[frozenset]:
     return {frozenset((a, b)) for m in by.values() for a in m for b in m if a < b}
 
 
-# Both ways of clustering: one task for small candidate graphs (the default here), distributed steps otherwise.
-PATHS = {"one_task": 50_000, "distributed": 0}
+# The ways of clustering: one task for small candidate graphs (the default here), distributed steps otherwise, and
+# one task whose uncertain pairs' contents exceed `local_max_bytes` (verified distributed, then clustered in one).
+PATHS = {"one_task": {"local_max_edges": 50_000}, "distributed": {"local_max_edges": 0},
+         "one_task_over_bytes": {"local_max_edges": 50_000, "local_max_bytes": 0}}
 
 
 @pytest.fixture(scope="module")
@@ -119,14 +121,14 @@ def partitioned_runs(spark):
     runs = {}
     for path, limit in PATHS.items():
         for parts in (1, 2, 8):
-            kept, clusters = near_duplicates(df.repartition(parts), keep=POLICY, local_max_edges=limit)
+            kept, clusters = near_duplicates(df.repartition(parts), keep=POLICY, **limit)
             runs[path, parts] = (sorted(r["doc_id"] for r in kept.collect()),
                                  sorted(tuple(r) for r in clusters.collect()))
         # Broadcast joins off: every join of the pairs with signatures, texts and policy columns is a shuffle join.
         previous = spark.conf.get("spark.sql.autoBroadcastJoinThreshold")
         spark.conf.set("spark.sql.autoBroadcastJoinThreshold", "-1")
         try:
-            kept, clusters = near_duplicates(df.repartition(2), keep=POLICY, local_max_edges=limit)
+            kept, clusters = near_duplicates(df.repartition(2), keep=POLICY, **limit)
             runs[path, "no_broadcast"] = (sorted(r["doc_id"] for r in kept.collect()),
                                           sorted(tuple(r) for r in clusters.collect()))
         finally:
@@ -174,10 +176,10 @@ def test_representative_policy_with_ties_and_nulls(spark, path):
     for policy, winner in ((["stars desc", "size_bytes desc"], "b"), (["stars asc"], "a"), (["stars desc"], "b"),
                            (["owner asc"], "a"), (["owner desc"], "c"), (["size_bytes desc", "stars asc"], "a"),
                            (["doc_id desc"], "d")):
-        _, clusters = near_duplicates(df, keep=policy, local_max_edges=limit)
+        _, clusters = near_duplicates(df, keep=policy, **limit)
         assert {r["representative"] for r in clusters.collect()} == {winner}, policy
     # `representative`, the old name of `keep`, still picks the kept file.
-    _, clusters = near_duplicates(df, representative=["doc_id desc"], local_max_edges=limit)
+    _, clusters = near_duplicates(df, representative=["doc_id desc"], **limit)
     assert {r["representative"] for r in clusters.collect()} == {"d"}
 
 
@@ -188,16 +190,16 @@ def test_verification_rejects_shared_boilerplate(spark, path):
     # Permissive banding (64 bands of 2 rows) makes every licence-sharing pair an LSH candidate.
     sigs = minhash_signatures(df)
     assert lsh_candidates(sigs, bands=64, rows=2).count() >= 3
-    _, unverified = near_duplicates(df, bands=64, rows=2, verify=False, local_max_edges=limit)
+    _, unverified = near_duplicates(df, bands=64, rows=2, verify=False, **limit)
     assert unverified.count() == 4
-    kept, verified = near_duplicates(df, bands=64, rows=2, verify=True, local_max_edges=limit)
+    kept, verified = near_duplicates(df, bands=64, rows=2, verify=True, **limit)
     assert verified.count() == 0 and kept.count() == 4
     # verify_margin 1.0: every candidate goes through the exact Jaccard check, none is decided by its estimate.
-    kept, verified = near_duplicates(df, bands=64, rows=2, verify=True, verify_margin=1.0, local_max_edges=limit)
+    kept, verified = near_duplicates(df, bands=64, rows=2, verify=True, verify_margin=1.0, **limit)
     assert verified.count() == 0 and kept.count() == 4
     # ... and exact checks that pass keep the true near-duplicates clustered.
     df = spark.createDataFrame(ROWS, SCHEMA)
-    _, clusters = near_duplicates(df, verify_margin=1.0, local_max_edges=limit)
+    _, clusters = near_duplicates(df, verify_margin=1.0, **limit)
     assert _pairs([r.asDict() for r in clusters.collect()]) == PLANTED
 
 
@@ -248,7 +250,7 @@ def test_incremental_equals_union_semantics(spark, lake, path):
     # b0_copy has more stars than the kept b0 but must not displace it; b1_rename duplicates an old file;
     # b3/b3_trunc duplicate each other inside the new batch; b4 and h2 are new and unique.
     batch2 = ["b0_copy", "b1_rename", "b3", "b3_trunc", "b4", "h2"]
-    cfg = NearDedupConfig(incremental=True, local_max_edges=PATHS[path])
+    cfg = NearDedupConfig(incremental=True, **PATHS[path])
 
     stars = {"b0": 10, "b0_reformat": 1, "b0_copy": 100}
 
@@ -361,13 +363,13 @@ def test_custom_id_column(spark, path):
     picked = [r[1] for r in ROWS if r[0] in ("b1", "b1_rename", "b2")]
     rows = [(f"s{i}", text) for i, text in enumerate(picked)]
     df = spark.createDataFrame(rows, "synth_id string, content string")
-    kept, clusters = near_duplicates(df, id_col="synth_id", local_max_edges=PATHS[path])
+    kept, clusters = near_duplicates(df, id_col="synth_id", **PATHS[path])
     assert sorted(r["synth_id"] for r in kept.collect()) == ["s0", "s2"]  # smallest id represents by default
     assert [(r["doc_id"], r["representative"]) for r in clusters.orderBy("doc_id").collect()] == [
         ("s0", "s0"), ("s1", "s0")]
     # Integer ids: numeric order, not string order, picks the representative (10 < 9 as strings).
     df = spark.createDataFrame([(10, picked[0]), (9, picked[1]), (11, picked[2])], "n long, content string")
-    _, clusters = near_duplicates(df, id_col="n", local_max_edges=PATHS[path])
+    _, clusters = near_duplicates(df, id_col="n", **PATHS[path])
     assert sorted((r["doc_id"], r["representative"]) for r in clusters.collect()) == [(9, 9), (10, 9)]
 
 
@@ -399,3 +401,60 @@ def test_keys_of_rows_held_in_process_equal_the_dataframe_keys(spark):
     got = {r[0]: tuple(a[i].as_py() for a in arrays) for i, r in enumerate(ROWS)}
     assert got == want and key_columns(cfg)[2] == band_column(*cfg.band_params())
     assert [f.name for f in minhash_key_fields(cfg)] == key_columns(cfg)
+
+
+def test_one_task_over_local_max_bytes_verifies_distributed_and_gives_the_same_clusters(partitioned_runs, spark,
+                                                                                          caplog):
+    assert partitioned_runs["one_task_over_bytes", 1] == partitioned_runs["distributed", 1]
+    # The fallback is taken (the planted pairs include uncertain ones, whose contents weigh more than 0 bytes).
+    df = spark.createDataFrame(ROWS, SCHEMA)
+    with caplog.at_level("INFO", logger="spark_jobs.near_dedup"):
+        near_duplicates(df, keep=POLICY, local_max_bytes=0)[1].collect()
+    assert "> local_max_bytes 0; verifying them distributed" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="spark_jobs.near_dedup"):
+        near_duplicates(df, keep=POLICY)[1].collect()
+    assert "verifying them distributed" not in caplog.text
+
+
+def test_one_task_bounds_are_validated_below_arrow_offsets():
+    problems = NearDedupConfig(local_max_bytes=2 << 30).validate()
+    assert any(p.startswith("local_max_bytes: 2147483648 must be in 0..1073741824") for p in problems)
+    problems = NearDedupConfig(local_max_edges=5_000_000).validate()
+    assert any(p.startswith("local_max_edges: 5000000 pairs need up to") for p in problems)
+    assert NearDedupConfig().validate() == []
+
+
+def test_hot_bucket_is_aggregated_not_gathered_by_a_window(spark):
+    # One file copied 300 times plus unrelated files: every copy links to the bucket's centre, k - 1 edges; the
+    # plan holds no window (a window partitioned by bucket sorted a hot bucket in one task).
+    text = _code(7, 12)
+    rows = [(f"c{i:03d}", text) for i in range(300)] + [(f"u{i}", _code(100 + i, 6)) for i in range(20)]
+    sigs = minhash_signatures(spark.createDataFrame(rows, "doc_id string, content string").repartition(4))
+    pairs = lsh_candidates(sigs, bands=16, rows=16)
+    assert "Window" not in pairs._jdf.queryExecution().executedPlan().toString()
+    got = sorted(tuple(r) for r in pairs.collect())
+    assert got == [(f"c{i:03d}", "c000") for i in range(1, 300)]
+
+
+def test_hot_verification_centre_is_split_into_bounded_groups(spark):
+    from spark_jobs.near_dup_pairs import verification_groups
+
+    edges = spark.createDataFrame([(f"m{i:03d}", "c") for i in range(250)] + [("x", "y")], "src string, dst string")
+    groups = verification_groups(edges, max_group=50).collect()
+    parts = {}
+    for r in groups:
+        parts.setdefault((r["_group"], r["_part"]), set()).add(r["_id"])
+    hot = [m for (g, _), m in parts.items() if g == "c"]
+    assert len(hot) == 5 and all("c" in m for m in hot)  # ceil(250 / 50) parts, the centre in each
+    assert max(len(m) for m in hot) <= 80  # ~50 members each (a hash split), never all 250
+    assert sorted(set().union(*hot) - {"c"}) == sorted(f"m{i:03d}" for i in range(250))
+    assert parts[("y", 0)] == {"x", "y"}
+    # Verification gives the same pairs whatever the split.
+    text = _code(3, 10)
+    docs = spark.createDataFrame([(f"m{i:03d}", text) for i in range(250)] + [("c", text), ("x", "a b"),
+                                                                             ("y", "c d")],
+                                 "doc_id string, content string")
+    split = sorted(tuple(r)[:2] for r in verify_candidates(edges, docs, max_group=50).collect())
+    whole = sorted(tuple(r)[:2] for r in verify_candidates(edges, docs, max_group=10_000).collect())
+    assert split == whole == sorted((f"m{i:03d}", "c") for i in range(250))

@@ -21,3 +21,24 @@ def test_report_reads_manifests_from_and_writes_its_page_to_s3(s3, bucket):
     page = storage.read_text(f"{bucket}/report/index.html")
     assert "Token mix of the three phases" in page and '<img src="phases.png"' in page and "Not run yet" not in page
     assert not report.out.exists()  # the local staging folder is gone
+
+
+def test_score_histograms_are_counted_in_spark_and_match_numpy(spark):
+    import numpy as np
+
+    from spark_jobs.report import score_histograms
+
+    rnd = np.random.default_rng(3)
+    py, go = rnd.normal(0.5, 0.2, 700), rnd.uniform(-1, 2, 300)
+    rows = [("python", float(x)) for x in py] + [("go", float(x)) for x in go] + [("c", 0.25)] * 4
+    scores = spark.createDataFrame(rows, "lang string, score double")
+    hist = score_histograms(scores, ["python", "go", "c"], bins=30)
+    for lang, values in (("python", py), ("go", go)):
+        h = hist[hist["lang"] == lang]
+        want, edges = np.histogram(values, bins=30)
+        got = np.zeros(30, dtype=int)
+        got[h["bin"].to_numpy()] = h["count"].to_numpy()
+        assert got.tolist() == want.tolist()
+        assert np.allclose(h["lo"], edges[h["bin"].to_numpy()])
+    assert hist[hist["lang"] == "c"][["bin", "count"]].values.tolist() == [[0, 4]]  # one value: one bin
+    assert len(hist) <= 3 * 30  # the driver gets bins, not scores
