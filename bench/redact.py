@@ -123,7 +123,9 @@ def _b64url(data: bytes) -> str:
 def _public_ip(rng: random.Random) -> str:
     while True:
         ip = ipaddress.IPv4Address(rng.getrandbits(32))
-        if ip.is_global and str(ip).split(".")[0] not in ("8", "9", "1"):
+        # a host's address: global unicast (multicast and reserved ranges are kept by design, docs/curation.md)
+        unicast = ip.is_global and not ip.is_multicast and not ip.is_reserved
+        if unicast and str(ip).split(".")[0] not in ("8", "9", "1"):
             return str(ip)
 
 

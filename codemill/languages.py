@@ -110,7 +110,7 @@ PROBE_BYTES = 65536
 _OBJC = re.compile(r"^\s*(?:@interface|@implementation|@protocol|@end\b|@property|#import\s)", re.M)
 _CPP = re.compile(r"^\s*(?:namespace\b|template\s*<|class\s+\w+\s*[:{]|#include\s*<(?:[a-z_]+)>|using\s+namespace)"
                   r"|\bstd::|\w+::\w+", re.M)
-_MATLAB = re.compile(r"^\s*(?:function\b.*=|%|end\s*$|disp\(|fprintf\()", re.M)
+_C_LIKE = re.compile(r"^\s*#\s*(?:include|ifdef|ifndef|define|if)\b|^[\w \t*]+\([^)]*\)\s*\{\s*$|/\*", re.M)
 _PROLOG = re.compile(r":-|^\s*[a-z]\w*\([^)]*\)\s*\.\s*$", re.M)
 
 
@@ -134,10 +134,12 @@ def detect_language(path: str, content: str | None) -> str:
         return by_path
     data = content[:PROBE_BYTES].encode("utf-8", "replace")
     ext = base.lower().rpartition(".")[2] if "." in base else ""
-    found = canonical_lang(_enry_name(base, data) or "") or "unknown"
-    found = _ENRY_NAMES.get(found, found)
     if ext in AMBIGUOUS:
+        # linguist's disambiguation heuristics only: its classifier (the last step of `get_language`) answers Prolog
+        # for Perl data files and M/Mercury for MATLAB (bench/langid.py), where our rules do better
+        found = _enry_name(base, data, heuristics_only=True)
         return found if found in AMBIGUOUS[ext] else _fallback(ext, content[:PROBE_BYTES])
+    found = _enry_name(base, data)
     # enry's "Text" for prose without an extension (LICENSE, AUTHORS) is no language for the filters to judge
     return found if found not in ("unknown", "text") else by_path
 
@@ -146,10 +148,17 @@ def detect_language(path: str, content: str | None) -> str:
 _ENRY_NAMES = {"objective-c++": "objective-cpp", "c++": "cpp", "unix-assembly": "assembly", "perl-6": "raku"}
 
 
-def _enry_name(base: str, data: bytes) -> str:
+def _enry_name(base: str, data: bytes, *, heuristics_only: bool = False) -> str:
+    """go-enry's answer in canonical form ("unknown" when it has none, or none it is sure of)."""
     import enry  # compiled Go library; loaded on first use (about 0.4 s) by the worker that identifies files
 
-    return enry.get_language(base, data)
+    if heuristics_only:
+        guess = enry.get_language_by_content(base, data)
+        name = guess.language if guess.safe else ""
+    else:
+        name = enry.get_language(base, data)
+    found = canonical_lang(name or "") or "unknown"
+    return _ENRY_NAMES.get(found, found)
 
 
 def _fallback(ext: str, text: str) -> str:
@@ -157,8 +166,8 @@ def _fallback(ext: str, text: str) -> str:
     its classifier, which answers `M`/`Mercury` for short files, and has no Qt Linguist rule)."""
     if ext == "h":
         return "objective-c" if _OBJC.search(text) else ("cpp" if _CPP.search(text) else "c")
-    if ext == "m":
-        return "objective-c" if _OBJC.search(text) else "matlab"
+    if ext == "m":  # Objective-C is a superset of C: C code in a .m file is Objective-C
+        return "objective-c" if _OBJC.search(text) or _C_LIKE.search(text) else "matlab"
     if ext == "pl":
         perl = re.search(r"^\s*(?:use\s+\w|my\s+[$@%]|sub\s+\w+|package\s+\w)", text, re.M)
         return "prolog" if not perl and _PROLOG.search(text) else "perl"
