@@ -316,7 +316,7 @@ class Detectors:
                     key_start -= 1
                 key = low[key_start:m.start(1)]
                 value = m.group(2)
-                if self.is_template(value) or value.startswith(("/", "http", "@")):
+                if self.is_template(value) or value.startswith(("http", "@")) or _is_path(value):
                     continue
                 s, e = m.span(2)
                 if any(w in key for w in _PASSWORD_WORDS):
@@ -332,6 +332,17 @@ class Detectors:
 
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+_PATH = re.compile(r"/?(?:[\w.-]+/)*[\w.-]*")
+
+
+def _is_path(value: str) -> bool:
+    """`/etc/app/token`, `keys/private_key.pem`: a file, not a secret. A base64 secret may start with or contain `/`
+    too, but not as path segments: those are short, or hold a dot, dash or underscore."""
+    if "/" not in value or not _PATH.fullmatch(value):
+        return False
+    return all(len(seg) < 24 or any(c in seg for c in "._-") for seg in value.split("/"))
 
 
 def _is_hash_or_uuid(value: str) -> bool:

@@ -47,6 +47,8 @@ NEAR_MISSES = {
     "hashes": ['sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"',
                'commit_token = "da39a3ee5e6b4b0d3255bfef95601890afd80709"'],
     "code": ["@property\ndef token(self):\n    return self._token", 'key = "name"', "x = a.b.c.d",
+             'TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"',
+             'private_key_path = "keys/deploy_private_key.pem"',
              'parser.add_argument("--password", help="the password")'],
 }
 
@@ -76,6 +78,13 @@ def test_placeholders_follow_starcoder():
     text = "mail a.b@acme.io from 52.14.7.201 with postgres://u:Pa55w0rd!x@h.io/x and key AKIAZ7QWERTYUIOPASDF"
     assert redact_text(text, d.find(text)) == \
         "mail <EMAIL> from <IP_ADDRESS> with postgres://u:<PASSWORD>@h.io/x and key <KEY>"
+
+
+def test_base64_secret_starting_with_a_slash_is_not_a_path(detectors):
+    line = 'var auth_token = "/5LH79+FM26vSza8KwyGyZVlyQ7qsVW8K+QTX9qI"'  # a miss of bench/redact.py, fixed
+    assert [f.kind for f in detectors.find(line)] == ["secret_assignment"]
+    assert [f.kind for f in detectors.find('SECRET = "/Qm9vTGVhbkZsYWdz9kLmN0aGVyU2VjcmV0S2V5MTIzNDU2Nzg"')] == \
+        ["secret_assignment"]
 
 
 @pytest.mark.parametrize("near", sorted(NEAR_MISSES))
