@@ -420,7 +420,8 @@ def _file_hash(*paths: str) -> str:
 
 register(Stage("ingest", _run_ingest, ("files", "quarantine"), section=lambda c: c.ingest,
                fingerprint=_ingest_fingerprint, stats=_table_stats(("files", "quarantine"), "files")))
-register(Stage("licences", _run_licences, ("licensed", "licence_rejected"), inputs=lambda c: ("files",),
+register(Stage("licences", _run_licences, ("licensed", "licence_rejected"),
+               inputs=lambda c: ("files", *([c.licences.opt_out_table] if c.licences.opt_out_table else [])),
                section=lambda c: c.licences, fingerprint=lambda ctx: _file_hash(ctx.cfg.licences.opt_out_file),
                stats=_table_stats("files", "licensed"), enabled=lambda c: c.licences.enabled))
 register(Stage("filter", _run_filter, ("filtered", "rejected"), inputs=lambda c: (_filter_source(c),),

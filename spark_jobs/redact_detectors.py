@@ -161,7 +161,7 @@ _EMAIL_DOMAIN = re.compile(r"@((?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24})(?![A-Za-
 _EMAIL_LOCAL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}$")
 _IP_HINT = re.compile(r"\.\d{1,3}\.\d{1,3}\.\d")
 _IP = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-                 r"(?![\w]|\.\d)")
+                 r"(?!\w|\.\w)")  # not inside a longer dotted run: an OID, a 5-part version, a host name
 # A later kind whose span overlaps an earlier one's is dropped (specific formats first).
 _PRIORITY = ("private_key", "aws_access_key", "github_token", "slack_token", "stripe_key", "google_api_key", "jwt",
              "connection_password", "password_assignment", "secret_assignment", "email", "ip_address")

@@ -42,7 +42,7 @@ NEAR_MISSES = {
     "private and documentation IPs": ["10.0.0.1", "host = '192.168.1.10'", "127.0.0.1", "203.0.113.7",
                                       "198.51.100.23", "0.0.0.0", "255.255.255.0", "dns 8.8.8.8"],
     "versions": ['__version__ = "1.2.3.4"', "requests==2.31.0.1", "Version 10.0.19041.1", "v4.0.30319.1",
-                 "see section 4.20.7.1", "oid 1.3.6.1.4.1"],
+                 "see section 4.20.7.1", "oid 1.3.6.1.4.1", 'host = "26.0.0.73.com"'],
     "uuids": ['token_id = "123e4567-e89b-12d3-a456-426614174000"'],
     "hashes": ['sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"',
                'commit_token = "da39a3ee5e6b4b0d3255bfef95601890afd80709"'],
