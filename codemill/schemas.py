@@ -127,7 +127,40 @@ OUTCOMES = _s(
     ("reason", StringType()),
 )
 
-OUTCOME_VALUES = ("quarantined", "rejected", "exact_duplicate", "near_duplicate", "contaminated", "kept")
+OUTCOME_VALUES = ("quarantined", "licence_rejected", "opted_out", "rejected", "exact_duplicate", "near_duplicate",
+                  "redaction_rejected", "contaminated", "kept")
+
+# Files the licence stage removed (spark_jobs/licences.py): a licence outside the allow-list, no licence
+# information (when `licences.no_licence: reject`), or a repository/owner on the opt-out list.
+# Which file a row of a rejection table is about (its text is not copied).
+_FILE_REF = (("doc_id", StringType()), ("source_id", StringType()), ("repo", StringType()), ("path", StringType()),
+             ("lang", StringType()), ("size_bytes", LongType()))
+
+LICENCE_REJECTED = _s(
+    *_FILE_REF,
+    ("license", StringType()),
+    ("outcome", StringType()),  # licence_rejected | opted_out
+    ("reason", StringType()),
+)
+
+# One row per span the redaction stage replaced (spark_jobs/redact.py); never the secret, only its salted hash.
+REDACTIONS = _s(
+    ("doc_id", StringType()),
+    ("lang", StringType()),
+    ("kind", StringType()),
+    ("start", LongType()),  # character offsets in the text before redaction, end exclusive
+    ("end", LongType()),
+    ("detector", StringType()),
+    ("secret_hash", StringType()),
+)
+
+# Files with more findings than `redact.max_findings`: dropped, their text not copied.
+REDACTION_REJECTED = _s(
+    *_FILE_REF,
+    ("n_findings", LongType()),
+    ("reason", StringType()),
+    ("detail", StringType()),
+)
 
 STAGE_STATS = _s(
     ("stage", StringType()),

@@ -2,7 +2,8 @@
 
     python -m spark_jobs.pipeline --input data/raw --lake lake --stages outcomes
 
-Outcomes (schemas.OUTCOME_VALUES): quarantined (ingest), rejected (filter), exact_duplicate, near_duplicate,
+Outcomes (schemas.OUTCOME_VALUES): quarantined (ingest), licence_rejected and opted_out (licences), rejected
+(filter), exact_duplicate, near_duplicate, redaction_rejected (more secrets than `redact.max_findings`),
 contaminated, kept (in `clean`). A file whose later stages have not run yet is `pending`. Users ask why a file is
 missing with SQL, e.g. `SELECT outcome, reason FROM outcomes WHERE source_id = 'repo/path/to/file.py'`.
 """
@@ -21,11 +22,15 @@ PENDING = "pending"
 
 def verdicts(*, rejected: DataFrame | None = None, exact_duplicates: DataFrame | None = None,
              near_clusters: DataFrame | None = None, near_source: DataFrame | None = None,
-             contamination: DataFrame | None = None, kept: DataFrame | None = None) -> DataFrame | None:
+             contamination: DataFrame | None = None, kept: DataFrame | None = None,
+             licence_rejected: DataFrame | None = None,
+             redaction_rejected: DataFrame | None = None) -> DataFrame | None:
     """(doc_id, outcome, reason, rank) for every file a stage decided on; lower rank = earlier stage wins."""
     from pyspark.sql import functions as F
 
     frames = []
+    if licence_rejected is not None:  # the licences stage runs before the filters
+        frames.append(licence_rejected.select("doc_id", "outcome", "reason", F.lit(0).alias("rank")))
     if rejected is not None:
         frames.append(rejected.select("doc_id", F.lit("rejected").alias("outcome"),
                                       F.col("first_reason").alias("reason"), F.lit(1).alias("rank")))
@@ -39,6 +44,10 @@ def verdicts(*, rejected: DataFrame | None = None, exact_duplicates: DataFrame |
         frames.append(near.select("doc_id", F.lit("near_duplicate").alias("outcome"),
                                   F.format_string("representative %s (similarity %.3f)", "representative",
                                                   "similarity").alias("reason"), F.lit(3).alias("rank")))
+    if redaction_rejected is not None:  # the redaction stage runs between near dedup and decontamination
+        frames.append(redaction_rejected.select("doc_id", F.lit("redaction_rejected").alias("outcome"),
+                                                F.concat_ws(": ", "reason", "detail").alias("reason"),
+                                                F.lit(3).alias("rank")))
     if contamination is not None:
         # the strongest hit names the reason; ties broken by name so that the text is the same on every run
         best = contamination.groupBy("doc_id").agg(

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from codemill import schemas, storage
-from codemill.languages import ALIASES, EXTENSIONS, FILENAMES, canonical_lang
+from codemill.languages import ALIASES, AMBIGUOUS, EXTENSIONS, FILENAMES, canonical_lang, detect_language
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -43,7 +43,10 @@ DEFAULT_COLUMNS: dict[str, list[str]] = {
     "repo": ["max_stars_repo_name", "repo", "repo_name", "repository"],
     "path": ["max_stars_repo_path", "path", "file_path", "filename"],
     "lang": ["lang", "language"],
-    "license": ["licenses", "max_stars_repo_licenses", "license"],
+    # The Stack v1: licenses / max_stars_repo_licenses (lists); v2: detected_licenses (list), and license_type
+    # (permissive | no_license) when nothing was detected (spark_jobs/licences.py reads the result).
+    "license": ["licenses", "max_stars_repo_licenses", "detected_licenses", "license"],
+    "license_type": ["license_type"],
     "stars": ["max_stars_count", "stars", "star_count"],
 }
 # Record ids tried in order: codemill's own, a generic one, The Stack v1's blob hash, The Stack v2's blob id.
@@ -78,6 +81,8 @@ class IngestConfig:
     # A plain (uncompressed) JSON Lines file above this many bytes is read by several tasks, one per byte range
     # split at line ends. A compressed one (.gz) is read whole by one task: gzip streams cannot be split.
     split_bytes: int = 128 << 20
+    # Identify files with a shared extension (.h .m .pl .ts) or none from their content (`detect_languages`).
+    detect_language: bool = True
 
     def validate(self) -> list[str]:
         problems = []
@@ -210,12 +215,15 @@ def _as_int(v) -> int | None:
         return None
 
 
-def _as_license(v) -> str | None:
-    if v is None:
-        return None
+def _as_license(v, license_type=None) -> str | None:
+    """Licences as one comma-separated string; The Stack v2's `license_type` when no licence was detected."""
     if isinstance(v, list | tuple):
-        return ",".join(str(x) for x in v) or None
-    return str(v)
+        v = ",".join(str(x) for x in v)
+    if v is not None and str(v).strip():
+        return str(v)
+    if license_type is not None and str(license_type).strip() and str(license_type).lower() != "no_license":
+        return str(license_type)
+    return None
 
 
 def _open_random(uri: str, fs: Any = None):
@@ -332,7 +340,7 @@ def _jsonl_rows(uri: str, rel: str, *, columns: dict[str, list[str]], id_columns
             repo=None if values["repo"] is None else str(values["repo"]),
             path=None if values["path"] is None else str(values["path"]),
             lang=canonical_lang(values["lang"]), content=content, size_bytes=size,
-            stars=_as_int(values["stars"]), license=_as_license(values["license"]),
+            stars=_as_int(values["stars"]), license=_as_license(values["license"], values["license_type"]),
             error=error, detail=detail, raw_snippet=None if error is None else text[:snippet],
         )
 
@@ -535,6 +543,9 @@ def map_parquet(df: DataFrame, *, root: str, columns: dict[str, list[str]], id_c
     lic_col = next((c for c in columns["license"] if c in present), None)
     license_expr = (F.array_join(F.col(f"`{lic_col}`"), ",")
                     if lic_col and isinstance(df.schema[lic_col].dataType, ArrayType) else pick("license"))
+    lic_type = pick("license_type").cast("string")
+    license_expr = F.coalesce(F.nullif(F.trim(license_expr.cast("string")), F.lit("")),
+                              F.when(F.lower(lic_type) != "no_license", lic_type))
     # Spark names a Parquet file by its URI, percent-encoded (a space is %20): decoded, its name relative to the
     # input root (and so `<file>:<row>` ids and doc_ids) is the same wherever the input lies. A literal "+" stays
     # "+" (url_decode would read it as a space).
@@ -631,6 +642,36 @@ def to_files(classified: DataFrame) -> DataFrame:
     from pyspark.sql import functions as F
 
     return classified.where(F.col("reason").isNull()).select(*schemas.FILES.fieldNames())
+
+
+def detect_languages(files: DataFrame) -> DataFrame:
+    """`files` rows whose extension is shared (`.h`, `.m`, `.pl`, `.ts`) or missing get `lang` from their content
+    (`codemill.languages.detect_language`: go-enry, then our fallbacks), unless the record named a language other
+    than its extension's; the rest pass untouched, so only those files' text goes through Python. The filters'
+    per-language thresholds then key on the detected language."""
+    import pandas as pd
+    from pyspark.sql import functions as F
+
+    base = F.lower(F.regexp_extract(F.col("path"), r"([^/]*)$", 1))
+    ext = F.regexp_extract(base, r"\.([^.]+)$", 1)
+    name_map = F.create_map(*[F.lit(x) for kv in FILENAMES.items() for x in kv])
+    ext_map = F.create_map(*[F.lit(x) for kv in EXTENSIONS.items() for x in kv])
+    by_path = F.coalesce(name_map[base], ext_map[ext], F.lit("unknown"))
+    shared = ext.isin(*AMBIGUOUS) | ((ext == "") & name_map[base].isNull() & ~base.contains("."))
+    todo = shared & (F.col("lang") == by_path)  # the record's own, different language wins
+
+    def identify(path, content):
+        return pd.Series([detect_language(p, c) for p, c in zip(path, content)])
+
+    # real types for Spark's type-hint inference (this module's annotations are strings)
+    identify.__annotations__ = {"path": pd.Series, "content": pd.Series, "return": pd.Series}
+    detect = F.pandas_udf(identify, "string")
+
+    names = schemas.FILES.fieldNames()
+    marked = files.withColumn("_todo", todo)
+    rest = marked.where(~F.col("_todo")).select(*names)
+    done = marked.where(F.col("_todo")).withColumn("lang", detect("path", "content")).select(*names)
+    return rest.unionByName(done)
 
 
 def to_quarantine(classified: DataFrame) -> DataFrame:

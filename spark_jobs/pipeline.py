@@ -11,10 +11,12 @@ Stages, in order (`STAGES`; each module holds its transforms, this one only wire
 | stage | reads | writes |
 |---|---|---|
 | ingest | `--input` (files, globs, repository trees) | files, quarantine |
-| filter | files | filtered, rejected, filter_stats |
+| licences | files | licensed, licence_rejected (licence allow-list, opt-out list) |
+| filter | licensed (files when `licences.enabled: false`) | filtered, rejected, filter_stats |
 | exact_dedup | filtered | exact_deduped, exact_duplicates |
 | near_dedup | exact_deduped | near_deduped, near_dup_clusters, minhash_signatures |
-| decontaminate | near_deduped | contamination, clean |
+| redact | near_deduped | redacted, redactions, redaction_rejected (secrets and PII -> placeholders) |
+| decontaminate | redacted | contamination, clean |
 | documents | clean | documents (phase 1: language, then repository, files in random order) |
 | outcomes | every table above | outcomes (one verdict per input record) |
 | annotator_dataset | clean, positives, benchmarks | annotator_train, alignment_set |
@@ -72,7 +74,9 @@ from spark_jobs import (  # noqa: E402  # noqa: E402
     documents,
     exact_dedup,
     ingest,
+    licences,
     near_dedup,
+    redact,
     report,
     select_hq,
     tokenize_shards,
@@ -92,7 +96,8 @@ SYNTH_CODE = ("synth.generate", "synth.postprocess", "synth.prompts", "synth.see
 TOKENIZE_CODE = ("spark_jobs.tokenize_shards", "spark_jobs.shard_transforms", "spark_jobs.shard_writer",
                  "spark_jobs.shard_manifest", "spark_jobs.tokenizer", "spark_jobs.mixtures")
 
-CURATION = ("ingest", "filter", "exact_dedup", "near_dedup", "decontaminate", "documents", "outcomes")
+CURATION = ("ingest", "licences", "filter", "exact_dedup", "near_dedup", "redact", "decontaminate", "documents",
+            "outcomes")
 
 
 # ---------------------------------------------------------------------- the steps that run in their own process
@@ -161,9 +166,11 @@ class PipelineConfig:
     run_id: str = ""
     print_funnel: bool = True
     ingest: ingest.IngestConfig = dataclasses.field(default_factory=ingest.IngestConfig)
+    licences: licences.LicencesConfig = dataclasses.field(default_factory=licences.LicencesConfig)
     filter: filters.FilterConfig = dataclasses.field(default_factory=filters.FilterConfig)
     exact_dedup: exact_dedup.ExactDedupConfig = dataclasses.field(default_factory=exact_dedup.ExactDedupConfig)
     near_dedup: near_dedup.NearDedupConfig = dataclasses.field(default_factory=near_dedup.NearDedupConfig)
+    redact: redact.RedactConfig = dataclasses.field(default_factory=redact.RedactConfig)
     decontaminate: decontaminate.DecontaminateConfig = dataclasses.field(
         default_factory=decontaminate.DecontaminateConfig)
     documents: documents.DocumentsConfig = dataclasses.field(default_factory=documents.DocumentsConfig)
@@ -285,8 +292,16 @@ def register(stage: Stage, *, after: str | None = None) -> None:
 
 
 # ---------------------------------------------------------------------- phase 1: curation
-def _decontam_source(cfg: PipelineConfig) -> str:
+def _redact_source(cfg: PipelineConfig) -> str:
     return "near_deduped" if cfg.near_dedup.enabled else "exact_deduped"
+
+
+def _decontam_source(cfg: PipelineConfig) -> str:
+    return "redacted" if cfg.redact.enabled else _redact_source(cfg)
+
+
+def _filter_source(cfg: PipelineConfig) -> str:
+    return "licensed" if cfg.licences.enabled else "files"
 
 
 @contextlib.contextmanager
@@ -307,13 +322,24 @@ def _run_ingest(ctx: Context, lineage: Lineage) -> None:
     classified = ingest.classify(raw, root=ctx.spec.root, max_bytes=cfg.max_bytes, required=tuple(cfg.required),
                                  ingest_run=ctx.run_id, snippet_chars=cfg.snippet_chars)
     with _persisted(classified) as classified:
-        ctx.lake.overwrite("files", ingest.to_files(classified), lineage=lineage)
+        files = ingest.to_files(classified)
+        files = ingest.detect_languages(files) if cfg.detect_language else files
+        ctx.lake.overwrite("files", files, lineage=lineage)
         faults.point(faults.INGEST_FILES)
         ctx.lake.overwrite("quarantine", ingest.to_quarantine(classified), lineage=lineage)
 
 
+def _run_licences(ctx: Context, lineage: Lineage) -> None:
+    c = ctx.cfg.licences
+    opt_out = licences.opt_out_entries(ctx.spark, c, ctx.lake)
+    judged = licences.judge(ctx.lake.read("files"), allow=c.allow, no_licence=c.no_licence, opt_out=opt_out)
+    with _persisted(judged) as judged:
+        ctx.lake.overwrite("licensed", licences.licensed_rows(judged), lineage=lineage)
+        ctx.lake.overwrite("licence_rejected", licences.rejected_rows(judged), lineage=lineage)
+
+
 def _run_filter(ctx: Context, lineage: Lineage) -> None:
-    with _persisted(filters.judge(ctx.lake.read("files"), ctx.cfg.filter)) as judged:
+    with _persisted(filters.judge(ctx.lake.read(_filter_source(ctx.cfg)), ctx.cfg.filter)) as judged:
         ctx.lake.overwrite("filtered", filters.filtered_rows(judged), lineage=lineage)
         faults.point(faults.FILTER_FILTERED)
         ctx.lake.overwrite("rejected", filters.rejected_rows(judged), lineage=lineage)
@@ -335,6 +361,18 @@ def _run_near_dedup(ctx: Context, lineage: Lineage) -> None:
     near_dedup.run_near_dedup(ctx.lake, ctx.cfg.near_dedup, source="exact_deduped", lineage=lineage)
 
 
+def _run_redact(ctx: Context, lineage: Lineage) -> None:
+    c = ctx.cfg.redact
+    marked = redact.scan(ctx.lake.read(_redact_source(ctx.cfg)), rules=c.rules, salt=redact.resolve_salt(c),
+                         max_findings=c.max_findings)
+    with _persisted(marked) as marked:
+        ctx.lake.overwrite("redacted", redact.redacted_rows(marked, max_findings=c.max_findings), lineage=lineage)
+        ctx.lake.overwrite("redactions", redact.redaction_rows(marked, max_findings=c.max_findings),
+                           lineage=lineage)
+        ctx.lake.overwrite("redaction_rejected", redact.rejected_rows(marked, max_findings=c.max_findings),
+                           lineage=lineage)
+
+
 def _run_decontaminate(ctx: Context, lineage: Lineage) -> None:
     c = ctx.cfg.decontaminate
     source = ctx.lake.read(_decontam_source(ctx.cfg))
@@ -354,7 +392,9 @@ def _run_documents(ctx: Context, lineage: Lineage) -> None:
 
 def _outcome_inputs(cfg: PipelineConfig) -> tuple[str, ...]:
     near = ("near_dup_clusters", "near_deduped") if cfg.near_dedup.enabled else ()
-    return ("files", "quarantine", "rejected", "exact_duplicates", *near, "contamination", "clean")
+    lic = ("licence_rejected",) if cfg.licences.enabled else ()
+    red = ("redaction_rejected",) if cfg.redact.enabled else ()
+    return ("files", "quarantine", *lic, "rejected", "exact_duplicates", *near, *red, "contamination", "clean")
 
 
 def _run_outcomes(ctx: Context, lineage: Lineage) -> None:
@@ -367,7 +407,9 @@ def _run_outcomes(ctx: Context, lineage: Lineage) -> None:
     decided = accounting.verdicts(rejected=opt("rejected"), exact_duplicates=opt("exact_duplicates"),
                                   near_clusters=opt("near_dup_clusters") if near else None,
                                   near_source=opt("exact_deduped") if near else None,
-                                  contamination=opt("contamination"), kept=opt("clean"))
+                                  contamination=opt("contamination"), kept=opt("clean"),
+                                  licence_rejected=opt("licence_rejected") if ctx.cfg.licences.enabled else None,
+                                  redaction_rejected=opt("redaction_rejected") if ctx.cfg.redact.enabled else None)
     out = accounting.build_outcomes(files=lake.read("files"), quarantine=lake.read("quarantine"), decided=decided)
     lake.overwrite("outcomes", out, lineage=lineage)
 
@@ -408,10 +450,15 @@ def _file_hash(*paths: str) -> str:
 
 register(Stage("ingest", _run_ingest, ("files", "quarantine"), section=lambda c: c.ingest,
                fingerprint=_ingest_fingerprint, stats=_table_stats(("files", "quarantine"), "files"),
-               code=("spark_jobs.ingest",)))
-register(Stage("filter", _run_filter, ("filtered", "rejected"), inputs=lambda c: ("files",),
+               code=("spark_jobs.ingest", "codemill.languages")))
+register(Stage("licences", _run_licences, ("licensed", "licence_rejected"),
+               inputs=lambda c: ("files", *([c.licences.opt_out_table] if c.licences.opt_out_table else [])),
+               section=lambda c: c.licences, fingerprint=lambda ctx: _file_hash(ctx.cfg.licences.opt_out_file),
+               stats=_table_stats("files", "licensed"), enabled=lambda c: c.licences.enabled,
+               code=("spark_jobs.licences",)))
+register(Stage("filter", _run_filter, ("filtered", "rejected"), inputs=lambda c: (_filter_source(c),),
                section=lambda c: c.filter, fingerprint=lambda ctx: _file_hash(ctx.cfg.filter.rules_file),
-               stats=_table_stats("files", "filtered"),
+               stats=lambda ctx: _table_stats(_filter_source(ctx.cfg), "filtered")(ctx),
                code=("spark_jobs.filter",)))
 register(Stage("exact_dedup", _run_exact_dedup, ("exact_deduped", "exact_duplicates"),
                inputs=lambda c: ("filtered",), section=lambda c: c.exact_dedup,
@@ -421,6 +468,10 @@ register(Stage("near_dedup", _run_near_dedup, ("near_deduped", "near_dup_cluster
                inputs=lambda c: ("exact_deduped",), section=lambda c: c.near_dedup,
                stats=_table_stats("exact_deduped", "near_deduped"), enabled=lambda c: c.near_dedup.enabled,
                code=NEAR_DEDUP_CODE))
+register(Stage("redact", _run_redact, ("redacted", "redactions", "redaction_rejected"),
+               inputs=lambda c: (_redact_source(c),), section=lambda c: c.redact,
+               stats=lambda ctx: _table_stats(_redact_source(ctx.cfg), "redacted")(ctx),
+               enabled=lambda c: c.redact.enabled, code=("spark_jobs.redact",)))
 register(Stage("decontaminate", _run_decontaminate, ("contamination", "clean"),
                inputs=lambda c: (_decontam_source(c),), section=lambda c: c.decontaminate,
                fingerprint=lambda ctx: _file_hash(ctx.cfg.decontaminate.benchmarks_file),
@@ -430,7 +481,8 @@ register(Stage("documents", _run_documents, ("documents",), inputs=lambda c: ("c
                section=lambda c: c.documents, fingerprint=lambda ctx: f"format {documents.FORMAT_VERSION}",
                stats=_documents_stats, code=("spark_jobs.documents",)))
 register(Stage("outcomes", _run_outcomes, ("outcomes",), inputs=_outcome_inputs,
-               section=lambda c: {"near_dedup": c.near_dedup.enabled}, reads=(),
+               section=lambda c: {"near_dedup": c.near_dedup.enabled, "licences": c.licences.enabled,
+                                  "redact": c.redact.enabled}, reads=(),
                code=("spark_jobs.accounting",)))
 
 

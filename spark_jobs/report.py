@@ -4,7 +4,8 @@
     spark-submit spark_jobs/pipeline.py --stages report --lake s3a://bucket/lake --report.out s3a://bucket/report
 
 Sections (each from the tables that stage wrote; a stage that has not run is listed as such):
-per stage and language files and bytes in and out, outcomes of every input record, rejection reasons,
+per stage and language files and bytes in and out, outcomes of every input record, rejection reasons, files removed
+for their licence or an opt-out, redacted spans per kind,
 duplicate cluster sizes, contamination by benchmark, quality-score distributions with the selection cut-offs,
 token mixes of the three phases, training loss and learning-rate curves read from MLflow, pass@1 per phase, and the
 proxy-model ablations (`ablations`: bits per byte per variant, the Figure-2 scatter).
@@ -206,6 +207,36 @@ def contamination_section(report: Report, lake) -> None:
                    "contamination")
 
 
+def licences_section(report: Report, lake) -> None:
+    if not lake.exists("licence_rejected"):
+        return report.missing("Licences and opt-out", "licence_rejected")
+    agg = lake.read("licence_rejected").groupBy("outcome", "reason").count().toPandas()
+    if agg.empty:
+        return report.section("Licences and opt-out", "<p>No file was removed for its licence or an opt-out.</p>")
+    agg = agg.sort_values("count", ascending=False)
+    report.section("Licences and opt-out", _table_html(agg),
+                   _barh(agg.groupby("outcome")["count"].sum(), "files removed by licence / opt-out", "files"),
+                   "licences")
+
+
+def redaction_section(report: Report, lake) -> None:
+    from pyspark.sql import functions as F
+
+    if not lake.exists("redactions"):
+        return report.missing("Redacted secrets and personal data", "redactions")
+    agg = (lake.read("redactions").groupBy("kind").agg(F.count("*").alias("spans"),
+                                                        F.countDistinct("doc_id").alias("files")).toPandas())
+    body = "<p>Spans replaced by placeholders, per kind (the secrets themselves are never stored).</p>"
+    if lake.exists("redaction_rejected"):
+        n = lake.read("redaction_rejected").count()
+        body += f"<p>{n:,} files had more findings than redact.max_findings and were dropped.</p>"
+    if agg.empty:
+        return report.section("Redacted secrets and personal data", body + "<p>Nothing was redacted.</p>")
+    agg = agg.sort_values("spans", ascending=False)
+    report.section("Redacted secrets and personal data", body + _table_html(agg),
+                   _barh(agg.set_index("kind")["spans"], "redacted spans per kind", "spans"), "redaction")
+
+
 def scores_section(report: Report, lake) -> None:
     from pyspark.sql import functions as F
 
@@ -392,6 +423,8 @@ def build_report(lake, cfg: ReportConfig, *, shards: str | None = None) -> Path 
     funnel_section(report, lake)
     outcomes_section(report, lake)
     rejections_section(report, lake)
+    licences_section(report, lake)
+    redaction_section(report, lake)
     duplicates_section(report, lake)
     contamination_section(report, lake)
     scores_section(report, lake)

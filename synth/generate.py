@@ -51,7 +51,8 @@ from codemill.engines import Engine, SamplingConfig, check_vllm_engine_args, mak
 from codemill.lake import Lake, Lineage
 from codemill.models import resolve_model
 from spark_jobs.decontaminate import benchmark_index, load_benchmarks
-from synth.postprocess import FilterConfig, check_rows, check_rows_local, finish, seed_keys
+from spark_jobs.redact import RedactConfig
+from synth.postprocess import FilterConfig, check_rows, check_rows_local, finish, redact_generation, seed_keys
 from synth.prompts import PromptTemplate, load_template, template_path, template_problems
 from synth.seeds import filter_seeds, seed_text, seeds_from_scores
 
@@ -215,14 +216,18 @@ def chunk_write_id(synth_ids: Sequence[str], *, template: PromptTemplate, model:
 
 # ------------------------------------------------------------------------------------------- generation
 def generate_chunk(rows: Sequence[Any], *, engine: Engine, template: PromptTemplate, sampling: SamplingConfig,
-                   run_id: str) -> list[tuple]:
-    """Raw rows (schema of `synthetic_raw`) for one chunk of seed rows (synth_id, doc_id, lang, score, seed_text)."""
+                   run_id: str, redact: RedactConfig | None = None) -> list[tuple]:
+    """Raw rows (schema of `synthetic_raw`) for one chunk of seed rows (synth_id, doc_id, lang, score, seed_text).
+    `redact`: the seed text and the responses pass the curation's redaction first (`postprocess.redact_generation`)."""
+    if redact is not None:
+        rows = [{**r, "seed_text": redact_generation(r["seed_text"], redact)[0]} for r in rows]
     prompts = [engine.render_chat(template.messages(lang=r["lang"], seed=r["seed_text"])) for r in rows]
     gens = engine.generate(prompts, sampling)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     sampling_json = json.dumps(sampling.to_dict(), sort_keys=True)
     return [
-        (r["synth_id"], r["doc_id"], r["lang"], r["score"], r["seed_text"], p, g.text, template.id,
+        (r["synth_id"], r["doc_id"], r["lang"], r["score"], r["seed_text"], p,
+         g.text if redact is None else redact_generation(g.text, redact)[0], template.id,
          template.version, engine.model, engine.revision, engine.kind, sampling_json, g.prompt_tokens,
          g.completion_tokens, g.finish_reason, run_id, now)
         for r, p, g in zip(rows, prompts, gens)
@@ -267,7 +272,8 @@ def run_generation(lake: Lake, cfg: SynthConfig, *, engine: Engine | None = None
         if checks is not None and stats["chunks"] == 0:
             checks.start(seeds)
         t = time.perf_counter()
-        rows = generate_chunk(chunk, engine=engine, template=template, sampling=cfg.sampling, run_id=run_id)
+        rows = generate_chunk(chunk, engine=engine, template=template, sampling=cfg.sampling, run_id=run_id,
+                              redact=cfg.filter.redact)
         faults.point(faults.SYNTH_GENERATED)
         stats["generate_s"] += time.perf_counter() - t
         t = time.perf_counter()

@@ -3,7 +3,9 @@
 Every generation is kept, accepted or rejected with the first failing check as `reject_reason` (docs/synth.md):
 
 1. `no_code_block` / `unclosed_code_block` (malformed): the answer has no fenced code block, or the block never
-   closes (generation cut by max_new_tokens, `finish_reason = length`);
+   closes (generation cut by max_new_tokens, `finish_reason = length`); `too_many_secrets`: more findings of the
+   redaction detectors than `filter.redact.max_findings` (fewer are replaced by placeholders, as in curation;
+   `synth.generate` already redacts the seed text and the response before `synthetic_raw` is written);
 2. `wrong_language`: the fence names a language other than the seed's;
 3. `too_short` / `too_long`: characters or non-blank lines outside the configured bounds;
 4. `syntax_error`: the file does not parse (Python: `ast.parse`; the code is parsed, never executed);
@@ -56,6 +58,8 @@ from spark_jobs.near_dedup import (
     minhash_key_fields,
     minhash_keys,
 )
+from spark_jobs.redact import RedactConfig
+from spark_jobs.redact_detectors import Detectors, redact_text
 
 ACCEPTED, REJECTED = "accepted", "rejected"
 # Set by `check_rows`: the strongest benchmark hit of a row that passed checks 1-4, applied by `finish`.
@@ -85,6 +89,10 @@ class FilterConfig:
     near_dedup: NearDedupConfig = dataclasses.field(default_factory=NearDedupConfig)
     # Check 7: the curation stage's benchmarks and thresholds.
     decontaminate: DecontaminateConfig = dataclasses.field(default_factory=DecontaminateConfig)
+    # The curation stage's redaction (spark_jobs/redact.py), applied to the seed text shown to the model and to
+    # every response before `synthetic_raw` is written; a file with more than `max_findings` findings is rejected
+    # (`too_many_secrets`).
+    redact: RedactConfig = dataclasses.field(default_factory=RedactConfig)
 
     def validate(self) -> list[str]:
         problems = []
@@ -152,11 +160,23 @@ def syntax_error(code: str, lang: str) -> str | None:
     return None
 
 
+def redact_generation(text: str | None, cfg: RedactConfig) -> tuple[str | None, int]:
+    """(`text` with its secrets and personal data replaced by placeholders, number of findings): what seeds and
+    generations pass before they are written; unchanged when `cfg.enabled` is false."""
+    if not text or not cfg.enabled:
+        return text, 0
+    found = Detectors.get(cfg.rules).find(text)
+    return (redact_text(text, found) if found else text), len(found)
+
+
 def check_row(response: str, lang: str, cfg: FilterConfig) -> tuple[str | None, str | None, str | None]:
     """(code, reject_reason, detail) for one generation; reject_reason None = passes the per-row checks."""
     code, fence_lang, problem = extract_code(response or "")
     if problem:
         return None, problem, None
+    code, n_secrets = redact_generation(code, cfg.redact)  # rows written before redaction existed, too
+    if n_secrets > cfg.redact.max_findings:
+        return code, "too_many_secrets", f"{n_secrets} findings > redact.max_findings {cfg.redact.max_findings}"
     if cfg.check_language and fence_lang:
         got = canonical_lang(fence_lang)
         same = {lang, "python" if lang == "jupyter" else lang}

@@ -16,8 +16,11 @@ import pytest
 from codemill.benchmarks import load_catalogue
 from codemill.config import CONF_DIR, REPO_ROOT, ConfigError, load_config
 from spark_jobs.filter import FilterConfig
+from spark_jobs.licences import LicencesConfig
 from spark_jobs.near_dedup import NearDedupConfig
 from spark_jobs.pipeline import PipelineConfig
+from spark_jobs.redact import RedactConfig
+from spark_jobs.redact_detectors import KINDS
 from spark_jobs.tokenize_shards import TokenizeConfig, shipped_phases
 from synth.generate import SynthConfig
 from synth.prompts import load_template
@@ -53,6 +56,16 @@ def _pipeline(path: Path):
 
 def _near_dedup(path: Path):
     assert load_config(NearDedupConfig, path).num_perm > 0
+
+
+def _redact(path: Path):
+    cfg = load_config(RedactConfig, path)
+    assert not cfg.validate() and sorted(cfg.rules.kinds) == sorted(KINDS)
+
+
+def _licences(path: Path):
+    cfg = load_config(LicencesConfig, path)
+    assert not cfg.validate() and "mit" in cfg.allow
 
 
 def _tokenize(path: Path):
@@ -120,6 +133,8 @@ HANDLERS = {
     "spark/pipeline-local.yaml": _pipeline,
     "spark/demo.yaml": _pipeline,
     "spark/near_dedup.yaml": _near_dedup,
+    "spark/redact.yaml": _redact,
+    "spark/licences.yaml": _licences,
     "spark/tokenize*.yaml": _tokenize,
     "spark/phases.yaml": _phases,
     "spark/filters.yaml": _filters,

@@ -29,8 +29,8 @@ def test_demo_writes_every_phase(demo_out, spark):
 
     lake = Lake(spark, str(demo_out / "lake"))
     names = {t.name: t for t in lake.tables()}
-    for table in ("files", "outcomes", "clean", "documents", "annotator_train", "alignment_set", "scores",
-                  "selected_hq", "synthetic", "shards", "eval_results"):
+    for table in ("files", "licensed", "redacted", "redactions", "outcomes", "clean", "documents", "annotator_train",
+                  "alignment_set", "scores", "selected_hq", "synthetic", "shards", "eval_results"):
         assert table in names, f"demo did not write table {table}"
     for table in ("files", "clean", "documents", "scores", "selected_hq", "shards"):
         assert names[table].rows > 0, f"table {table} is empty"

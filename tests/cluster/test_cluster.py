@@ -37,8 +37,9 @@ from tests.fixtures.objectstore import S3Server, free_port, wait_port
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "codemill-cluster"
-TABLES = ("files", "quarantine", "filtered", "rejected", "exact_deduped", "exact_duplicates", "near_deduped",
-          "near_dup_clusters", "contamination", "clean", "documents", "outcomes")
+TABLES = ("files", "quarantine", "licensed", "licence_rejected", "filtered", "rejected", "exact_deduped",
+          "exact_duplicates", "near_deduped", "near_dup_clusters", "redacted", "redactions", "redaction_rejected",
+          "contamination", "clean", "documents", "outcomes")
 
 
 # ---------------------------------------------------------------------- the cluster
@@ -206,6 +207,7 @@ def test_cluster_pipeline_on_s3_with_native_delta(env, monkeypatch):
     # 1. phase-1 curation through spark-submit: native Delta on s3a
     out = cluster.submit("spark_jobs/pipeline.py", pipeline_args(input_glob, lake), s3)
     assert "[pipeline] outcomes: ran" in out
+    assert "[pipeline] licences: ran" in out and "[pipeline] redact: ran" in out  # the issue-24 stages run too
     assert json.loads(storage.read_text(f"{lake}/_codemill_lake.json"))["backend"] == "native"
     for name in TABLES:
         first_commit = storage.read_text(f"{lake}/{name}/_delta_log/00000000000000000000.json")

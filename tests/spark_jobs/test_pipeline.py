@@ -17,7 +17,7 @@ def test_pipeline_tree_accounting_and_skip(spark, tmp_path, capsys):
     argv = ["--input", str(repos), "--lake", str(lake_dir), "--ingest.max_bytes", "2000",
             "--near_dedup.num_perm", "64", "--documents.max_chars", "1000"]
     summary = main(argv)
-    assert [s["status"] for s in summary["stages"]] == ["ran"] * 7
+    assert [s["status"] for s in summary["stages"]] == ["ran"] * 9
     from codemill.lake import Lake
 
     lake = Lake(spark, str(lake_dir))
@@ -27,10 +27,12 @@ def test_pipeline_tree_accounting_and_skip(spark, tmp_path, capsys):
     assert "humaneval" in outcomes["beta/lib/close.py"].reason.lower()  # several benchmarks ship HumanEval/0
     # in = out: every files row is in exactly one of the per-stage tables
     n = {t: lake.read(t).count() for t in ("files", "quarantine", "rejected", "filtered", "exact_duplicates",
-                                           "exact_deduped", "near_deduped", "clean", "contamination")}
-    assert n["files"] + n["quarantine"] == len(TREE_OUTCOMES)
+                                           "exact_deduped", "near_deduped", "clean", "contamination", "licensed",
+                                           "redacted", "redaction_rejected")}
+    assert n["files"] + n["quarantine"] == len(TREE_OUTCOMES) and n["licensed"] == n["files"]  # no licence: kept
     assert n["files"] == n["rejected"] + n["filtered"] and n["filtered"] == n["exact_duplicates"] + n["exact_deduped"]
-    assert n["exact_deduped"] == n["near_deduped"] + 1 and n["near_deduped"] == n["clean"] + 1
+    assert n["exact_deduped"] == n["near_deduped"] + 1 and n["near_deduped"] == n["redacted"] + n["redaction_rejected"]
+    assert n["redacted"] == n["clean"] + 1
     docs = lake.read("documents").collect()
     assert sorted(d for doc in docs for d in doc.doc_ids) == sorted(r.doc_id for r in lake.read("clean").collect())
     funnel = capsys.readouterr().out
@@ -39,15 +41,15 @@ def test_pipeline_tree_accounting_and_skip(spark, tmp_path, capsys):
     assert stats[("ingest", "python")].rows_in == sum(1 for k in TREE_OUTCOMES if k.endswith(".py"))
 
     again = main(argv)
-    assert [s["status"].split()[0] for s in again["stages"]] == ["skipped"] * 7
+    assert [s["status"].split()[0] for s in again["stages"]] == ["skipped"] * 9
     # a config change re-runs that stage and everything after it, not the stages before
     third = main(argv + ["--exact_dedup.order_by", "[doc_id desc]", "--stages", "exact_dedup", "near_dedup"])
     assert [s["status"] for s in third["stages"]] == ["ran", "ran"]
 
 
 def test_stage_registry_and_config(tmp_path):
-    assert list(STAGES)[:7] == ["ingest", "filter", "exact_dedup", "near_dedup", "decontaminate", "documents",
-                                "outcomes"]
+    assert list(STAGES)[:9] == ["ingest", "licences", "filter", "exact_dedup", "near_dedup", "redact",
+                                "decontaminate", "documents", "outcomes"]
     assert _normalise_argv(["--stages", "ingest", "filter", "--lake", "x"]) == ["--stages", "ingest,filter",
                                                                                   "--lake", "x"]
     cfg = PipelineConfig(stages="filter,bogus")

@@ -42,3 +42,25 @@ def test_score_histograms_are_counted_in_spark_and_match_numpy(spark):
         assert np.allclose(h["lo"], edges[h["bin"].to_numpy()])
     assert hist[hist["lang"] == "c"][["bin", "count"]].values.tolist() == [[0, 4]]  # one value: one bin
     assert len(hist) <= 3 * 30  # the driver gets bins, not scores
+
+
+def test_licence_and_redaction_sections(spark, lake, tmp_path):
+    from codemill import schemas
+    from spark_jobs.report import licences_section, redaction_section
+
+    lic = [("a", "s-a", "o/r", "a.py", "python", 10, "GPL-3.0", "licence_rejected", "licence_not_allowed: gpl-3.0"),
+           ("b", "s-b", "gone/x", "b.py", "python", 10, "MIT", "opted_out", "opt-out: owner gone")]
+    lake.overwrite("licence_rejected", spark.createDataFrame(lic, schemas.LICENCE_REJECTED))
+    spans = [("c", "python", "email", 3, 20, "regex:email", "h1"), ("c", "python", "aws_access_key", 30, 50,
+                                                                       "regex:aws_access_key", "h2")]
+    lake.overwrite("redactions", spark.createDataFrame(spans, schemas.REDACTIONS))
+    lake.overwrite("redaction_rejected", spark.createDataFrame(
+        [("d", "s-d", "o/k", "k.py", "python", 99, 80, "too_many_findings", "80 findings > max_findings 50")],
+        schemas.REDACTION_REJECTED))
+    report = Report(str(tmp_path / "report"))
+    licences_section(report, lake)
+    redaction_section(report, lake)
+    page = open(report.write("r"), encoding="utf-8").read()
+    assert "licence_not_allowed: gpl-3.0" in page and "opt-out: owner gone" in page
+    assert "aws_access_key" in page and "1 files had more findings" in page
+    assert '<img src="licences.png"' in page and '<img src="redaction.png"' in page

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gzip
 import json
@@ -7,11 +8,21 @@ import json
 import pytest
 
 from codemill.config import REPO_ROOT, ConfigError, load_config
+from codemill.engines import Engine, Generation, SamplingConfig
 from spark_jobs.decontaminate import DecontaminateConfig, benchmark_index, load_benchmarks
 from spark_jobs.exact_dedup import ExactDedupConfig
 from spark_jobs.near_dedup import NearDedupConfig
-from synth.generate import SYNTHETIC_COLUMNS, _raw_schema, build_synthetic
-from synth.postprocess import CONTAMINATION_COL, FilterConfig, check_row, check_rows, check_rows_local, extract_code
+from synth.generate import SYNTHETIC_COLUMNS, _raw_schema, build_synthetic, generate_chunk
+from synth.postprocess import (
+    CONTAMINATION_COL,
+    FilterConfig,
+    check_row,
+    check_rows,
+    check_rows_local,
+    extract_code,
+    redact_generation,
+)
+from synth.prompts import load_template
 
 GOOD = '''"""Inventory of items with quantities: add, remove and report stock levels."""
 
@@ -164,3 +175,38 @@ def test_filter_sections_are_the_curation_configs_and_refuse_settings_synth_igno
     assert sorted(p.split(":")[0] for p in err.value.problems) == ["near_dedup.incremental", "near_dedup.keep"]
     with pytest.raises(ConfigError, match="near_dedup.threshold"):
         load_config(FilterConfig, overrides={"near_dedup.threshold": 2.0})
+
+
+def test_generations_and_seeds_are_redacted_before_they_are_written():
+    secret = 'API_KEY = "AKIAZ7QWERTYUIOPASDF"\nowner = "jane.doe@acme-corp.com"\n'
+
+    class Echo(Engine):
+        kind = "echo"
+
+        def __init__(self):
+            super().__init__("echo-model", "r0", None)
+            self.prompts: list[str] = []
+
+        def render_chat(self, messages):
+            return "\n".join(m["content"] for m in messages)
+
+        def generate(self, prompts, sampling):
+            self.prompts += list(prompts)
+            return [Generation(fenced(GOOD + secret), 10, 20, "stop") for _ in prompts]
+
+    eng, cfg = Echo(), FilterConfig(min_chars=80, min_lines=3)
+    seed = {"synth_id": "s1", "doc_id": "d1", "lang": "python", "score": 1.0, "seed_text": GOOD + secret}
+    template = load_template("oss_instruct_pretrain")
+    row = generate_chunk([seed], engine=eng, template=template, sampling=SamplingConfig(), run_id="r",
+                         redact=cfg.redact)[0]
+    written = " ".join(str(v) for v in row) + " ".join(eng.prompts)
+    assert "AKIAZ7QWERTYUIOPASDF" not in written and "jane.doe@" not in written
+    assert '<KEY>' in row[4] and '<EMAIL>' in row[6]  # seed_text, response
+    # post-processing redacts rows written before redaction existed, and rejects a dump of secrets
+    code, reason, _ = check_row(fenced(GOOD + secret), "python", cfg)
+    assert reason is None and "<KEY>" in code and "AKIA" not in code
+    dump = GOOD + "".join(f'K{i} = "AKIA{"QWERTYUIOPASDFGH"[i:] + "Z" * i}"\n' for i in range(8))
+    capped = FilterConfig(min_chars=80, min_lines=3, redact=dataclasses.replace(cfg.redact, max_findings=5))
+    _, reason, detail = check_row(fenced(dump), "python", capped)
+    assert reason == "too_many_secrets" and detail.startswith("8 findings")
+    assert redact_generation(secret, dataclasses.replace(cfg.redact, enabled=False)) == (secret, 0)
