@@ -8,8 +8,13 @@ solution; fields per benchmark in the catalogue, `conf/spark/benchmarks.yaml`, r
   matter), every `ngram`-token window with at least half informative tokens (2+ characters, not a number) is
   hashed; a file is contaminated by a text when it contains at least `min_overlap` of that text's distinct
   n-grams;
-- **exact substring** for short texts (fewer than `ngram` tokens, at least `min_short_chars` characters): their
-  token sequence must occur in the file and the stripped text itself must be a substring of it.
+- **task**: a file holding at least `min_task_ngrams` distinct n-grams of one task's texts together (prompt,
+  solution, and for the translated benchmarks the tests) contains the task even when no text reaches
+  `min_overlap` alone: a partial copy spanning prompt and solution, or prompt and tests. N-grams in more than
+  `max_texts_per_ngram` texts are boilerplate and count for none;
+- **exact substring** for texts with no informative n-gram (fewer than `ngram` tokens, or one-letter names and
+  numbers) of at least `min_short_chars` characters: their first tokens must occur in the file and the stripped
+  text itself must be a substring of it.
 
 The index and the matching of one text are `spark_jobs.benchmark_index` (pure Python). This module is the Spark
 side: matching runs on the workers in a vectorised `mapInArrow` against the index, broadcast once per Spark

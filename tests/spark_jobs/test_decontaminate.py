@@ -204,8 +204,10 @@ def test_multipl_e_is_matched_on_its_prompt_and_tests():
     rb = _problem("humaneval-rb-reworded.jsonl.gz", "HumanEval_102_choose_num")
     body = "  x > y ? -1 : (y.even? ? y : (y - 1 >= x ? y - 1 : -1))\nend\n"
     copy = rb.prompt.splitlines(keepends=True)[-1] + body + rb.tests
-    hits = match_text(copy, _index_of(rb, fields=("prompt", "tests")), ngram=10, min_overlap=0.5, min_matched=1)
-    assert [(h[1], h[2]) for h in hits] == [("HumanEval_102_choose_num", "tests")]
+    cfg = DecontaminateConfig()
+    hits = benchmark_hits(copy, dc.benchmark_index(cfg), cfg)  # the shipped catalogue and settings
+    assert ("multipl_e", "HumanEval_102_choose_num", "tests") in {h[:3] for h in hits}
+    # the prompt alone would not have found it
     assert not match_text(copy, _index_of(rb, fields=("prompt",)), ngram=10, min_overlap=0.5, min_matched=1)
 
 
