@@ -14,7 +14,7 @@ placeholder (`<KEY>`, `<PASSWORD>`, `<EMAIL>`, `<IP_ADDRESS>`):
 - `redactions`: one row per replaced span (doc_id, kind, start/end character offsets in the text before redaction,
   detector, `secret_hash`). The secret itself is never stored: `secret_hash` is HMAC-SHA256 under a salt read from
   the environment variable `redact.salt_env` (never from the config file, never logged or recorded); without it
-  a random salt per run is used and hashes compare only within that run;
+  the lake's own salt file (`resolve_salt`), so re-runs write the same hashes;
 - `redaction_rejected`: files with more than `max_findings` findings (a dump of keys or of addresses) are dropped
   with a reason instead of redacted; their text (which holds the secrets) is not copied.
 """
@@ -32,7 +32,7 @@ import pyarrow as pa
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import ArrayType, LongType, StringType, StructField, StructType
 
-from codemill import schemas
+from codemill import schemas, storage
 from spark_jobs.redact_detectors import Detectors, RedactRules, redact_text, salted_hash
 
 if TYPE_CHECKING:
@@ -67,13 +67,28 @@ class RedactConfig:
         return problems + [f"rules.{p}" for p in self.rules.validate()]
 
 
-def resolve_salt(cfg: RedactConfig) -> bytes:
-    """The salt from the environment; a random one (hashes comparable within this run only) when unset."""
+SALT_FILE = "_codemill_redact_salt"
+
+
+def resolve_salt(cfg: RedactConfig, lake_root: str | None = None) -> bytes:
+    """The salt of `redactions.secret_hash`: from the environment variable `cfg.salt_env`; else the lake's own salt
+    (`<lake>/_codemill_redact_salt`, 32 random bytes made on first use, owner-only on local disk), so a re-run or a
+    recovered run writes the same hashes; else (no lake) a random salt of this process. The lake's salt is readable
+    by whoever reads the lake's files: a shared lake should set the variable (docs/curation.md)."""
     value = os.environ.get(cfg.salt_env, "")
     if value:
         return value.encode("utf-8")
-    print(f"[redact] ${cfg.salt_env} is not set: secret hashes use a random salt of this run", file=sys.stderr)
-    return os.urandom(32)
+    if lake_root is None:
+        print(f"[redact] ${cfg.salt_env} is not set: secret hashes use a random salt of this process", file=sys.stderr)
+        return os.urandom(32)
+    path = storage.join(lake_root, SALT_FILE)
+    if not storage.exists(path):
+        storage.makedirs(lake_root)
+        storage.write_bytes(path, os.urandom(32).hex().encode())
+        if storage.is_local(path):
+            os.chmod(storage.local_path(path), 0o600)
+        print(f"[redact] ${cfg.salt_env} is not set: secret hashes use this lake's salt ({path})", file=sys.stderr)
+    return storage.read_bytes(path).strip()
 
 
 def scan_text(text: str | None, detectors: Detectors, salt: bytes, *, path: str | None = None,

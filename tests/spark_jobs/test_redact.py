@@ -113,6 +113,25 @@ def test_salted_hash_hides_the_secret():
     assert h1 == salted_hash("S3cr3tPw9x", b"salt-1")
 
 
+def test_without_the_salt_variable_a_lake_keeps_one_private_salt(tmp_path, monkeypatch):
+    """Re-runs (and runs recovered after a kill) must write identical hashes: the lake's salt file is made once,
+    owner-only, and read back; the variable, when set, wins and nothing is written."""
+    import os
+    import stat
+
+    cfg = redact.RedactConfig()
+    monkeypatch.delenv(cfg.salt_env, raising=False)
+    lake = str(tmp_path / "lake")
+    first, second = redact.resolve_salt(cfg, lake), redact.resolve_salt(cfg, lake)
+    assert first == second and len(first) == 64
+    salt_file = tmp_path / "lake" / redact.SALT_FILE
+    assert stat.S_IMODE(os.stat(salt_file).st_mode) == 0o600
+    assert redact.resolve_salt(cfg, str(tmp_path / "other")) != first
+    monkeypatch.setenv(cfg.salt_env, "from-the-secret-store")
+    assert redact.resolve_salt(cfg, str(tmp_path / "third")) == b"from-the-secret-store"
+    assert not (tmp_path / "third").exists()
+
+
 def test_scan_text_row_cap(detectors):
     dump = "\n".join(f"key{i} = AKIA{i:016d}".replace("0", "Q") for i in range(5))
     text, rows, summary = redact.scan_text(dump, detectors, b"s", max_findings=4)
