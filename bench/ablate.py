@@ -16,6 +16,7 @@ comparison, the Figure-2 rank correlation, and the times.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -46,8 +47,19 @@ def main(argv: list[str] | None = None) -> dict:
         "sharing_ratio": round(out["trainings"] / out["trainings_without_sharing"], 3),
         "train_s": out["train_s"], "eval_s": out["eval_s"], "data_s": out["data_s"], "wall_s": round(wall, 1),
     }
-    print("RESULT " + json.dumps(result, sort_keys=True))
+    print("RESULT " + json.dumps(_strict(result), sort_keys=True, allow_nan=False))
     return result
+
+
+def _strict(value):
+    """NaN (an interval from one seed, a correlation of too few points) as null: strict JSON."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    return value
 
 
 if __name__ == "__main__":

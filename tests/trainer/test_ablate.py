@@ -155,6 +155,8 @@ def test_an_interrupted_stage_resumes_from_its_checkpoint(tmp_path):
     assert "--ckpt_path" in resumed and "--init_from" not in resumed
     assert resumed[resumed.index("--trainer.max_steps") + 1] == "8"
     assert plan.stages[first].parent is None and stage.parent == first
+    text = ablate.print_budget(c, plan, ablate.manifests(c))
+    assert "p1_p2                         4,096" in text and "dataset p2" in text and "passes per stage [0.33]" in text
 
 
 def test_a_benchmark_copied_into_the_training_shards_is_refused(tmp_path):

@@ -172,7 +172,7 @@ def _manifest_id(m: dict[str, Any]) -> str:
                                      sort_keys=True).encode()).hexdigest()[:12]
 
 
-def print_budget(cfg: AblationConfig, plan: Plan) -> str:
+def print_budget(cfg: AblationConfig, plan: Plan, mans: dict[str, dict[str, Any]] | None = None) -> str:
     lines = [f"[ablate] {cfg.name}: budget {cfg.budget_tokens:,} tokens per variant = "
              f"{cfg.budget_tokens // plan.tokens_per_step} steps of {plan.tokens_per_step:,} tokens; "
              f"{len(cfg.seeds)} seeds; {len(plan.stages)} trainings ({plan.trainings_without_sharing} without "
@@ -180,6 +180,13 @@ def print_budget(cfg: AblationConfig, plan: Plan) -> str:
     for v in cfg.variants:
         parts = " -> ".join(f"{s.data}:{s.tokens:,} ({s.schedule})" for s in v.stages)
         lines.append(f"  {v.name:<22} {sum(s.tokens for s in v.stages):>12,}  {parts}")
+    # What each dataset holds and how often a stage passes over it: a selection and its control should match here.
+    for ds in cfg.datasets if mans else ():
+        train = int(mans[ds.name]["splits"]["train"]["tokens"])
+        passes = sorted({round(s.tokens / max(train, 1), 2) for v in cfg.variants for s in v.stages
+                         if s.data == ds.name})
+        lines.append(f"  dataset {ds.name:<14} {train:>12,} train tokens, repeat {mans[ds.name].get('repeat', 1)}, "
+                     f"passes per stage {passes}")
     text = "\n".join(lines)
     print(text, flush=True)
     return text
@@ -446,7 +453,7 @@ def run(cfg: AblationConfig, *, config_file: str) -> dict[str, Any]:
     prepare_data(cfg, config_file)
     mans = manifests(cfg)
     plan = make_plan(cfg, mans)
-    budget_text = print_budget(cfg, plan)
+    budget_text = print_budget(cfg, plan, mans)
     tokenizer_dir = mans[cfg.datasets[0].name].get("tokenizer") or storage.join(cfg.shards_root, "tokenizer")
     tokenizer = bpb.load_tokenizer(tokenizer_dir)
     problems = load_eval_problems(cfg)
