@@ -128,9 +128,14 @@ def task_skew(event_log_dir: Path, floor_s: float, min_tasks: int = 4) -> dict[s
     """Per pipeline stage (the job group its Spark jobs ran under): Spark stages, their task counts, max and
     median task seconds, and the worst max/median among the Spark stages that count (`min_tasks`, `floor_s`)."""
     group_of_stage, tasks = {}, {}
-    for path in event_log_dir.iterdir():
+    # Spark 4 writes rolling event logs: a folder per application (eventlog_v2_<app>/events_<n>_<app>), next to
+    # a status marker and Hadoop .crc checksums.
+    logs = [p for p in event_log_dir.rglob("*") if p.is_file() and not p.name.startswith((".", "appstatus"))]
+    for path in sorted(logs):
         with open(path) as f:
             for line in f:
+                if not line.strip():
+                    continue
                 ev = json.loads(line)
                 kind = ev.get("Event")
                 if kind == "SparkListenerJobStart":

@@ -38,7 +38,13 @@ def test_task_skew_reads_spark_event_logs(tmp_path):
             events.append({"Event": "SparkListenerTaskEnd", "Stage ID": stage,
                            "Task Info": {"Launch Time": 1000, "Finish Time": 1000 + int(t * 1000), "Failed": False,
                                          "Killed": False}})
-    (tmp_path / "app-1").write_text("\n".join(json.dumps(e) for e in events))
+    # Spark 4's rolling layout: a folder per application, the events in numbered files, an empty status marker.
+    app = tmp_path / "eventlog_v2_local-1"
+    app.mkdir()
+    (app / "events_1_local-1").write_text("\n".join(json.dumps(e) for e in events[:4]))
+    (app / "events_2_local-1").write_text("\n".join(json.dumps(e) for e in events[4:]))
+    (app / "appstatus_local-1").write_text("")
+    (app / ".appstatus_local-1.crc").write_bytes(b"crc\x00\x00")
     skew = task_skew(tmp_path, floor_s=0.5)
     assert skew["ingest"]["spark_stages"] == 2 and skew["ingest"]["max_skew"] == 6.0  # stage 2 is under the floor
     assert skew["ingest"]["worst"]["spark_stage"] == 1 and skew["filter"]["max_skew"] == 1.5

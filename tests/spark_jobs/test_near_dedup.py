@@ -403,18 +403,20 @@ def test_keys_of_rows_held_in_process_equal_the_dataframe_keys(spark):
     assert [f.name for f in minhash_key_fields(cfg)] == key_columns(cfg)
 
 
-def test_one_task_over_local_max_bytes_verifies_distributed_and_gives_the_same_clusters(partitioned_runs, spark,
-                                                                                          caplog):
-    assert partitioned_runs["one_task_over_bytes", 1] == partitioned_runs["distributed", 1]
-    # The fallback is taken (the planted pairs include uncertain ones, whose contents weigh more than 0 bytes).
+def test_one_task_over_local_max_bytes_verifies_distributed_and_gives_the_same_clusters(spark, caplog):
+    # (The parametrised tests above run the `one_task_over_bytes` path against the planted clusters.)
+    # verify_margin 1.0: every candidate is uncertain, so their contents weigh more than 0 bytes and the
+    # fallback is taken; the clusters are still those of the distributed steps.
     df = spark.createDataFrame(ROWS, SCHEMA)
     with caplog.at_level("INFO", logger="spark_jobs.near_dedup"):
-        near_duplicates(df, keep=POLICY, local_max_bytes=0)[1].collect()
+        over = near_duplicates(df, keep=POLICY, local_max_bytes=0, verify_margin=1.0)[1].collect()
     assert "> local_max_bytes 0; verifying them distributed" in caplog.text
     caplog.clear()
     with caplog.at_level("INFO", logger="spark_jobs.near_dedup"):
-        near_duplicates(df, keep=POLICY)[1].collect()
+        within = near_duplicates(df, keep=POLICY, verify_margin=1.0)[1].collect()
     assert "verifying them distributed" not in caplog.text
+    distributed = near_duplicates(df, keep=POLICY, verify_margin=1.0, local_max_edges=0)[1].collect()
+    assert sorted(map(tuple, over)) == sorted(map(tuple, within)) == sorted(map(tuple, distributed))
 
 
 def test_one_task_bounds_are_validated_below_arrow_offsets():
