@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test lint demo test-slow test-vllm test-cluster test-faults bench-lake bench-curate bench-dedup bench-annotate bench-synth bench-tokenize bench-train bench-eval clean
+.PHONY: setup test lint demo test-slow test-vllm test-cluster test-faults test-bench bench-lake bench-curate bench-dedup bench-annotate bench-synth bench-tokenize bench-train bench-eval clean
 
 setup:
 	@scripts/setup.sh
@@ -12,7 +12,7 @@ lint: setup
 	$(PY) -m ruff check .
 
 test: setup lint
-	$(PY) -m pytest -q -m "not gpu and not vllm and not cluster and not faults"
+	$(PY) -m pytest -q -m "not gpu and not vllm and not cluster and not faults and not bench"
 
 # spark-submit on a standalone master with two workers, native Delta on s3a:// against an S3 server on 127.0.0.1;
 # the test starts and stops all of them (tests/cluster/test_cluster.py).
@@ -22,6 +22,10 @@ test-cluster: setup
 # Every stage, synth and tokenize SIGKILLed at each commit point and re-run (tests/faults; docs/lake.md#stages).
 test-faults: setup
 	$(PY) -m pytest -q -m faults tests/faults
+
+# Bench scripts run end to end at a small size (the skew cases of bench/scale.py; docs/performance.md).
+test-bench: setup
+	$(PY) -m pytest -q -m bench tests/bench
 
 demo: setup
 	$(PY) -m scripts.demo

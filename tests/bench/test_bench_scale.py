@@ -60,6 +60,7 @@ def test_summarise_fits_each_stage_and_extrapolates_to_1p6_tb():
     assert fits["phase1"]["marginal_cpu_s_per_mb"] == pytest.approx(0.5)
 
 
+@pytest.mark.bench
 def test_skew_cases_finish_through_phase_1_without_a_hot_task():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, str(REPO / "bench" / "scale.py"), "--skip-sizes", "--skew-scale", "0.002",
