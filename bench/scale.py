@@ -48,9 +48,9 @@ from bench.dedup import fit, run_worker, tree_cpu_seconds  # noqa: E402
 
 ROOT = Path(_ROOT)
 OUT = ROOT / "bench" / "out" / "scale"
-STAGES = ("ingest", "filter", "exact_dedup", "near_dedup", "decontaminate", "documents", "annotator_dataset",
-          "annotator_train", "score", "select", "tokenize")
-PHASE1 = STAGES[:6]
+STAGES = ("ingest", "licences", "filter", "exact_dedup", "near_dedup", "redact", "decontaminate", "documents",
+          "annotator_dataset", "annotator_train", "score", "tokenizer", "select", "tokenize")
+PHASE1 = STAGES[:8]
 TB_1P6_MB = 1.6e6
 MAX_SKEW = 5.0
 

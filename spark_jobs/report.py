@@ -117,7 +117,8 @@ def funnel_section(report: Report, lake) -> None:
         stats = stats.join(latest, ["stage", "run_id"])
     cols = [c for c in ("rows_in", "bytes_in", "rows_out", "bytes_out") if c in stats.columns]
     per_stage = stats.groupBy("stage").agg(*[F.sum(c).alias(c) for c in cols]).toPandas()
-    order = [s for s in ("ingest", "filter", "exact_dedup", "near_dedup", "decontaminate", "documents")
+    order = [s for s in ("ingest", "licences", "filter", "exact_dedup", "near_dedup", "redact", "decontaminate",
+                         "documents")
              if s in set(per_stage["stage"])]
     order += [s for s in per_stage["stage"] if s not in order]
     per_stage = per_stage.set_index("stage").loc[order].reset_index()

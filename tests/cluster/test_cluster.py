@@ -238,14 +238,15 @@ def test_cluster_pipeline_on_s3_with_native_delta(env, monkeypatch):
     scores = rows_by_reader(f"{lake}/scores", ["doc_id", "score"], s3.env)
     assert scores["delta-rs"] == scores["polars"] == scores["duckdb"]
     assert {d for d, _ in scores["delta-rs"]} == {d for d, _ in clean["delta-rs"]}
-    cluster.submit("spark_jobs/pipeline.py", ["--lake", lake, "--stages", "select", "--select.token_budget", "60000"],
-                   s3)
+    shards = f"s3a://{BUCKET}/shards"
+    tokenize = ["--tokenize", str(REPO / "conf/spark/tokenize_local.yaml"), "--tokenize.shards_root", shards,
+                "--tokenize.seq_len", "256"]
+    # The LM tokenizer first: selection's budget is counted in its tokens.
+    cluster.submit("spark_jobs/pipeline.py", ["--lake", lake, "--stages", "tokenizer,select",
+                                              "--select.token_budget", "60000", *tokenize], s3)
     selected = rows_by_reader(f"{lake}/selected_hq", ["doc_id"], s3.env)["delta-rs"]
     assert 0 < len(selected) < len(clean["delta-rs"])
-    shards = f"s3a://{BUCKET}/shards"
-    cluster.submit("spark_jobs/pipeline.py", ["--lake", lake, "--stages", "tokenize",
-                                              "--tokenize", str(REPO / "conf/spark/tokenize_local.yaml"),
-                                              "--tokenize.shards_root", shards, "--tokenize.seq_len", "256",
+    cluster.submit("spark_jobs/pipeline.py", ["--lake", lake, "--stages", "tokenize", *tokenize,
                                               "--tokenize.build", '["phase1", "phase2"]'], s3)
     for phase in ("phase1", "phase2"):
         manifest = json.loads(storage.read_text(f"{shards}/{phase}/manifest.json"))
