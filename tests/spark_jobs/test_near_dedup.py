@@ -298,7 +298,7 @@ def test_run_killed_between_commits_is_rolled_back_and_redone(spark, lake, path,
     from codemill.lake import Lake
 
     incremental = point.startswith("near_dedup:incremental")
-    cfg = NearDedupConfig(incremental=True, local_max_edges=PATHS[path])
+    cfg = NearDedupConfig(incremental=True, **PATHS[path])
     ids = [r[0] for r in ROWS]
     rows = [(r[0], "repo", f"{r[0]}.py", "python", r[1], r[3], r[2]) for r in ROWS]
     schema = "doc_id string, repo string, path string, lang string, content string, size_bytes long, stars int"
