@@ -363,8 +363,8 @@ def _run_near_dedup(ctx: Context, lineage: Lineage) -> None:
 
 def _run_redact(ctx: Context, lineage: Lineage) -> None:
     c = ctx.cfg.redact
-    marked = redact.scan(ctx.lake.read(_redact_source(ctx.cfg)), rules=c.rules, salt=redact.resolve_salt(c, ctx.lake.root),
-                         max_findings=c.max_findings)
+    marked = redact.scan(ctx.lake.read(_redact_source(ctx.cfg)), rules=c.rules,
+                         salt=redact.resolve_salt(c, ctx.lake.root), max_findings=c.max_findings)
     with _persisted(marked) as marked:
         ctx.lake.overwrite("redacted", redact.redacted_rows(marked, max_findings=c.max_findings), lineage=lineage)
         ctx.lake.overwrite("redactions", redact.redaction_rows(marked, max_findings=c.max_findings),
