@@ -25,6 +25,7 @@ STAGE_STATS = "stage:stats"            # stage_stats appended, the stage's commi
 STAGE_COMMITTED = "stage:committed"    # the stage is committed, the next stage not started
 # Between two output commits of one stage.
 INGEST_FILES = "ingest:files"
+LICENSED = "licences:licensed"
 FILTER_FILTERED = "filter:filtered"
 FILTER_REJECTED = "filter:rejected"
 EXACT_DEDUPED = "exact_dedup:exact_deduped"
@@ -32,6 +33,8 @@ NEAR_KEPT = "near_dedup:near_deduped"
 NEAR_CLUSTERS = "near_dedup:near_dup_clusters"
 NEAR_INC_CLUSTERS = "near_dedup:incremental:near_dup_clusters"
 NEAR_INC_KEPT = "near_dedup:incremental:near_deduped"
+REDACTED = "redact:redacted"
+REDACTIONS = "redact:redactions"
 DECONTAMINATION = "decontaminate:contamination"
 SYNTH_GENERATED = "synth:chunk_generated"      # a chunk generated, its append not committed (mid-chunk)
 SYNTH_CHUNK = "synth:chunk_committed"          # a chunk's append committed, the next chunk not started
@@ -40,9 +43,9 @@ TOKENIZE_MANIFEST = "tokenize:manifest"        # a phase's manifest written, its
 TOKENIZE_PHASE = "tokenize:phase"              # a phase's `shards` rows committed, the next phase not started
 
 POINTS: tuple[str, ...] = (
-    STAGE_BEGUN, STAGE_OUTPUTS, STAGE_STATS, STAGE_COMMITTED, INGEST_FILES, FILTER_FILTERED, FILTER_REJECTED,
-    EXACT_DEDUPED, NEAR_KEPT, NEAR_CLUSTERS, NEAR_INC_CLUSTERS, NEAR_INC_KEPT, DECONTAMINATION, SYNTH_GENERATED,
-    SYNTH_CHUNK, TOKENIZE_SHARD_FILES, TOKENIZE_MANIFEST, TOKENIZE_PHASE,
+    STAGE_BEGUN, STAGE_OUTPUTS, STAGE_STATS, STAGE_COMMITTED, INGEST_FILES, LICENSED, FILTER_FILTERED,
+    FILTER_REJECTED, EXACT_DEDUPED, NEAR_KEPT, NEAR_CLUSTERS, NEAR_INC_CLUSTERS, NEAR_INC_KEPT, REDACTED, REDACTIONS,
+    DECONTAMINATION, SYNTH_GENERATED, SYNTH_CHUNK, TOKENIZE_SHARD_FILES, TOKENIZE_MANIFEST, TOKENIZE_PHASE,
 )
 
 _reached: dict[str, int] = {}

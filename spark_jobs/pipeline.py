@@ -335,6 +335,7 @@ def _run_licences(ctx: Context, lineage: Lineage) -> None:
     judged = licences.judge(ctx.lake.read("files"), allow=c.allow, no_licence=c.no_licence, opt_out=opt_out)
     with _persisted(judged) as judged:
         ctx.lake.overwrite("licensed", licences.licensed_rows(judged), lineage=lineage)
+        faults.point(faults.LICENSED)
         ctx.lake.overwrite("licence_rejected", licences.rejected_rows(judged), lineage=lineage)
 
 
@@ -367,8 +368,10 @@ def _run_redact(ctx: Context, lineage: Lineage) -> None:
                          salt=redact.resolve_salt(c, ctx.lake.root), max_findings=c.max_findings)
     with _persisted(marked) as marked:
         ctx.lake.overwrite("redacted", redact.redacted_rows(marked, max_findings=c.max_findings), lineage=lineage)
+        faults.point(faults.REDACTED)
         ctx.lake.overwrite("redactions", redact.redaction_rows(marked, max_findings=c.max_findings),
                            lineage=lineage)
+        faults.point(faults.REDACTIONS)
         ctx.lake.overwrite("redaction_rejected", redact.rejected_rows(marked, max_findings=c.max_findings),
                            lineage=lineage)
 

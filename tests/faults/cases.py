@@ -13,6 +13,8 @@ CURATION = [
     ("curation", "ingest", F.INGEST_FILES),
     ("curation", "ingest", f"{F.STAGE_OUTPUTS}@ingest"),
     ("curation", "ingest", f"{F.STAGE_COMMITTED}@ingest"),
+    ("curation", "licences", F.LICENSED),
+    ("curation", "licences", f"{F.STAGE_OUTPUTS}@licences"),
     ("curation", "filter", f"{F.STAGE_BEGUN}@filter"),
     ("curation", "filter", F.FILTER_FILTERED),
     ("curation", "filter", F.FILTER_REJECTED),
@@ -23,10 +25,14 @@ CURATION = [
     ("curation", "near_dedup", F.NEAR_KEPT),
     ("curation", "near_dedup", F.NEAR_CLUSTERS),
     ("curation", "near_dedup", f"{F.STAGE_OUTPUTS}@near_dedup"),
+    ("curation", "redact", F.REDACTED),
+    ("curation", "redact", F.REDACTIONS),
+    ("curation", "redact", f"{F.STAGE_OUTPUTS}@redact"),
     ("curation", "decontaminate", F.DECONTAMINATION),
     ("curation", "decontaminate", f"{F.STAGE_OUTPUTS}@decontaminate"),
     ("curation", "documents", f"{F.STAGE_OUTPUTS}@documents"),
     ("curation", "outcomes", f"{F.STAGE_OUTPUTS}@outcomes"),
+    ("curation", "outcomes", f"{F.STAGE_STATS}@outcomes"),
 ]
 # near dedup's incremental path on the distributed clustering path (the full path above runs the one-task one)
 INCREMENTAL = [
@@ -51,6 +57,10 @@ SCORE = [
     ("score", "score", f"{F.STAGE_OUTPUTS}@score"),
 ]
 CASES = CURATION + INCREMENTAL + SCORE + TOKENIZE + SYNTH
+# Cases whose killed pipeline runs with a Spark JVM of its own, killed with it (the others attach to the suite's warm
+# JVM: tests/faults/child.py), so both kinds of kill are in every CI run: a curation stage creating its first tables,
+# and tokenize with its shard files outside the lake.
+OWN_JVM = {CURATION[0], TOKENIZE[0]}
 
 
 def case_id(case: tuple[str, str, str]) -> str:

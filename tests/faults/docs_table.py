@@ -9,16 +9,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.faults.cases import OWN_JVM
+
 DOC = Path(__file__).resolve().parents[2] / "docs" / "lake.md"
 START = "<!-- faults-table:start (written by tests/faults/test_faults.py; do not edit) -->"
 END = "<!-- faults-table:end -->"
-HEADER = ["| group | stage | killed at | recovered identically |", "|---|---|---|---|"]
+HEADER = ["| group | stage | killed at | killed process | recovered identically |", "|---|---|---|---|---|"]
+# The killed child's Spark JVM: its own, killed with it, or the suite's warm one (tests/faults/child.py).
+JVM = {True: "driver and its JVM", False: "driver (suite's JVM)"}
 VERDICTS = ("yes", "no", "not run")
 Case = tuple[str, str, str]
 
 
 def render(verdicts: dict[Case, str]) -> list[str]:
-    return HEADER + [f"| {g} | {s} | `{p}` | {v} |" for (g, s, p), v in verdicts.items()]
+    return HEADER + [f"| {g} | {s} | `{p}` | {JVM[(g, s, p) in OWN_JVM]} | {v} |"
+                     for (g, s, p), v in verdicts.items()]
 
 
 def read_table() -> dict[Case, str]:
@@ -28,7 +33,8 @@ def read_table() -> dict[Case, str]:
         return {}
     rows = {}
     for line in text.split(START, 1)[1].split(END, 1)[0].strip().splitlines()[len(HEADER):]:
-        g, s, p, v = (cell.strip() for cell in line.strip().strip("|").split("|"))
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        g, s, p, v = cells[0], cells[1], cells[2], cells[-1]
         rows[(g, s, p.strip("`"))] = v
     return rows
 

@@ -28,7 +28,7 @@ from codemill import faults
 from codemill.lake import Lake, table_digests
 from spark_jobs import accounting, pipeline
 from tests.codemill.test_lake import data_files, live_files
-from tests.faults.cases import CASES, CURATION, INCREMENTAL, SCORE, SYNTH, TOKENIZE, case_id
+from tests.faults.cases import CASES, CURATION, INCREMENTAL, OWN_JVM, SCORE, SYNTH, TOKENIZE, case_id
 from tests.faults.docs_table import write_table
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -58,14 +58,22 @@ def _copy(src: Path | None, dst: Path) -> Path:
     return dst
 
 
-def _run_killed(args: list[str], point: str, log: Path) -> int:
-    """`python -m spark_jobs.pipeline ARGS` in a child with `CODEMILL_KILL_AT=point`; returns its exit status."""
+def _run_killed(spark, args: list[str], point: str, log: Path, *, own_jvm: bool) -> int:
+    """The pipeline on ARGS in a child process with `CODEMILL_KILL_AT=point`; returns its exit status. The child
+    attaches to this process's warm JVM (tests/faults/child.py says why that is a faithful kill), or with
+    `own_jvm` starts its own (`python -m spark_jobs.pipeline`), which is killed with it."""
     env = {**os.environ, "PYTHONPATH": str(REPO), faults.ENV: point, "CODEMILL_SPARK_DRIVER_MEMORY": "1g"}
-    env.pop("PYSPARK_GATEWAY_PORT", None)
-    env.pop("PYSPARK_GATEWAY_SECRET", None)
+    if own_jvm:
+        env.pop("PYSPARK_GATEWAY_PORT", None)
+        env.pop("PYSPARK_GATEWAY_SECRET", None)
+        module = "spark_jobs.pipeline"
+    else:
+        gateway = spark.sparkContext._gateway.gateway_parameters
+        env.update(PYSPARK_GATEWAY_PORT=str(gateway.port), PYSPARK_GATEWAY_SECRET=gateway.auth_token)
+        module = "tests.faults.child"
     with log.open("wb") as out:
         # Its own process group: the kill is the child's own; whatever it leaves (its JVM) is ended below.
-        proc = subprocess.Popen([sys.executable, "-m", "spark_jobs.pipeline", *args], cwd=REPO, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO, env=env,
                                 start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
         try:
             proc.wait(timeout=900)
@@ -78,16 +86,24 @@ def _run_killed(args: list[str], point: str, log: Path) -> int:
     return proc.returncode
 
 
-def _orphans(lake_dir: Path, spark) -> dict[str, set[str]]:
-    """Vacuums every table and returns the Parquet files still in a table's folder that it does not reference."""
+def _orphans(lake_dir: Path, before: Path | None, spark) -> dict[str, set[str]]:
+    """Vacuums every table the killed and re-run stage wrote files into (its folder differs from the lake before
+    the stage; the others are untouched copies) and returns the Parquet files still in its folder that it does not
+    reference."""
     lake = Lake(spark, str(lake_dir))
     out = {}
     for t in lake.tables():
+        if before is not None and _listing(lake_dir / t.name) == _listing(before / t.name):
+            continue
         lake.vacuum(t.name)
         extra = data_files(lake, t.name) - live_files(lake, t.name)
         if extra:
             out[t.name] = extra
     return out
+
+
+def _listing(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")} if folder.exists() else set()
 
 
 def _shard_files(root: Path) -> dict[str, int]:
@@ -104,10 +120,13 @@ def _check_case(spark, case, *, args: list[str], before: Path | None, after: Pat
     RESULTS.pop(case, None)  # a verdict only from a check: a harness failure (an OOM-killed JVM) leaves none
     lake_dir = _copy(before, work / "lake")
     log = work / "killed.log"
-    rc = _run_killed(args + ["--stages", stage], point, log)
+    t0 = time.perf_counter()
+    rc = _run_killed(spark, args + ["--stages", stage], point, log, own_jvm=case in OWN_JVM)
+    t1 = time.perf_counter()
     assert rc == -signal.SIGKILL, f"the {stage} job was not killed at {point} (exit {rc}):\n" + \
         log.read_text(errors="replace")[-3000:]
     pipeline.main(args + ["--stages", stage])
+    t2 = time.perf_counter()
     lake = Lake(spark, str(lake_dir))
     checks = {"tables equal the reference's": lambda: table_digests(str(lake_dir), ignore=IGNORE) == table_digests(
                   str(after), ignore=IGNORE),
@@ -115,13 +134,15 @@ def _check_case(spark, case, *, args: list[str], before: Path | None, after: Pat
               "outcomes account for every record once": lambda: _accounted(lake),
               "shard files equal the reference's": lambda: shards is None or _shard_files(shards[0]) == _shard_files(
                   shards[1]),
-              "no unreferenced file after vacuum": lambda: _orphans(lake_dir, spark) == {}}
+              "no unreferenced file after vacuum": lambda: _orphans(lake_dir, before, spark) == {}}
     for what, check in checks.items():
         ok = check()
         if not ok:
             RESULTS[case] = False
         assert ok, f"killed at {point}, re-run: not {what}"
     RESULTS[case] = True
+    print(f"\n[faults] {case_id(case)}: killed child {t1 - t0:.1f} s, re-run {t2 - t1:.1f} s, checks "
+          f"{time.perf_counter() - t2:.1f} s", flush=True)
 
 
 def _accounted(lake: Lake) -> bool:
