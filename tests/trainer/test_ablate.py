@@ -15,7 +15,7 @@ from codemill.config import ConfigError, load_config
 from tests.fixtures.train.helpers import VOCAB_SIZE, write_shards
 from trainer.ablate import bpb
 from trainer.ablate import run as ablate
-from trainer.ablate.config import AblationConfig
+from trainer.ablate.config import AblationConfig, DatasetSpec
 from trainer.ablate.stats import paired_delta, spearman
 
 
@@ -157,6 +157,26 @@ def test_an_interrupted_stage_resumes_from_its_checkpoint(tmp_path):
     assert plan.stages[first].parent is None and stage.parent == first
     text = ablate.print_budget(c, plan, ablate.manifests(c))
     assert "p1_p2                         4,096" in text and "dataset p2" in text and "passes per stage [0.33]" in text
+
+
+def test_the_budget_shows_each_selection_against_its_control_and_warns_when_unmatched(tmp_path):
+    c = load_config(AblationConfig, ablation_yaml(tmp_path))
+    c.datasets = [DatasetSpec(name="sel", phase="phase2", annotator="a", control="ctl"),
+                  DatasetSpec(name="ctl", phase="phase2"), DatasetSpec(name="p1", phase="phase1")]
+    mans = {"sel": {"tokens_per_language": {"python": 30_000, "java": 18_000}},
+            "ctl": {"tokens_per_language": {"python": 29_500, "java": 17_900}}, "p1": {}}
+    (ctl,) = ablate.control_tokens(c, mans)
+    assert (ctl["selection_tokens"], ctl["control_tokens"]) == (48_000, 47_400)
+    assert ctl["ratio"] == pytest.approx(47_400 / 48_000)
+    assert ctl["per_language"] == {"java": [18_000, 17_900], "python": [30_000, 29_500]}
+    plan = ablate.Plan({}, {}, 256, 64)
+    c.variants, c.datasets = [], c.datasets[:2]  # the stage lines are tested above; here the control line
+    text = ablate.print_budget(c, plan, {**mans, **{k: {**v, "splits": {"train": {"tokens": 1}}}
+                                                   for k, v in mans.items()}})
+    assert "control ctl of sel: 47,400 vs 48,000 tokens (ratio 0.988" in text and "WARNING" not in text
+    mans["ctl"]["tokens_per_language"]["python"] = 60_000  # one big file too many: the old defect
+    assert "WARNING: not token-matched" in ablate.print_budget(
+        c, plan, {k: {**v, "splits": {"train": {"tokens": 1}}} for k, v in mans.items()})
 
 
 def test_a_benchmark_copied_into_the_training_shards_is_refused(tmp_path):
