@@ -11,7 +11,7 @@ date (`<out>/data_state.json` holds the hash of each item's spec and its inputs'
    scores of every file (`annotate.run_scoring` into the annotator's `scores` table); training and scoring are
    marked done separately;
 2. `tables`: `top_selection` = an annotator's best files per language at the proxy's budget, counted in the
-   recipe's LM tokens (`select_hq.lm_token_counts`, what the shards hold) and split by the phase-1 language mix
+   recipe's LM tokens (`shard_transforms.count_tokens`, what the shards hold) and split by the phase-1 language mix
    (`select_hq.language_budgets`); `random_selection` = the control: files in a seeded random order, each language
    filled to the tokens the annotator's selection actually has there (equal tokens per language and equal repeats:
    only the ranking differs, the control that isolates the annotator). Both fill a language greedily in their
@@ -43,7 +43,8 @@ from spark_jobs.annotate import ScoreConfig, run_scoring
 from spark_jobs.annotate_dataset import DatasetConfig, PositiveSource, build_training_sets
 from spark_jobs.documents import build_documents
 from spark_jobs.mixtures import PhaseConfig, SourceConfig
-from spark_jobs.select_hq import attach_files, language_budgets, lm_token_counts
+from spark_jobs.select_hq import attach_files, language_budgets
+from spark_jobs.shard_transforms import count_tokens
 from spark_jobs.tokenize_shards import TokenizeConfig, TokenizerConfig, ensure_tokenizer, run_phase
 from trainer.ablate.config import AblationConfig, AnnotatorSpec, DatasetSpec, TableSpec
 from trainer.annotator_model import META_FILE
@@ -206,15 +207,17 @@ def score_with(spark, lake: Lake, a: AnnotatorSpec, lineage: Lineage) -> int:
                                                 window=a.window), lineage)
 
 
-def lm_counts(spark, lake: Lake, scores: str, files: str, *, tokenizer: str):
-    """`scores` with `n_tokens` in the LM tokens of `tokenizer` (the recipe's): what the shards will hold. The
-    annotator's own `n_tokens` are its WordPiece tokens, which drop whitespace: not what the proxy trains on."""
+def file_lm_tokens(spark, files, *, tokenizer: str):
+    """doc_id, n_tokens: each file's LM tokens of `tokenizer` (the recipe's), its ids + end of document, what the
+    shards will hold for it (`shard_transforms.count_tokens`). The annotator's `scores.n_tokens` are its WordPiece
+    tokens, which drop whitespace: not what the proxy trains on."""
     tok = T.load(tokenizer)
     tok_json = tok.to_str()
-    return lm_token_counts(lake.read(scores), lake.read(files),
-                           tokenizer_json=spark.sparkContext.broadcast(tok_json),
-                           tokenizer_key=hashlib.sha256(tok_json.encode()).hexdigest()[:16],
-                           eos_id=T.special_ids(tok)["eos"])
+    return (files.select("doc_id", "content")
+            .transform(count_tokens, text_column="content", tokenizer_json=spark.sparkContext.broadcast(tok_json),
+                       tokenizer_key=hashlib.sha256(tok_json.encode()).hexdigest()[:16],
+                       eos_id=T.special_ids(tok)["eos"])
+            .select("doc_id", "n_tokens"))
 
 
 def recipe_manifest(cfg: AblationConfig) -> dict[str, Any]:
@@ -229,21 +232,19 @@ def recipe_tokenizer(cfg: AblationConfig) -> str:
     return recipe_manifest(cfg).get("tokenizer") or storage.join(cfg.shards_root, "tokenizer")
 
 
-def build_table(spark, lake: Lake, t: TableSpec, lineage: Lineage, *, tokenizer: str) -> dict[str, Any]:
-    """Writes one table; returns its version and, for a selection, its LM tokens (of `tokenizer`) per language, and
-    for a control also those of the selection it was matched to."""
-    from pyspark import StorageLevel
-
+def build_table(lake: Lake, t: TableSpec, lineage: Lineage, *, file_tokens=None) -> dict[str, Any]:
+    """Writes one table; returns its version and, for a selection, its LM tokens per language (`file_tokens`:
+    doc_id, n_tokens of `t.files`, from `file_lm_tokens`), and for a control also those of the selection it was
+    matched to."""
     files = lake.read(t.files)
     if t.kind == "repository_documents":
         out = repository_documents(files)
         return {"version": lake.overwrite(t.name, out, lineage=lineage, allow_schema_change=True)}
-    # Persisted: the fill reads the counts several times, each read would tokenize every scored file again.
-    counts = lm_counts(spark, lake, t.scores, t.files, tokenizer=tokenizer).persist(StorageLevel.MEMORY_AND_DISK)
+    counts = lake.read(t.scores).select("doc_id", "lang", "score").join(file_tokens, "doc_id")
+    top = top_selection(counts, token_budget=t.token_budget, repeat=t.repeat).persist()
+    out = top
     try:
-        top = top_selection(counts, token_budget=t.token_budget, repeat=t.repeat).persist()
         info: dict[str, Any] = {"tokens_per_language": tokens_per_language(top)}
-        out = top
         if t.kind == "random_selection":
             out = random_control(counts, top, seed=t.seed, repeat=t.repeat).persist()
             info = {"tokens_per_language": tokens_per_language(out),
@@ -251,7 +252,8 @@ def build_table(spark, lake: Lake, t: TableSpec, lineage: Lineage, *, tokenizer:
         info["version"] = lake.overwrite(t.name, out.transform(attach_files, files), lineage=lineage,
                                          allow_schema_change=True)
     finally:
-        counts.unpersist()
+        top.unpersist()
+        out.unpersist()
     print(f"[ablation_data] table {t.name}: {describe_tokens(info)}", flush=True)
     return info
 
@@ -284,6 +286,8 @@ def build_dataset(spark, lake: Lake, cfg: AblationConfig, dcfg: AblationDataConf
 
 
 def run(spark, cfg: AblationConfig, dcfg: AblationDataConfig) -> dict[str, Any]:
+    from pyspark import StorageLevel
+
     lake = Lake.open(spark, cfg.lake)
     state = _State(cfg.out)
     done: dict[str, Any] = {}
@@ -312,15 +316,23 @@ def run(spark, cfg: AblationConfig, dcfg: AblationDataConfig) -> dict[str, Any]:
         score_with(spark, lake, a, lineage(f"annotator:{a.name}", a, [a.files]))
         state.mark(f"annotator:{a.name}", d)
         done[f"annotator:{a.name}"] = a.scores
+    file_tokens: dict[str, Any] = {}
     for t in cfg.tables:
         inputs = [t.files] + ([t.scores] if t.kind != "repository_documents" else [])
         d = digest(t, inputs)
         if state.fresh(f"table:{t.name}", d) and lake.exists(t.name):
             continue
         print(f"[ablation_data] table {t.name} ({t.kind})", flush=True)
-        done[f"table:{t.name}"] = build_table(spark, lake, t, lineage(f"table:{t.name}", t, inputs),
-                                              tokenizer=recipe_tokenizer(cfg))
+        if t.kind != "repository_documents" and t.files not in file_tokens:
+            # Persisted once per files table: every selection joins its scores to the same counts, and each read
+            # would otherwise tokenize the whole corpus again.
+            file_tokens[t.files] = file_lm_tokens(spark, lake.read(t.files), tokenizer=recipe_tokenizer(cfg)
+                                                  ).persist(StorageLevel.MEMORY_AND_DISK)
+        done[f"table:{t.name}"] = build_table(lake, t, lineage(f"table:{t.name}", t, inputs),
+                                              file_tokens=file_tokens.get(t.files))
         state.mark(f"table:{t.name}", d)
+    for counted in file_tokens.values():
+        counted.unpersist()
     for ds in cfg.datasets:
         if not ds.sources:
             continue

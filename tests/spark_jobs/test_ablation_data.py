@@ -13,6 +13,7 @@ from codemill.lake import Lineage
 from spark_jobs.ablation_data import (
     MIXED,
     build_table,
+    file_lm_tokens,
     greedy_fill,
     random_control,
     repository_documents,
@@ -93,10 +94,11 @@ def test_tables_count_lm_tokens_and_record_the_controls_match(spark, lake, word_
     lake.overwrite("clean", lake.spark.createDataFrame(
         [(d, lang, "r", f"{d}.x", " ".join(["w"] * n)) for d, (lang, n) in sizes.items()],
         "doc_id string, lang string, repo string, path string, content string"), lineage=Lineage("test", "x", {}))
-    top = build_table(spark, lake, TableSpec(name="ablate_top", kind="top_selection", token_budget=6000),
-                      Lineage("test", "x", {}), tokenizer=word_tokenizer)
-    ctl = build_table(spark, lake, TableSpec(name="ablate_ctl", kind="random_selection", token_budget=6000, seed=7),
-                      Lineage("test", "x", {}), tokenizer=word_tokenizer)
+    counted = file_lm_tokens(spark, lake.read("clean"), tokenizer=word_tokenizer)
+    top = build_table(lake, TableSpec(name="ablate_top", kind="top_selection", token_budget=6000),
+                      Lineage("test", "x", {}), file_tokens=counted)
+    ctl = build_table(lake, TableSpec(name="ablate_ctl", kind="random_selection", token_budget=6000, seed=7),
+                      Lineage("test", "x", {}), file_tokens=counted)
     assert ctl["matched_to_per_language"] == top["tokens_per_language"]
     lm = {lang: sum(n + 1 for lg, n in sizes.values() if lg == lang) for lang in LANGS}
     for lang in LANGS:

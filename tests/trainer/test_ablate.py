@@ -226,6 +226,12 @@ def test_ngram_hashes_find_copies_only():
     assert len(grams) == 93
     assert np.isin(bpb.ngram_hashes(a[10:40], 8), grams).all()
     assert not np.isin(bpb.ngram_hashes(a[::-1].copy(), 8), grams).any()
+    rng = np.random.default_rng(0)
+    train = np.unique(rng.integers(0, 2**63, 5000, dtype=np.uint64))
+    probe = np.concatenate([train[rng.integers(0, len(train), 50)], rng.integers(0, 2**63, 50, dtype=np.uint64),
+                            np.array([0, 2**64 - 1], dtype=np.uint64)])
+    assert (bpb.in_sorted(probe, train) == np.isin(probe, train)).all() and bpb.in_sorted(probe, train)[:50].all()
+    assert not bpb.in_sorted(probe, np.empty(0, dtype=np.uint64)).any()
 
 
 def test_paired_delta_interval_and_spearman():
