@@ -163,20 +163,24 @@ def test_the_budget_shows_each_selection_against_its_control_and_warns_when_unma
     c = load_config(AblationConfig, ablation_yaml(tmp_path))
     c.datasets = [DatasetSpec(name="sel", phase="phase2", annotator="a", control="ctl"),
                   DatasetSpec(name="ctl", phase="phase2"), DatasetSpec(name="p1", phase="phase1")]
-    mans = {"sel": {"tokens_per_language": {"python": 30_000, "java": 18_000}},
-            "ctl": {"tokens_per_language": {"python": 29_500, "java": 17_900}}, "p1": {}}
+    mans = {"sel": {"tokens_per_language": {"python": 30_000, "java": 18_000},
+                    "splits": {"train": {"tokens": 47_000}}},
+            "ctl": {"tokens_per_language": {"python": 29_500, "java": 17_900},
+                    "splits": {"train": {"tokens": 46_500}}}, "p1": {}}
     (ctl,) = ablate.control_tokens(c, mans)
     assert (ctl["selection_tokens"], ctl["control_tokens"]) == (48_000, 47_400)
     assert ctl["ratio"] == pytest.approx(47_400 / 48_000)
+    assert ctl["train_ratio"] == pytest.approx(46_500 / 47_000)
     assert ctl["per_language"] == {"java": [18_000, 17_900], "python": [30_000, 29_500]}
     plan = ablate.Plan({}, {}, 256, 64)
     c.variants, c.datasets = [], c.datasets[:2]  # the stage lines are tested above; here the control line
-    text = ablate.print_budget(c, plan, {**mans, **{k: {**v, "splits": {"train": {"tokens": 1}}}
-                                                   for k, v in mans.items()}})
+    text = ablate.print_budget(c, plan, mans)
     assert "control ctl of sel: 47,400 vs 48,000 tokens (ratio 0.988" in text and "WARNING" not in text
+    assert "train splits 46,500 vs 47,000 (ratio 0.989)" in text
+    mans["ctl"]["splits"]["train"]["tokens"] = 40_000  # a large validation document on one side
+    assert "WARNING: the train splits" in ablate.print_budget(c, plan, mans)
     mans["ctl"]["tokens_per_language"]["python"] = 60_000  # one big file too many: the old defect
-    assert "WARNING: not token-matched" in ablate.print_budget(
-        c, plan, {k: {**v, "splits": {"train": {"tokens": 1}}} for k, v in mans.items()})
+    assert "WARNING: not token-matched" in ablate.print_budget(c, plan, mans)
 
 
 def test_a_benchmark_copied_into_the_training_shards_is_refused(tmp_path):

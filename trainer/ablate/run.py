@@ -193,8 +193,13 @@ def print_budget(cfg: AblationConfig, plan: Plan, mans: dict[str, dict[str, Any]
         per = ", ".join(f"{lang} {s:,}/{n:,}" for lang, (s, n) in c["per_language"].items())
         lines.append(f"  control {c['control']} of {c['selection']}: {c['control_tokens']:,} vs "
                      f"{c['selection_tokens']:,} tokens (ratio {c['ratio']:.3f}; per language selection/control: "
-                     f"{per})" + ("" if abs(c["ratio"] - 1) <= CONTROL_TOLERANCE else
-                                  f"  WARNING: not token-matched (more than {CONTROL_TOLERANCE:.0%} apart)"))
+                     f"{per}); train splits {c['control_train_tokens']:,} vs {c['selection_train_tokens']:,} "
+                     f"(ratio {c['train_ratio']:.3f})"
+                     + ("" if abs(c["ratio"] - 1) <= CONTROL_TOLERANCE else
+                        f"  WARNING: not token-matched (more than {CONTROL_TOLERANCE:.0%} apart)")
+                     + ("" if abs(c["train_ratio"] - 1) <= CONTROL_TOLERANCE else
+                        f"  WARNING: the train splits are more than {CONTROL_TOLERANCE:.0%} apart (the validation "
+                        "documents differ): the two repeat their data a different number of times"))
     text = "\n".join(lines)
     print(text, flush=True)
     return text
@@ -206,15 +211,20 @@ CONTROL_TOLERANCE = 0.05
 
 def control_tokens(cfg: AblationConfig, mans: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Each annotator's selection against its random control, in the tokens their shards hold (manifest
-    `tokens_per_language`, both splits): the reader sees that the control is token-matched."""
+    `tokens_per_language`, both splits, which the data step matches) and in their train splits (the validation
+    documents, 2% by hash, are not matched): the reader sees whether the control is token-matched."""
     out = []
     for ds in cfg.datasets:
         if not (ds.annotator and ds.control and ds.name in mans and ds.control in mans):
             continue
         sel, ctl = mans[ds.name].get("tokens_per_language", {}), mans[ds.control].get("tokens_per_language", {})
         total_s, total_c = sum(sel.values()), sum(ctl.values())
+        train_s, train_c = (int(mans[n].get("splits", {}).get("train", {}).get("tokens", 0))
+                            for n in (ds.name, ds.control))
         out.append({"selection": ds.name, "control": ds.control, "selection_tokens": total_s,
                     "control_tokens": total_c, "ratio": total_c / total_s if total_s else math.nan,
+                    "selection_train_tokens": train_s, "control_train_tokens": train_c,
+                    "train_ratio": train_c / train_s if train_s else math.nan,
                     "per_language": {lang: [int(sel.get(lang, 0)), int(ctl.get(lang, 0))]
                                      for lang in sorted(set(sel) | set(ctl))}})
     return out
