@@ -1,7 +1,7 @@
 """Proxy-model ablation: runs (or resumes) an ablation and reports its effects with their intervals.
 
-    .venv/bin/python bench/ablate.py                                   # conf/ablate/demo.yaml on demo_out/
-    .venv/bin/python bench/ablate.py --config conf/ablate/demo.yaml --seeds '[1]' --out /tmp/ablate-1seed
+    .venv/bin/python -m bench.ablate                                   # conf/ablate/demo.yaml on demo_out/
+    .venv/bin/python -m bench.ablate --config conf/ablate/demo.yaml --seeds '[1]' --out /tmp/ablate-1seed
 
 Everything after the script's own flags goes to `python -m trainer.ablate`. A finished ablation is resumed, not
 retrained (its stages and evaluations are cached in `out`), so this prints the stored effects at once; `train_s` and
