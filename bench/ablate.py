@@ -1,7 +1,7 @@
 """Proxy-model ablation: runs (or resumes) an ablation and reports its effects with their intervals.
 
-    .venv/bin/python bench/ablate.py                                   # conf/ablate/demo.yaml on demo_out/
-    .venv/bin/python bench/ablate.py --config conf/ablate/demo.yaml --seeds '[1]' --out /tmp/ablate-1seed
+    .venv/bin/python -m bench.ablate                                   # conf/ablate/demo.yaml on demo_out/
+    .venv/bin/python -m bench.ablate --config conf/ablate/demo.yaml --seeds '[1]' --out /tmp/ablate-1seed
 
 Everything after the script's own flags goes to `python -m trainer.ablate`. A finished ablation is resumed, not
 retrained (its stages and evaluations are cached in `out`), so this prints the stored effects at once; `train_s` and
@@ -10,7 +10,8 @@ The speed figure is a ratio measured in the same run: trainings with shared pref
 Ends with one line `RESULT {json}`: per variant and benchmark the mean and standard deviation of bits per byte over
 seeds, `p2_vs_random_bpb_delta` / `p2_vs_random_ci95` (the annotator's phase 2 minus the random-selection control,
 paired by seed, 95% Student-t interval; negative = the annotator's selection is better), every declared
-comparison, the Figure-2 rank correlation, and the times.
+comparison, the Figure-2 rank correlation, each selection's tokens against its control's (`control_tokens`), and
+the times.
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
                                    "seeds_to_resolve": d["seeds_to_resolve"]} for k, d in per.items()}
                         for name, per in out["comparisons"].items()},
         "figure2_spearman": out["figure2"]["spearman"],
+        "control_tokens": {c["selection"]: {"selection": c["selection_tokens"], "control": c["control_tokens"],
+                                            "ratio": round(c["ratio"], 4)} for c in out.get("controls", [])},
         "trainings": out["trainings"], "trainings_without_sharing": out["trainings_without_sharing"],
         "sharing_ratio": round(out["trainings"] / out["trainings_without_sharing"], 3),
         "train_s": out["train_s"], "eval_s": out["eval_s"], "data_s": out["data_s"], "wall_s": round(wall, 1),

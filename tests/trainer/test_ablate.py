@@ -15,7 +15,7 @@ from codemill.config import ConfigError, load_config
 from tests.fixtures.train.helpers import VOCAB_SIZE, write_shards
 from trainer.ablate import bpb
 from trainer.ablate import run as ablate
-from trainer.ablate.config import AblationConfig
+from trainer.ablate.config import AblationConfig, DatasetSpec
 from trainer.ablate.stats import paired_delta, spearman
 
 
@@ -159,6 +159,30 @@ def test_an_interrupted_stage_resumes_from_its_checkpoint(tmp_path):
     assert "p1_p2                         4,096" in text and "dataset p2" in text and "passes per stage [0.33]" in text
 
 
+def test_the_budget_shows_each_selection_against_its_control_and_warns_when_unmatched(tmp_path):
+    c = load_config(AblationConfig, ablation_yaml(tmp_path))
+    c.datasets = [DatasetSpec(name="sel", phase="phase2", annotator="a", control="ctl"),
+                  DatasetSpec(name="ctl", phase="phase2"), DatasetSpec(name="p1", phase="phase1")]
+    mans = {"sel": {"tokens_per_language": {"python": 30_000, "java": 18_000},
+                    "splits": {"train": {"tokens": 47_000}}},
+            "ctl": {"tokens_per_language": {"python": 29_500, "java": 17_900},
+                    "splits": {"train": {"tokens": 46_500}}}, "p1": {}}
+    (ctl,) = ablate.control_tokens(c, mans)
+    assert (ctl["selection_tokens"], ctl["control_tokens"]) == (48_000, 47_400)
+    assert ctl["ratio"] == pytest.approx(47_400 / 48_000)
+    assert ctl["train_ratio"] == pytest.approx(46_500 / 47_000)
+    assert ctl["per_language"] == {"java": [18_000, 17_900], "python": [30_000, 29_500]}
+    plan = ablate.Plan({}, {}, 256, 64)
+    c.variants, c.datasets = [], c.datasets[:2]  # the stage lines are tested above; here the control line
+    text = ablate.print_budget(c, plan, mans)
+    assert "control ctl of sel: 47,400 vs 48,000 tokens (ratio 0.988" in text and "WARNING" not in text
+    assert "train splits 46,500 vs 47,000 (ratio 0.989)" in text
+    mans["ctl"]["splits"]["train"]["tokens"] = 40_000  # a large validation document on one side
+    assert "WARNING: the train splits" in ablate.print_budget(c, plan, mans)
+    mans["ctl"]["tokens_per_language"]["python"] = 60_000  # one big file too many: the old defect
+    assert "WARNING: not token-matched" in ablate.print_budget(c, plan, mans)
+
+
 def test_a_benchmark_copied_into_the_training_shards_is_refused(tmp_path):
     # The fixture shards are HumanEval's prompts and solutions as bytes: HumanEval must be refused, MBPP not.
     c = load_config(AblationConfig, ablation_yaml(tmp_path, eval={"benchmarks": ["humaneval", "mbpp"],
@@ -206,6 +230,12 @@ def test_ngram_hashes_find_copies_only():
     assert len(grams) == 93
     assert np.isin(bpb.ngram_hashes(a[10:40], 8), grams).all()
     assert not np.isin(bpb.ngram_hashes(a[::-1].copy(), 8), grams).any()
+    rng = np.random.default_rng(0)
+    train = np.unique(rng.integers(0, 2**63, 5000, dtype=np.uint64))
+    probe = np.concatenate([train[rng.integers(0, len(train), 50)], rng.integers(0, 2**63, 50, dtype=np.uint64),
+                            np.array([0, 2**64 - 1], dtype=np.uint64)])
+    assert (bpb.in_sorted(probe, train) == np.isin(probe, train)).all() and bpb.in_sorted(probe, train)[:50].all()
+    assert not bpb.in_sorted(probe, np.empty(0, dtype=np.uint64)).any()
 
 
 def test_paired_delta_interval_and_spearman():

@@ -76,9 +76,11 @@ class ScheduleSpec:
 class TableSpec:
     """A table the data step writes into the lake (names must start with `ablate_`, so no recipe table is touched).
 
-    kind `top_selection`: the best-scored files of `scores` per language up to `token_budget` (spark_jobs.select_hq);
-    `random_selection`: the same selection with each file's score replaced by a seeded hash: equal tokens per
-    language and equal `repeat`, only the annotator's ranking is gone (the control of paper §4);
+    kind `top_selection`: the best-scored files of `scores` per language, filled greedily up to `token_budget` LM
+    tokens split by the phase-1 language mix (spark_jobs.ablation_data.top_selection);
+    `random_selection`: files in a seeded random order, each language filled to the tokens the `top_selection` of
+    the same `scores` and budget actually has there: equal tokens per language and equal `repeat`, only the
+    annotator's ranking is gone (the control of paper §4);
     `repository_documents`: `files` grouped by repository only, languages mixed (spark_jobs.documents with one
     language bucket).
     """

@@ -51,6 +51,8 @@ from trainer.data import read_manifest
 from trainer.evaluation.run import EvalConfig, evaluate, write_results
 
 log = logging.getLogger("codemill.ablate")
+# spark_jobs.ablation_data.BUILD_VERSION (trainer/ does not import spark_jobs): a new one re-runs the data step.
+DATA_BUILD_VERSION = 2
 
 
 # ------------------------------------------------------------------------------------------------- datasets
@@ -63,7 +65,7 @@ def data_spec_hash(cfg: AblationConfig) -> str:
     """What the data step builds: a change re-runs it (the step itself skips what is already up to date)."""
     return config_hash({"tables": [to_dict(t) for t in cfg.tables], "annotators": [to_dict(a) for a in cfg.annotators],
                         "datasets": [to_dict(d) for d in cfg.datasets if d.sources], "lake": cfg.lake,
-                        "shards_root": cfg.shards_root})
+                        "shards_root": cfg.shards_root, "build": DATA_BUILD_VERSION})
 
 
 def prepare_data(cfg: AblationConfig, config_file: str) -> None:
@@ -187,9 +189,45 @@ def print_budget(cfg: AblationConfig, plan: Plan, mans: dict[str, dict[str, Any]
                          if s.data == ds.name})
         lines.append(f"  dataset {ds.name:<14} {train:>12,} train tokens, repeat {mans[ds.name].get('repeat', 1)}, "
                      f"passes per stage {passes}")
+    for c in control_tokens(cfg, mans or {}):
+        per = ", ".join(f"{lang} {s:,}/{n:,}" for lang, (s, n) in c["per_language"].items())
+        lines.append(f"  control {c['control']} of {c['selection']}: {c['control_tokens']:,} vs "
+                     f"{c['selection_tokens']:,} tokens (ratio {c['ratio']:.3f}; per language selection/control: "
+                     f"{per}); train splits {c['control_train_tokens']:,} vs {c['selection_train_tokens']:,} "
+                     f"(ratio {c['train_ratio']:.3f})"
+                     + ("" if abs(c["ratio"] - 1) <= CONTROL_TOLERANCE else
+                        f"  WARNING: not token-matched (more than {CONTROL_TOLERANCE:.0%} apart)")
+                     + ("" if abs(c["train_ratio"] - 1) <= CONTROL_TOLERANCE else
+                        f"  WARNING: the train splits are more than {CONTROL_TOLERANCE:.0%} apart (the validation "
+                        "documents differ): the two repeat their data a different number of times"))
     text = "\n".join(lines)
     print(text, flush=True)
     return text
+
+
+# A control further than this from its selection's tokens confounds ranking with repetition (docs/ablations.md).
+CONTROL_TOLERANCE = 0.05
+
+
+def control_tokens(cfg: AblationConfig, mans: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each annotator's selection against its random control, in the tokens their shards hold (manifest
+    `tokens_per_language`, both splits, which the data step matches) and in their train splits (the validation
+    documents, 2% by hash, are not matched): the reader sees whether the control is token-matched."""
+    out = []
+    for ds in cfg.datasets:
+        if not (ds.annotator and ds.control and ds.name in mans and ds.control in mans):
+            continue
+        sel, ctl = mans[ds.name].get("tokens_per_language", {}), mans[ds.control].get("tokens_per_language", {})
+        total_s, total_c = sum(sel.values()), sum(ctl.values())
+        train_s, train_c = (int(mans[n].get("splits", {}).get("train", {}).get("tokens", 0))
+                            for n in (ds.name, ds.control))
+        out.append({"selection": ds.name, "control": ds.control, "selection_tokens": total_s,
+                    "control_tokens": total_c, "ratio": total_c / total_s if total_s else math.nan,
+                    "selection_train_tokens": train_s, "control_train_tokens": train_c,
+                    "train_ratio": train_c / train_s if train_s else math.nan,
+                    "per_language": {lang: [int(sel.get(lang, 0)), int(ctl.get(lang, 0))]
+                                     for lang in sorted(set(sel) | set(ctl))}})
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -519,7 +557,8 @@ def run(cfg: AblationConfig, *, config_file: str) -> dict[str, Any]:
            "train_s": round(sum(d["seconds"] for d in done.values()), 1),
            "eval_s": round(sum(r["eval_s"] for r in results.values()), 1), "data_s": _data_seconds(cfg),
            "table": cfg.table, "table_version": version,
-           "mlflow_parent_run": parent, "budget": budget_text, **summary, **headline(summary, cfg)}
+           "mlflow_parent_run": parent, "budget": budget_text, "controls": control_tokens(cfg, mans), **summary,
+           **headline(summary, cfg)}
     _log_parent(cfg, parent, out)
     storage.write_text(storage.join(cfg.out, "result.json"), json.dumps(out, indent=2, sort_keys=True, default=str))
     _print_summary(cfg, out)
