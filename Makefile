@@ -11,18 +11,18 @@ setup:
 lint: setup
 	$(PY) -m ruff check .
 
-# Two workers, one test file each at a time (a file's fixtures stay in one process): the fault-injection suite
-# (tests/faults, ~15 min on 2 cores) overlaps the rest, whose Spark jobs leave a core idle much of the time.
+# Two workers, one test file each at a time (a file's fixtures stay in one process; the longest files first,
+# tests/conftest.py). The fault-injection suite is `make test-faults`.
 test: setup lint
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not gpu and not vllm and not cluster and not bench"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not gpu and not vllm and not cluster and not faults and not bench"
 
 # spark-submit on a standalone master with two workers, native Delta on s3a:// against an S3 server on 127.0.0.1;
 # the test starts and stops all of them (tests/cluster/test_cluster.py).
 test-cluster: setup
 	$(PY) -m pytest -q -rP -m cluster tests/cluster
 
-# Every stage, synth and tokenize SIGKILLed at each commit point and re-run (tests/faults; docs/lake.md#stages);
-# `make test` runs it too.
+# Every stage, synth and tokenize SIGKILLed at each commit point and re-run (tests/faults; docs/lake.md#stages).
+# Not in .ci/run: with it, CI took ~52 min on 2 cores, past its 45-minute budget (make test 38 min with the suite).
 test-faults: setup
 	$(PY) -m pytest -q -m faults tests/faults
 

@@ -15,6 +15,20 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 # litdata checks PyPI for a newer version on import; offline machines and CI have no network.
 os.environ.setdefault("LITDATA_DISABLE_VERSION_CHECK", "1")
 
+# The longest test files, started first: `make test` hands whole files to two workers in collection order, so a long
+# file collected last (the demo end to end, ~8 min on 2 cores) ran alone at the end while the other worker idled.
+LONGEST_FIRST = ("tests/test_demo.py", "tests/faults/test_faults.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Moves the tests of `LONGEST_FIRST` to the front (a stable sort: every other order is kept; every worker
+    computes the same order, as xdist requires)."""
+    def rank(item):
+        path = item.nodeid.split("::", 1)[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
+
 
 @pytest.fixture(scope="session")
 def spark():
