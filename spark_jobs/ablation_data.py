@@ -147,8 +147,10 @@ def random_control(counts, selected, *, seed: int, repeat: int):
 
 
 def tokens_per_language(selected) -> dict[str, int]:
-    return {r["lang"]: int(r["tokens"]) for r in
-            selected.groupBy("lang").agg({"n_tokens": "sum"}).withColumnRenamed("sum(n_tokens)", "tokens").collect()}
+    from pyspark.sql import functions as F
+
+    return {r["lang"]: int(r["tokens"])
+            for r in selected.groupBy("lang").agg(F.sum("n_tokens").alias("tokens")).collect()}
 
 
 class _ShardsTableAs:
@@ -228,8 +230,10 @@ def recipe_manifest(cfg: AblationConfig) -> dict[str, Any]:
     return recipe
 
 
-def recipe_tokenizer(cfg: AblationConfig) -> str:
-    return recipe_manifest(cfg).get("tokenizer") or storage.join(cfg.shards_root, "tokenizer")
+def recipe_tokenizer(cfg: AblationConfig, recipe: dict[str, Any] | None = None) -> str:
+    """The recipe's tokenizer (`recipe`: its phase-1 manifest, when already read)."""
+    recipe = recipe_manifest(cfg) if recipe is None else recipe
+    return recipe.get("tokenizer") or storage.join(cfg.shards_root, "tokenizer")
 
 
 def build_table(lake: Lake, t: TableSpec, lineage: Lineage, *, file_tokens=None) -> dict[str, Any]:
@@ -277,7 +281,7 @@ def build_dataset(spark, lake: Lake, cfg: AblationConfig, dcfg: AblationDataConf
     phase = PhaseConfig(name=ds.phase, sources=[SourceConfig(**s) for s in ds.sources], repeat=ds.repeat)
     tcfg = TokenizeConfig(shards_root=root, phases=[phase], build=[ds.phase], seq_len=int(recipe["seq_len"]),
                           val_fraction=dcfg.val_fraction, num_shards=dcfg.num_shards, seed=dcfg.seed,
-                          tokenizer=TokenizerConfig(load=recipe_tokenizer(cfg)))
+                          tokenizer=TokenizerConfig(load=recipe_tokenizer(cfg, recipe)))
     view = _ShardsTableAs(lake, f"ablate_shards_{ds.name}")
     tok, tokenizer_path = ensure_tokenizer(tcfg, view)
     broadcast = spark.sparkContext.broadcast(tok.to_str())
