@@ -12,19 +12,19 @@ lint: setup
 	$(PY) -m ruff check .
 
 # Two workers, one test file each at a time (a file's fixtures stay in one process; the longest files first,
-# tests/conftest.py). The fault-injection suite is `make test-faults`.
+# tests/conftest.py). The fault-injection suite's chains are in it; its cases each alone are `make test-faults`.
 test: setup lint
-	$(PY) -m pytest -q -n 2 --dist loadfile -m "not gpu and not vllm and not cluster and not faults and not bench"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not gpu and not vllm and not cluster and not faults_each and not bench"
 
 # spark-submit on a standalone master with two workers, native Delta on s3a:// against an S3 server on 127.0.0.1;
 # the test starts and stops all of them (tests/cluster/test_cluster.py).
 test-cluster: setup
 	$(PY) -m pytest -q -rP -m cluster tests/cluster
 
-# Every stage, synth and tokenize SIGKILLed at each commit point and re-run (tests/faults; docs/lake.md#stages).
-# Not in .ci/run: with it, CI took ~52 min on 2 cores, past its 45-minute budget (make test 38 min with the suite).
+# Every stage, synth and tokenize SIGKILLed at each commit point and re-run (tests/faults; docs/lake.md#stages): the
+# chains `make test` runs, then every case alone on a fresh copy of the lake (~15 min more on 2 cores).
 test-faults: setup
-	$(PY) -m pytest -q -m faults tests/faults
+	$(PY) -m pytest -q -m "faults or faults_each" tests/faults
 
 # Bench scripts run end to end at a small size (the skew cases of bench/scale.py; docs/performance.md).
 test-bench: setup

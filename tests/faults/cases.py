@@ -57,11 +57,12 @@ SCORE = [
     ("score", "score", f"{F.STAGE_OUTPUTS}@score"),
 ]
 CASES = CURATION + INCREMENTAL + SCORE + TOKENIZE + SYNTH
-# Cases whose killed pipeline runs with a Spark JVM of its own, killed with it (the others attach to the suite's warm
-# JVM: tests/faults/child.py), so both kinds of kill are in every CI run: a curation stage creating its first tables,
-# and tokenize with its shard files outside the lake.
-OWN_JVM = {CURATION[0], TOKENIZE[0]}
+GROUPS = ["curation", "incremental", "score", "tokenize", "synth"]
+Case = tuple[str, str, str]
+# The case whose killed pipeline runs with a Spark JVM of its own, killed with it (the others attach to the suite's
+# warm JVM: tests/faults/child.py), so both kinds of kill are in every CI run: ingest creating the lake's first tables.
+OWN_JVM = {CURATION[0]}
 
 
-def case_id(case: tuple[str, str, str]) -> str:
+def case_id(case: Case) -> str:
     return f"{case[0]}-{case[2]}".replace(":", "_").replace("@", "_at_").replace("#", "_n")
