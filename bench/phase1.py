@@ -1,7 +1,7 @@
 """Phase 1 end to end, fair: codemill's pipeline vs datatrove's equivalent on the same labelled corpus, one run.
 
     .venv/bin/python -m bench.phase1                  # 40 and 160 MB (quiet machine)
-    .venv/bin/python -m bench.phase1 --sizes 3        # a few minutes: checks the bench works
+    .venv/bin/python -m bench.phase1 --sizes 2        # ~5 minutes on 2 cores: checks the bench works
 
 1. Corpus (per size, one JSON Lines file both systems read, `{id, repo, path, text}`): bench/dedup.py's corpus
    (Python files of this machine, planted near-duplicates and hard negatives labelled by token LCS similarity,
@@ -12,7 +12,7 @@
 2. codemill: `python -m spark_jobs.pipeline --stages ingest,filter,exact_dedup,near_dedup,decontaminate` at the
    defaults of conf/spark/pipeline.yaml (licences and redaction off: datatrove has neither, and the corpus has no
    licence fields), tables written as Delta; a warm-up run on a tenth of the corpus in its own process first
-   (Spark's ivy cache, the benchmark index's disk cache), then the timed run in a fresh process, Spark's
+   (the benchmark index's disk cache, the OS file cache), then the timed run in a fresh process, Spark's
    start-up included.
 3. datatrove 0.10 (its own venv, bench/out/datatrove-venv, pip on first use; one worker): JsonlReader -> its
    exact dedup (`ExactDedupSignature`, `ExactFindDedups`, `ExactDedupFilter` on the raw text) -> MinHash dedup at
@@ -23,7 +23,8 @@
    benchmarks as codemill's catalogue (conf/spark/benchmarks.yaml), each problem's prompt as `query` and its
    solution (its tests when it has none) as the label; it is built with `NGramsDecontIndexer.compute_hashes`
    (with the filter's own tokenizer and hash) outside the timed run, because `NGramsDecontIndexer` requires
-   lighteval and loads its tasks from the Hub (codemill's index is prebuilt too: its disk cache). Warm-up on a
+   lighteval and loads its tasks from the Hub (codemill's index is prebuilt too: its disk cache); it is kept in
+   bench/out/phase1/datatrove-index-<hash of the catalogue's problems> for later runs. Warm-up on a
    tenth of the corpus in the same process, then the timed run.
 4. Quality: near-duplicate F1 on the labelled pairs at 0.7 (bench/dedup.py's scoring; exact copies count as
    one cluster) over the pairs both of whose files pass codemill's filters (the others never reach its dedup);
