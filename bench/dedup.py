@@ -329,7 +329,7 @@ def run_codemill(corpus: Path, work: Path, *, threshold: float, local_max_edges:
 
 
 # ------------------------------------------------------------------------------------------------ datatrove
-DT_SCRIPT = r'''
+DT_MINHASH = r'''
 import json, resource, sys, time
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
@@ -337,18 +337,16 @@ from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 
-work, warm, bands, rows = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-# "default": MinhashConfig() as datatrove ships it (5-grams, 14 buckets x 8 hashes, 64-bit xxhash); language and
-# word tokenizer: MinhashDedupSignature's defaults too (English, spaCy's blank tokenizer).
-cfg = MinhashConfig() if bands == "default" else MinhashConfig(num_buckets=int(bands), hashes_per_bucket=int(rows))
-
 def cpu():
     a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
-def pipeline(base):
+def pipeline(base, cfg, after=(), source=None):
+    # datatrove's four MinHash stages over `source` (default base/input); `after`: steps between the last one's
+    # filter and its writer.
+    source = source or f"{base}/input"
     common = dict(logging_dir=f"{base}/logs", skip_completed=False)  # datatrove defaults to ./logs
-    LocalPipelineExecutor(pipeline=[JsonlReader(f"{base}/input", compression=None),
+    LocalPipelineExecutor(pipeline=[JsonlReader(source, compression=None),
                                     MinhashDedupSignature(output_folder=f"{base}/sigs", config=cfg)],
                           tasks=1, workers=1, **common).run()
     LocalPipelineExecutor(pipeline=[MinhashDedupBuckets(input_folder=f"{base}/sigs",
@@ -357,16 +355,23 @@ def pipeline(base):
     LocalPipelineExecutor(pipeline=[MinhashDedupCluster(input_folder=f"{base}/buckets",
                                                         output_folder=f"{base}/remove", config=cfg,
                                                         save_cluster_id=True)], tasks=1, workers=1, **common).run()
-    LocalPipelineExecutor(pipeline=[JsonlReader(f"{base}/input", compression=None),
+    LocalPipelineExecutor(pipeline=[JsonlReader(source, compression=None),
                                     MinhashDedupFilter(input_folder=f"{base}/remove", load_cluster_ids=True,
                                                        exclusion_writer=JsonlWriter(f"{base}/removed",
                                                                                     compression=None)),
-                                    JsonlWriter(f"{base}/kept", compression=None)], tasks=1, workers=1,
+                                    *after, JsonlWriter(f"{base}/kept", compression=None)], tasks=1, workers=1,
                           **common).run()
+'''
 
-pipeline(warm)  # warm-up outside the timed run: imports, tokenizer and hash set-up, as codemill's warm-up
+DT_SCRIPT = DT_MINHASH + r'''
+work, warm, bands, rows = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+# "default": MinhashConfig() as datatrove ships it (5-grams, 14 buckets x 8 hashes, 64-bit xxhash); language and
+# word tokenizer: MinhashDedupSignature's defaults too (English, spaCy's blank tokenizer).
+cfg = MinhashConfig() if bands == "default" else MinhashConfig(num_buckets=int(bands), hashes_per_bucket=int(rows))
+
+pipeline(warm, cfg)  # warm-up outside the timed run: imports, tokenizer and hash set-up, as codemill's warm-up
 c0, t0 = cpu(), time.perf_counter()
-pipeline(work)
+pipeline(work, cfg)
 print(json.dumps({"wall_s": time.perf_counter() - t0, "cpu_s": cpu() - c0, "cores": 1,
                   "config": str(cfg)}))
 '''
@@ -374,16 +379,18 @@ print(json.dumps({"wall_s": time.perf_counter() - t0, "cpu_s": cpu() - c0, "core
 
 def ensure_datatrove() -> Path:
     """datatrove in its own venv (never .venv): its MinHash stages need xxhash and its English word tokenizer
-    spaCy (the blank English tokenizer, no model download)."""
+    spaCy (the blank English tokenizer, no model download); importing its dedup package needs tokenizers."""
     py = DT_VENV / "bin" / "python"
-    check = "import datatrove, xxhash, spacy, psutil; from datatrove.utils.word_tokenizers import " \
-            "load_word_tokenizer; load_word_tokenizer('eng').word_tokenize('a b')"
+    check = "import datatrove.pipeline.dedup.minhash, datatrove.pipeline.decont, xxhash, spacy, psutil; " \
+            "from datatrove.utils.word_tokenizers import load_word_tokenizer; " \
+            "load_word_tokenizer('eng').word_tokenize('a b')"
     if py.exists() and subprocess.run([str(py), "-c", check], capture_output=True).returncode == 0:
         return py
     print("installing datatrove into", DT_VENV, flush=True)
-    subprocess.run([sys.executable, "-m", "venv", str(DT_VENV)], check=True)
+    if not py.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(DT_VENV)], check=True)
     subprocess.run([str(py), "-m", "pip", "install", "-q", "datatrove==0.10.*", "xxhash<4", "spacy>=3.7,<4",
-                    "orjson", "psutil"], check=True)
+                    "tokenizers", "orjson", "psutil"], check=True)
     return py
 
 
